@@ -1,0 +1,72 @@
+"""The sync's settings: the seed script's switches, with its defaults, as one immutable value.
+
+Pure (no Dagster): rules take a `SyncSettings`; the Dagster layer builds one from run config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    # Tenants skipped entirely (display names or tenant ids, case-insensitive). Seed: $ExcludeTenants
+    exclude_tenants: tuple[str, ...] = ()
+    # Only users with at least one assigned licence are synced. Seed: $LicensedUsersOnly
+    licensed_users_only: bool = True
+    # Users with accountEnabled=false are not synced. Seed: $ExcludeDisabled
+    exclude_disabled_accounts: bool = True
+    # userType=Guest users are not synced. Seed: $ExcludeGuests
+    exclude_guests: bool = True
+    # Case-insensitive regexes searched in the local part of the UPN (before '@'). Seed: $ExcludeUPNs
+    exclude_upn_patterns: tuple[str, ...] = ("admin",)
+    # Halo user custom field that, when equal to keep_active_value, protects a contact from deactivation.
+    keep_active_field: str = "CFM365SyncKeepActive"
+    keep_active_value: str = "2"
+    # Halo's catch-all contact per company; never deactivated. Seed: $GeneralUserName
+    general_user_name: str = "General User"
+    # Write the tenant id back to a company matched by name/website/domains. Seed: $SetHuduAzureID
+    set_halo_tenant_ids: bool = True
+    create_contacts: bool = True
+    # Seed: $InactivateUsers
+    deactivate_contacts: bool = True
+    # Off in the seed: existing linked contacts are not rewritten.
+    update_contact_fields: bool = False
+    # Deactivation guard: a tenant's deactivations are held when they exceed
+    # max(guard_min_contacts, guard_fraction * its active contacts), unless the tenant is allowed.
+    guard_min_contacts: int = 10
+    guard_fraction: float = 0.5
+    allow_mass_deactivation: tuple[str, ...] = ()
+    # Where the inactive-contacts CSV goes; None = inside the Dagster storage folder.
+    report_path: str | None = None
+
+    def __post_init__(self) -> None:
+        import re
+
+        for pattern in self.exclude_upn_patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"exclude_upn_patterns: {pattern!r} is not a valid regex: {exc}") from None
+        if not 0 <= self.guard_fraction <= 1:
+            raise ValueError(f"guard_fraction must be between 0 and 1, got {self.guard_fraction}")
+        if self.guard_min_contacts < 0:
+            raise ValueError(f"guard_min_contacts must be >= 0, got {self.guard_min_contacts}")
+
+
+DEFAULT_SETTINGS = SyncSettings()
+
+# For the README's "seed name -> setting" table.
+SEED_NAMES = {
+    "$ExcludeTenants": "exclude_tenants",
+    "$LicensedUsersOnly": "licensed_users_only",
+    "$ExcludeDisabled": "exclude_disabled_accounts",
+    "$ExcludeGuests": "exclude_guests",
+    "$ExcludeUPNs": "exclude_upn_patterns",
+    "$KeepActiveField / $KeepActiveValue": "keep_active_field / keep_active_value",
+    "$GeneralUserName": "general_user_name",
+    "$SetHuduAzureID": "set_halo_tenant_ids",
+    "$CreateUsers": "create_contacts",
+    "$InactivateUsers": "deactivate_contacts",
+}
+
