@@ -1,0 +1,148 @@
+"""The write engine: turns the plan into batched Halo upserts and records what happened to each action.
+
+No Dagster here: the `applied_changes` asset gives it a `write_batch` callable (the Halo client's
+upsert). Batches are array POSTs. A batch that still fails after the client's own retries is split in
+halves until the bad record fails alone, so one bad record never blocks the rest of the plan.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+# endpoint ("Users" | "Client"), bodies -> saved records in the same order
+WriteBatch = Callable[[str, list[dict[str, Any]]], list[dict[str, Any]]]
+
+# Writes that other writes may depend on go first: a company must own the tenant before its contacts change.
+ACTION_ORDER = ("set_tenant_id", "pair", "reactivate", "update", "create", "deactivate")
+
+APPLIED_COLUMNS = [
+    "tenant_id", "tenant_name", "company_id", "company_name", "contact_id", "user_id",
+    "action", "reason", "held", "body", "outcome", "error", "halo_id",
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ApplyToggles:
+    """Which kinds of planned action an apply run may write (all on by default)."""
+
+    create_contacts: bool = True
+    pair_contacts: bool = True
+    reactivate_contacts: bool = True
+    update_contacts: bool = True
+    deactivate_contacts: bool = True
+    set_halo_tenant_ids: bool = True
+    check_matches_only: bool = False  # only the company tenant-id write-backs
+
+    def allows(self, action: str) -> bool:
+        if self.check_matches_only:
+            return action == "set_tenant_id" and self.set_halo_tenant_ids
+        return {
+            "set_tenant_id": self.set_halo_tenant_ids,
+            "create": self.create_contacts,
+            "pair": self.pair_contacts,
+            "reactivate": self.reactivate_contacts,
+            "update": self.update_contacts,
+            "deactivate": self.deactivate_contacts,
+        }.get(action, False)
+
+
+def planned_writes(company_mappings: pd.DataFrame, contact_changes: pd.DataFrame) -> pd.DataFrame:
+    """One row per planned action (company write-backs and contact changes), in write order."""
+    companies = company_mappings[company_mappings["company_update"].notna()]
+    company_rows = pd.DataFrame(
+        {
+            "tenant_id": companies["tenant_id"],
+            "tenant_name": companies["tenant_name"],
+            "company_id": companies["company_id"],
+            "company_name": companies["company_name"],
+            "contact_id": pd.array([pd.NA] * len(companies), dtype="Int64"),
+            "user_id": pd.array([pd.NA] * len(companies), dtype="string"),
+            "action": "set_tenant_id",
+            "reason": "matched_by_" + companies["method"].astype("string"),
+            "held": False,
+            "body": companies["company_update"],
+        }
+    )
+    contact_rows = contact_changes[
+        ["tenant_id", "tenant_name", "company_id", "company_name", "contact_id", "user_id", "action", "reason", "held", "body"]
+    ]
+    writes = pd.concat([company_rows, contact_rows], ignore_index=True)
+    writes["company_id"] = writes["company_id"].astype("Int64")
+    writes["contact_id"] = writes["contact_id"].astype("Int64")
+    writes["held"] = writes["held"].astype(bool)
+    for col in ("tenant_id", "tenant_name", "company_name", "user_id", "action", "reason", "body"):
+        writes[col] = writes[col].astype("string")
+    order = {action: i for i, action in enumerate(ACTION_ORDER)}
+    writes["_order"] = writes["action"].map(lambda a: order.get(a, len(order)))
+    return writes.sort_values(["_order"], kind="stable").drop(columns="_order").reset_index(drop=True)
+
+
+def _endpoint(action: str) -> str:
+    return "Client" if action == "set_tenant_id" else "Users"
+
+
+def _write_isolating(
+    write_batch: WriteBatch, endpoint: str, items: Sequence[tuple[int, dict[str, Any]]], results: dict[int, tuple]
+) -> None:
+    """Write `items` (row index, body); on failure split until each bad record fails alone."""
+    try:
+        saved = write_batch(endpoint, [body for _, body in items])
+    except Exception as exc:  # noqa: BLE001 - any failure of a batch is isolated, then reported per record
+        if len(items) == 1:
+            results[items[0][0]] = ("failed", _error_text(exc), pd.NA)
+            return
+        middle = len(items) // 2
+        _write_isolating(write_batch, endpoint, items[:middle], results)
+        _write_isolating(write_batch, endpoint, items[middle:], results)
+        return
+    if len(saved) != len(items):
+        for index, _ in items:
+            results[index] = ("failed", f"Halo answered {len(saved)} records for {len(items)} sent", pd.NA)
+        return
+    for (index, body), record in zip(items, saved, strict=True):
+        halo_id = record.get("id") if isinstance(record, dict) else None
+        results[index] = ("applied", pd.NA, halo_id if halo_id is not None else body.get("id", pd.NA))
+
+
+def _error_text(exc: Exception) -> str:
+    # Client errors carry status and Halo's message only; never the request (which may hold a token).
+    return f"{type(exc).__name__}: {exc}"[:500]
+
+
+def apply_writes(
+    writes: pd.DataFrame,
+    write_batch: WriteBatch,
+    *,
+    toggles: ApplyToggles = ApplyToggles(),
+    dry_run: bool = True,
+    batch_size: int = 100,
+) -> pd.DataFrame:
+    """Write every allowed, non-held row of `writes`; return them all with outcome, error and halo_id."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    results: dict[int, tuple] = {}
+    for index, row in writes.iterrows():
+        if row["held"] or pd.isna(row["body"]):
+            results[index] = ("held", pd.NA, pd.NA)
+        elif not toggles.allows(row["action"]):
+            results[index] = ("skipped", pd.NA, pd.NA)
+        elif dry_run:
+            results[index] = ("dry_run", pd.NA, pd.NA)
+    for action in ACTION_ORDER:
+        pending = [
+            (index, json.loads(row["body"]))
+            for index, row in writes[writes["action"] == action].iterrows()
+            if index not in results
+        ]
+        for start in range(0, len(pending), batch_size):
+            _write_isolating(write_batch, _endpoint(action), pending[start : start + batch_size], results)
+    applied = writes.copy()
+    applied["outcome"] = pd.array([results[i][0] for i in applied.index], dtype="string")
+    applied["error"] = pd.array([results[i][1] for i in applied.index], dtype="string")
+    applied["halo_id"] = pd.array([results[i][2] for i in applied.index], dtype="Int64")
+    return applied[APPLIED_COLUMNS]

@@ -1,0 +1,119 @@
+"""The write engine: ordering, toggles, dry run, batching, and isolation of a bad record."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from halo_sync_pipeline.apply import ApplyToggles, apply_writes, planned_writes
+
+
+def _mappings() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "tenant_id": pd.array(["t1", "t2"], dtype="string"),
+            "tenant_name": pd.array(["Contoso", "Fabrikam"], dtype="string"),
+            "company_id": pd.array([10, pd.NA], dtype="Int64"),
+            "company_name": pd.array(["Contoso Ltd", pd.NA], dtype="string"),
+            "method": pd.array(["name", "unmatched"], dtype="string"),
+            "company_update": pd.array(
+                [json.dumps({"id": 10, "azure_tenants": [{"azure_tenant_id": "t1", "azure_tenant_name": "Contoso"}]}), pd.NA],
+                dtype="string",
+            ),
+        }
+    )
+
+
+def _changes(rows: list[dict]) -> pd.DataFrame:
+    base = {"tenant_id": "t1", "tenant_name": "Contoso", "company_id": 10, "company_name": "Contoso Ltd",
+            "contact_id": pd.NA, "user_id": pd.NA, "reason": "new_user", "held": False}  # fmt: skip
+    frame = pd.DataFrame([base | r for r in rows])
+    frame["contact_id"] = frame["contact_id"].astype("Int64")
+    frame["body"] = frame["body"].astype("string")
+    return frame
+
+
+def _plan(n_creates: int = 5) -> pd.DataFrame:
+    rows = [{"action": "create", "user_id": f"u{i}", "body": json.dumps({"name": f"user {i}", "site_id": 1})} for i in range(n_creates)]
+    rows.append({"action": "deactivate", "contact_id": 7, "reason": "gone_from_m365", "body": json.dumps({"id": 7, "inactive": True})})
+    rows.append({"action": "deactivate", "contact_id": 8, "held": True, "reason": "gone_from_m365", "body": json.dumps({"id": 8, "inactive": True})})
+    rows.append({"action": "ambiguous", "contact_id": 9, "held": True, "reason": "several_contacts_same_email", "body": pd.NA})
+    return planned_writes(_mappings(), _changes(rows))
+
+
+class FakeHalo:
+    """Records each accepted batch; rejects, whole, any batch containing a body named 'bad'."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[str, list[dict]]] = []
+        self.next_id = 100
+
+    def __call__(self, endpoint: str, bodies: list[dict]) -> list[dict]:
+        if any(b.get("name") == "bad" for b in bodies):
+            raise RuntimeError("HTTP 400: site_id: 'x' is not of type 'number'")
+        self.batches.append((endpoint, bodies))  # only batches Halo accepted (a rejected one writes nothing)
+        saved = []
+        for body in bodies:
+            if not body.get("id"):
+                self.next_id += 1
+                body = body | {"id": self.next_id}
+            saved.append(body)
+        return saved
+
+
+def test_company_write_backs_go_first_and_unmatched_tenants_never_write():
+    plan = _plan()
+    assert plan["action"].iloc[0] == "set_tenant_id"
+    assert (plan["tenant_id"] == "t2").sum() == 0
+
+
+def test_dry_run_writes_nothing_and_marks_every_allowed_action():
+    halo = FakeHalo()
+    applied = apply_writes(_plan(), halo, dry_run=True)
+    assert halo.batches == []
+    assert applied["outcome"].value_counts().to_dict() == {"dry_run": 7, "held": 2}
+
+
+def test_live_run_batches_and_returns_new_ids():
+    halo = FakeHalo()
+    applied = apply_writes(_plan(5), halo, dry_run=False, batch_size=2)
+    assert [(e, len(b)) for e, b in halo.batches] == [("Client", 1), ("Users", 2), ("Users", 2), ("Users", 1), ("Users", 1)]
+    creates = applied[applied["action"] == "create"]
+    assert (creates["outcome"] == "applied").all()
+    assert sorted(creates["halo_id"].tolist()) == [101, 102, 103, 104, 105]
+    assert applied.loc[applied["contact_id"] == 7, "halo_id"].item() == 7
+    assert applied.loc[applied["contact_id"] == 8, "outcome"].item() == "held"
+
+
+def test_a_bad_record_fails_alone_while_the_rest_land():
+    rows = [{"action": "create", "user_id": f"u{i}", "body": json.dumps({"name": "bad" if i == 3 else f"user {i}"})} for i in range(8)]
+    halo = FakeHalo()
+    applied = apply_writes(planned_writes(_mappings(), _changes(rows)), halo, dry_run=False, batch_size=8)
+    creates = applied[applied["action"] == "create"].set_index("user_id")
+    assert creates.loc["u3", "outcome"] == "failed"
+    assert "not of type" in creates.loc["u3", "error"]
+    assert (creates.drop(index="u3")["outcome"] == "applied").all()
+    written = [b["name"] for endpoint, batch in halo.batches if endpoint == "Users" for b in batch]
+    # Every good record was written exactly once, whatever splitting took place.
+    assert sorted(set(written)) == sorted(written) == sorted(f"user {i}" for i in range(8) if i != 3)
+
+
+@pytest.mark.parametrize(
+    ("toggles", "written_actions"),
+    [
+        (ApplyToggles(create_contacts=False), {"set_tenant_id", "deactivate"}),
+        (ApplyToggles(deactivate_contacts=False, set_halo_tenant_ids=False), {"create"}),
+        (ApplyToggles(check_matches_only=True), {"set_tenant_id"}),
+    ],
+)
+def test_toggles_limit_what_is_written(toggles, written_actions):
+    applied = apply_writes(_plan(), FakeHalo(), toggles=toggles, dry_run=False)
+    assert set(applied.loc[applied["outcome"] == "applied", "action"]) == written_actions
+    assert set(applied.loc[applied["outcome"] == "skipped", "action"]).isdisjoint(written_actions)
+
+
+def test_batch_size_must_be_positive():
+    with pytest.raises(ValueError, match="batch_size"):
+        apply_writes(_plan(), FakeHalo(), dry_run=False, batch_size=0)
