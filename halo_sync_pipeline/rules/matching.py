@@ -1,0 +1,257 @@
+"""Which Halo company each Microsoft 365 customer tenant belongs to (issue 4, `company_mappings`).
+
+Each `match_by_*` rule returns candidate rows `tenant_id`, `company_id`, `evidence` (one per
+tenant and active company it points at). `match_companies` applies them in order: the first rule
+that yields exactly one active company wins.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from halo_sync_pipeline.rules.normalise import email_domains, normalise_company_names, website_hosts
+from halo_sync_pipeline.schemas.plan import WRITE_BACK_METHODS
+from halo_sync_pipeline.settings import SyncSettings
+
+CANDIDATE_COLUMNS = ["tenant_id", "company_id", "evidence"]
+MAPPING_COLUMNS = [
+    "tenant_id", "tenant_name", "default_domain", "users_status", "method", "reason",
+    "company_id", "company_name", "candidates", "evidence", "company_update",
+]
+
+
+def _quoted(values: pd.Series) -> pd.Series:
+    return ('"' + values.astype("string") + '"').fillna("(blank)")
+
+
+def _candidates(frame: pd.DataFrame, evidence: pd.Series) -> pd.DataFrame:
+    out = frame.assign(evidence=evidence.astype("string"))[CANDIDATE_COLUMNS]
+    return out.drop_duplicates(["tenant_id", "company_id"]).reset_index(drop=True)
+
+
+def _active(companies: pd.DataFrame) -> pd.DataFrame:
+    return companies.loc[~companies["inactive"]]
+
+
+def match_by_tenant_id(tenants: pd.DataFrame, tenant_mappings: pd.DataFrame, companies: pd.DataFrame) -> pd.DataFrame:
+    """Rule 1: active companies that Halo's Azure AD connection mappings already tie to the tenant id."""
+    active = _active(companies)[["company_id"]]
+    found = tenant_mappings.merge(tenants[["tenant_id"]], on="tenant_id").merge(active, on="company_id")
+    evidence = (
+        "Halo Azure AD mapping of tenant " + found["tenant_id"] + " (" + _quoted(found["tenant_name"])
+        + ") to company " + found["company_id"].astype("string") + " " + _quoted(found["company_name"])
+    )
+    return _candidates(found, evidence)
+
+
+def match_by_name(tenants: pd.DataFrame, companies: pd.DataFrame) -> pd.DataFrame:
+    """Rule 2: active companies whose name equals the tenant's display name (case, trim and
+    inner whitespace ignored)."""
+    active = _active(companies)
+    names = active[["company_id", "name"]].assign(key=normalise_company_names(active["name"])).dropna(subset="key")
+    keys = tenants[["tenant_id", "display_name"]].assign(key=normalise_company_names(tenants["display_name"]))
+    found = keys.dropna(subset="key").merge(names, on="key")
+    evidence = (
+        "company name " + _quoted(found["name"]) + " = tenant name " + _quoted(found["display_name"])
+        + " (case and spacing ignored)"
+    )
+    return _candidates(found, evidence)
+
+
+def _company_hosts(companies: pd.DataFrame) -> pd.DataFrame:
+    active = _active(companies)
+    hosts = active[["company_id", "website"]].assign(host=website_hosts(active["website"]))
+    return hosts.dropna(subset="host")
+
+
+def _website_evidence(found: pd.DataFrame, what: str) -> pd.Series:
+    return (
+        "website " + _quoted(found["website"]) + " → host " + found["host"] + " = " + what + " " + found["host"]
+    )
+
+
+def match_by_default_domain_website(tenants: pd.DataFrame, companies: pd.DataFrame) -> pd.DataFrame:
+    """Rule 3: active companies whose website host equals the tenant's default domain."""
+    defaults = tenants[["tenant_id", "default_domain"]].dropna(subset="default_domain")
+    found = defaults.merge(_company_hosts(companies), left_on="default_domain", right_on="host")
+    return _candidates(found, _website_evidence(found, "default domain"))
+
+
+def _verified_domains(domains: pd.DataFrame) -> pd.DataFrame:
+    verified = domains.loc[domains["is_verified"], ["tenant_id", "domain"]]
+    return verified.dropna(subset="domain").drop_duplicates()
+
+
+def match_by_verified_domain_website(domains: pd.DataFrame, companies: pd.DataFrame) -> pd.DataFrame:
+    """Rule 4: active companies whose website host is one of the tenant's verified domains."""
+    found = _verified_domains(domains).merge(_company_hosts(companies), left_on="domain", right_on="host")
+    return _candidates(found, _website_evidence(found, "verified domain"))
+
+
+def match_by_contact_email_domain(
+    domains: pd.DataFrame, contacts: pd.DataFrame, companies: pd.DataFrame
+) -> pd.DataFrame:
+    """Rule 5: active companies owning active contacts whose email domain is one of the tenant's
+    verified domains (a contact proves current ownership; inactive ones may be history)."""
+    active_ids = _active(companies)["company_id"]
+    owned = contacts.loc[~contacts["inactive"] & contacts["company_id"].isin(active_ids), ["company_id", "email"]]
+    owned = owned.assign(domain=email_domains(owned["email"])).dropna(subset="domain")
+    per_domain = (
+        owned.merge(_verified_domains(domains), on="domain")
+        .groupby(["tenant_id", "company_id", "domain"], as_index=False)
+        .size()
+        .sort_values(["tenant_id", "company_id", "domain"])
+    )
+    per_domain["piece"] = per_domain["size"].astype("string") + " × @" + per_domain["domain"]
+    found = per_domain.groupby(["tenant_id", "company_id"], as_index=False).agg(pieces=("piece", ", ".join))
+    evidence = "active contacts with emails at the tenant's verified domains: " + found["pieces"].astype("string")
+    return _candidates(found, evidence)
+
+
+def excluded_tenants(tenants: pd.DataFrame, settings: SyncSettings) -> pd.Series:
+    """Per tenant, the `exclude_tenants` entry (name or id, case-insensitive) that excludes it, or NA."""
+    entries = {entry.strip().casefold(): entry for entry in settings.exclude_tenants}
+    by_id = tenants["tenant_id"].str.strip().str.casefold().map(entries)
+    by_name = tenants["display_name"].str.strip().str.casefold().map(entries)
+    return by_id.fillna(by_name).astype("string")
+
+
+def _all_candidates(
+    tenants: pd.DataFrame,
+    domains: pd.DataFrame,
+    companies: pd.DataFrame,
+    tenant_mappings: pd.DataFrame,
+    contacts: pd.DataFrame,
+) -> pd.DataFrame:
+    rules = {
+        "tenant_id": match_by_tenant_id(tenants, tenant_mappings, companies),
+        "name": match_by_name(tenants, companies),
+        "default_domain_website": match_by_default_domain_website(tenants, companies),
+        "verified_domain_website": match_by_verified_domain_website(domains, companies),
+        "contact_email_domain": match_by_contact_email_domain(domains, contacts, companies),
+    }
+    found = pd.concat([c.assign(method=m, rank=i) for i, (m, c) in enumerate(rules.items())], ignore_index=True)
+    found["method"] = found["method"].astype("string")
+    found["n_candidates"] = found.groupby(["tenant_id", "rank"])["company_id"].transform("size")
+    names = companies.set_index("company_id")["name"]
+    found["company_name"] = found["company_id"].map(names).astype("string")
+    return found.sort_values(["tenant_id", "rank", "company_id"], ignore_index=True)
+
+
+def _first_rule(found: pd.DataFrame) -> pd.DataFrame:
+    """Rows of the lowest-ranked rule per tenant."""
+    first_rank = found.groupby("tenant_id")["rank"].transform("min")
+    return found.loc[found["rank"] == first_rank]
+
+
+def _ambiguity_summary(several: pd.DataFrame) -> pd.DataFrame:
+    """Per tenant: the candidates (`id:name; ...`) and evidence of the first rule that found several."""
+    first = _first_rule(several)
+    label = first["company_id"].astype("string") + ":" + first["company_name"].fillna("")
+    detail = label + " (" + first["evidence"] + ")"
+    return (
+        first.assign(label=label, detail=detail)
+        .groupby("tenant_id", as_index=False)
+        .agg(ambiguous_method=("method", "first"), candidates=("label", "; ".join), detail=("detail", "; ".join))
+        .astype({"candidates": "string", "detail": "string", "ambiguous_method": "string"})
+    )
+
+
+def _no_candidate_evidence(tenants: pd.DataFrame) -> pd.Series:
+    return (
+        "no active company matched: no Halo mapping of tenant " + tenants["tenant_id"]
+        + ", no company named " + _quoted(tenants["tenant_name"])
+        + ", no website host equal to the default domain " + tenants["default_domain"].fillna("(none)")
+        + " or another verified domain, no company with active contacts at a verified domain"
+    )
+
+
+def match_companies(
+    tenants: pd.DataFrame,
+    domains: pd.DataFrame,
+    companies: pd.DataFrame,
+    tenant_mappings: pd.DataFrame,
+    contacts: pd.DataFrame,
+    settings: SyncSettings,
+) -> pd.DataFrame:
+    """`company_mappings`: one row per tenant, matched by the first rule yielding exactly one
+    active company; `unmatched` (`no_candidate` / `ambiguous`) or `excluded` otherwise."""
+    out = tenants[["tenant_id", "display_name", "default_domain", "status"]].rename(
+        columns={"display_name": "tenant_name", "status": "users_status"}
+    )
+    excluded_by = excluded_tenants(tenants, settings)
+    considered = tenants.loc[excluded_by.isna(), "tenant_id"]
+    found = _all_candidates(tenants, domains, companies, tenant_mappings, contacts)
+    found = found.loc[found["tenant_id"].isin(considered)]
+
+    winners = _first_rule(found.loc[found["n_candidates"] == 1]).set_index("tenant_id")
+    several = _ambiguity_summary(found.loc[found["n_candidates"] > 1]).set_index("tenant_id")
+    key = out["tenant_id"]
+    won = key.isin(winners.index)
+    ambiguous = ~won & key.isin(several.index)
+
+    out["method"] = pd.Series("unmatched", index=out.index, dtype="string")
+    out["method"] = out["method"].mask(won, winners["method"].reindex(key).to_numpy())
+    out["method"] = out["method"].mask(excluded_by.notna(), "excluded")
+    out["reason"] = pd.Series(pd.NA, index=out.index, dtype="string")
+    out["reason"] = out["reason"].mask(out["method"] == "unmatched", "no_candidate").mask(ambiguous, "ambiguous")
+    out["company_id"] = pd.array(winners["company_id"].reindex(key), dtype="Int64")
+    out["company_name"] = winners["company_name"].reindex(key).to_numpy()
+    out["company_name"] = out["company_name"].astype("string")
+    out["candidates"] = several["candidates"].reindex(key).where(ambiguous.to_numpy()).to_numpy()
+    out["candidates"] = out["candidates"].astype("string")
+
+    won_evidence = winners["evidence"].reindex(key).to_numpy()
+    # An earlier rule that found several companies is worth knowing even when a later one decided.
+    ambiguity_note = (
+        "; earlier rule " + several["ambiguous_method"] + " found several: " + several["candidates"]
+    ).reindex(key).fillna("").to_numpy()
+    ambiguous_evidence = (
+        "rule " + several["ambiguous_method"] + " found several active companies and no later rule found exactly one: "
+        + several["detail"]
+    ).reindex(key).to_numpy()
+    evidence = pd.Series(_no_candidate_evidence(out).to_numpy(), index=out.index, dtype="string")
+    evidence = evidence.mask(ambiguous, pd.Series(ambiguous_evidence, index=out.index, dtype="string"))
+    evidence = evidence.mask(won, pd.Series(won_evidence, index=out.index, dtype="string") + ambiguity_note)
+    excluded_note = "tenant excluded by settings.exclude_tenants entry " + _quoted(excluded_by)
+    out["evidence"] = evidence.mask(excluded_by.notna(), excluded_note)
+    out["company_update"] = plan_company_update(out, tenant_mappings, settings)
+    return out[MAPPING_COLUMNS].reset_index(drop=True)
+
+
+def plan_company_update(
+    company_mappings: pd.DataFrame, tenant_mappings: pd.DataFrame, settings: SyncSettings
+) -> pd.Series:
+    """Per mapping row, the JSON of the POST /api/Client element adding the tenant to the company's
+    `azure_tenants` (NA when no write is planned).
+
+    Only for matches by rules 2–5 when `set_halo_tenant_ids` is on; never for unmatched or excluded
+    tenants (seed bug: it wrote a null company). The list keeps the company's existing entries
+    (seed bug: it replaced them) and every tenant newly matched to the company, so two tenants
+    matched to one company do not overwrite each other's write-back.
+    """
+    updates = pd.Series(pd.NA, index=company_mappings.index, dtype="string")
+    if not settings.set_halo_tenant_ids:
+        return updates
+    existing = tenant_mappings.drop_duplicates(["company_id", "tenant_id"])
+    known_pairs = set(zip(existing["company_id"], existing["tenant_id"]))
+    writes = company_mappings.loc[
+        company_mappings["method"].isin(WRITE_BACK_METHODS) & company_mappings["company_id"].notna()
+    ]
+    writes = writes.loc[[(int(c), t) not in known_pairs for c, t in zip(writes["company_id"], writes["tenant_id"])]]
+    existing_by_company = {
+        int(company_id): group for company_id, group in existing.groupby("company_id", sort=False)
+    }
+    for company_id, new in writes.sort_values("tenant_id").groupby("company_id"):
+        old = existing_by_company.get(int(company_id), existing.iloc[0:0])
+        entries = [_tenant_entry(t, n) for t, n in zip(old["tenant_id"], old["tenant_name"])]
+        entries += [_tenant_entry(t, n) for t, n in zip(new["tenant_id"], new["tenant_name"])]
+        body = json.dumps({"id": int(company_id), "azure_tenants": entries})
+        updates.loc[new.index] = body
+    return updates
+
+
+def _tenant_entry(tenant_id: str, tenant_name: object) -> dict[str, str | None]:
+    return {"azure_tenant_id": tenant_id, "azure_tenant_name": None if pd.isna(tenant_name) else str(tenant_name)}

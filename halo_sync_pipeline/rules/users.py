@@ -1,0 +1,49 @@
+"""Which Microsoft 365 users the sync considers: the seed's licence / disabled / guest filters
+and its exclude-UPN patterns."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from halo_sync_pipeline.rules.normalise import upn_local_parts
+from halo_sync_pipeline.settings import SyncSettings
+
+# Order matters: a user failing several filters is reported with the first one.
+FILTER_REASONS = ("unlicensed", "disabled", "guest")
+
+
+def user_filter_reasons(users: pd.DataFrame, settings: SyncSettings) -> pd.Series:
+    """Per user, the first filter that drops it (`unlicensed`|`disabled`|`guest`) or NA."""
+    failing = {
+        "unlicensed": settings.licensed_users_only & (users["licence_count"] <= 0),
+        "disabled": settings.exclude_disabled_accounts & ~users["account_enabled"],
+        "guest": settings.exclude_guests & users["is_guest"],
+    }
+    reasons = pd.Series(pd.NA, index=users.index, dtype="string")
+    for reason in reversed(FILTER_REASONS):
+        reasons = reasons.mask(failing[reason], reason)
+    return reasons
+
+
+def excluded_by_upn_pattern(users: pd.DataFrame, settings: SyncSettings) -> pd.Series:
+    """True where an `exclude_upn_patterns` regex is found (case-insensitive) in the UPN's local part.
+
+    Seed bug fixed: the seed searched the whole UPN, so `admin` skipped every user of `cloudadmins.com`.
+    """
+    if not settings.exclude_upn_patterns:
+        return pd.Series(False, index=users.index, dtype=bool)
+    pattern = "|".join(f"(?:{p})" for p in settings.exclude_upn_patterns)
+    local_parts = upn_local_parts(users["upn"])
+    return local_parts.str.contains(pattern, case=False, regex=True).fillna(False).astype(bool)
+
+
+def select_users(users: pd.DataFrame, settings: SyncSettings) -> pd.DataFrame:
+    """`users` plus `filter_reason`, `excluded_by_pattern` and `selected` (passes every filter
+    and matches no exclude pattern: the users the sync creates, pairs and keeps active)."""
+    filter_reason = user_filter_reasons(users, settings)
+    excluded = excluded_by_upn_pattern(users, settings)
+    return users.assign(
+        filter_reason=filter_reason,
+        excluded_by_pattern=excluded,
+        selected=(filter_reason.isna() & ~excluded).astype(bool),
+    )

@@ -1,0 +1,1 @@
+"""pandera models of the pipeline's DataFrames (source frames and plan frames)."""

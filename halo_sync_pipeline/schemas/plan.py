@@ -1,0 +1,158 @@
+"""pandera models of the plan frames built by `halo_sync_pipeline.rules` (docs/architecture.md).
+
+Strict and never coercing: a rule that returns the wrong columns or dtypes fails validation
+instead of being silently repaired.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pandera.pandas as pa
+from pandera.typing import Series
+
+MAPPING_METHODS = (
+    "tenant_id",
+    "name",
+    "default_domain_website",
+    "verified_domain_website",
+    "contact_email_domain",
+    "unmatched",
+    "excluded",
+)
+MATCHED_METHODS = MAPPING_METHODS[:5]
+# Methods whose match is written back to the company's tenant list (rule 1 is already there).
+WRITE_BACK_METHODS = MAPPING_METHODS[1:5]
+UNMATCHED_REASONS = ("no_candidate", "ambiguous")
+USERS_STATUSES = ("loaded", "failed")
+
+CONTACT_ACTIONS = ("create", "pair", "reactivate", "update", "deactivate", "ambiguous")
+DEACTIVATION_REASONS = ("unlicensed", "disabled", "guest", "gone_from_m365", "no_contact_details")
+CONTACT_REASONS = (
+    "new_user",
+    "no_site",
+    "email_matches_upn",
+    "azureoid_matches_user",
+    "fields_differ",
+    "several_contacts_match_upn",
+    *DEACTIVATION_REASONS,
+)
+APPLIED_ACTIONS = (*CONTACT_ACTIONS, "set_tenant_id")
+OUTCOMES = ("applied", "dry_run", "held", "failed", "skipped")
+
+
+def _is_nullable_string(series: pd.Series) -> bool:
+    # pandera accepts pandas 3's NaN-backed `str` dtype for a StringDtype annotation;
+    # the contract wants the NA-backed `string` dtype.
+    return isinstance(series.dtype, pd.StringDtype) and series.dtype.na_value is pd.NA
+
+
+class _PlanModel(pa.DataFrameModel):
+    class Config:
+        strict = True
+        coerce = False
+
+
+class CompanyMappingsSchema(_PlanModel):
+    tenant_id: Series[pd.StringDtype] = pa.Field(unique=True)
+    tenant_name: Series[pd.StringDtype] = pa.Field(nullable=True)
+    default_domain: Series[pd.StringDtype] = pa.Field(nullable=True)
+    users_status: Series[pd.StringDtype] = pa.Field(isin=USERS_STATUSES)
+    method: Series[pd.StringDtype] = pa.Field(isin=MAPPING_METHODS)
+    reason: Series[pd.StringDtype] = pa.Field(isin=UNMATCHED_REASONS, nullable=True)
+    company_id: Series[pd.Int64Dtype] = pa.Field(nullable=True)
+    company_name: Series[pd.StringDtype] = pa.Field(nullable=True)
+    candidates: Series[pd.StringDtype] = pa.Field(nullable=True)
+    evidence: Series[pd.StringDtype]
+    company_update: Series[pd.StringDtype] = pa.Field(nullable=True)
+
+    @pa.check(
+        "tenant_id", "tenant_name", "default_domain", "users_status", "method", "reason",
+        "company_name", "candidates", "evidence", "company_update", name="nullable_string_dtype",
+    )
+    def _string_dtype(cls, series: pd.Series) -> bool:
+        return _is_nullable_string(series)
+
+    @pa.dataframe_check(name="company_iff_matched")
+    def _company_iff_matched(cls, df: pd.DataFrame) -> pd.Series:
+        return df["method"].isin(MATCHED_METHODS) == df["company_id"].notna()
+
+    @pa.dataframe_check(name="reason_iff_unmatched")
+    def _reason_iff_unmatched(cls, df: pd.DataFrame) -> pd.Series:
+        return (df["method"] == "unmatched") == df["reason"].notna()
+
+    @pa.dataframe_check(name="company_update_only_for_write_back_methods")
+    def _update_only_for_write_back(cls, df: pd.DataFrame) -> pd.Series:
+        return df["company_update"].isna() | df["method"].isin(WRITE_BACK_METHODS)
+
+
+class ContactChangesSchema(_PlanModel):
+    tenant_id: Series[pd.StringDtype]
+    tenant_name: Series[pd.StringDtype] = pa.Field(nullable=True)
+    company_id: Series["int64"]
+    company_name: Series[pd.StringDtype] = pa.Field(nullable=True)
+    contact_id: Series[pd.Int64Dtype] = pa.Field(nullable=True)
+    user_id: Series[pd.StringDtype] = pa.Field(nullable=True)
+    action: Series[pd.StringDtype] = pa.Field(isin=CONTACT_ACTIONS)
+    held: Series[bool]
+    reason: Series[pd.StringDtype] = pa.Field(isin=CONTACT_REASONS)
+    name: Series[pd.StringDtype] = pa.Field(nullable=True)
+    email: Series[pd.StringDtype] = pa.Field(nullable=True)
+    phonenumber: Series[pd.StringDtype] = pa.Field(nullable=True)
+    mobilenumber: Series[pd.StringDtype] = pa.Field(nullable=True)
+    body: Series[pd.StringDtype] = pa.Field(nullable=True)
+    evidence: Series[pd.StringDtype]
+
+    @pa.check(
+        "tenant_id", "tenant_name", "company_name", "user_id", "action", "reason", "name", "email",
+        "phonenumber", "mobilenumber", "body", "evidence", name="nullable_string_dtype",
+    )
+    def _string_dtype(cls, series: pd.Series) -> bool:
+        return _is_nullable_string(series)
+
+    @pa.dataframe_check(name="ambiguous_is_held_without_body")
+    def _ambiguous_held(cls, df: pd.DataFrame) -> pd.Series:
+        ambiguous = df["action"] == "ambiguous"
+        return ~ambiguous | (df["held"] & df["body"].isna())
+
+    @pa.dataframe_check(name="body_unless_ambiguous")
+    def _body_present(cls, df: pd.DataFrame) -> pd.Series:
+        return (df["action"] == "ambiguous") | df["body"].notna()
+
+    @pa.dataframe_check(name="contact_id_unless_create")
+    def _contact_id(cls, df: pd.DataFrame) -> pd.Series:
+        return (df["action"] == "create") == df["contact_id"].isna()
+
+
+class AppliedChangesSchema(ContactChangesSchema):
+    action: Series[pd.StringDtype] = pa.Field(isin=APPLIED_ACTIONS)
+    # Company write-backs (`set_tenant_id`) carry no contact-level reason.
+    reason: Series[pd.StringDtype] = pa.Field(isin=CONTACT_REASONS, nullable=True)
+    outcome: Series[pd.StringDtype] = pa.Field(isin=OUTCOMES)
+    error: Series[pd.StringDtype] = pa.Field(nullable=True)
+    halo_id: Series[pd.Int64Dtype] = pa.Field(nullable=True)
+
+    @pa.check(
+        "tenant_id", "tenant_name", "company_name", "user_id", "action", "reason", "name", "email",
+        "phonenumber", "mobilenumber", "body", "evidence", "outcome", "error", name="nullable_string_dtype",
+    )
+    def _string_dtype(cls, series: pd.Series) -> bool:
+        return _is_nullable_string(series)
+
+    @pa.dataframe_check(name="contact_id_unless_create")
+    def _contact_id(cls, df: pd.DataFrame) -> pd.Series:
+        no_contact = df["action"].isin(["create", "set_tenant_id"])
+        return no_contact == df["contact_id"].isna()
+
+
+class InactiveReportSchema(_PlanModel):
+    Company: Series[pd.StringDtype] = pa.Field(nullable=True)
+    Name: Series[pd.StringDtype] = pa.Field(nullable=True)
+    Email: Series[pd.StringDtype] = pa.Field(nullable=True)
+    Mobile: Series[pd.StringDtype] = pa.Field(nullable=True)
+    Phone: Series[pd.StringDtype] = pa.Field(nullable=True)
+    Reason: Series[pd.StringDtype] = pa.Field(isin=DEACTIVATION_REASONS)
+    Tenant: Series[pd.StringDtype] = pa.Field(nullable=True)
+
+    @pa.check("Company", "Name", "Email", "Mobile", "Phone", "Reason", "Tenant", name="nullable_string_dtype")
+    def _string_dtype(cls, series: pd.Series) -> bool:
+        return _is_nullable_string(series)
