@@ -1,0 +1,243 @@
+"""pandera models of the seven source frames (docs/architecture.md, "Source DataFrames").
+
+Strict and never coercing: a frame with a missing, extra or wrongly typed column fails instead of
+being repaired. `validation_failures` runs a model lazily and returns every failure as rows
+(column, check, value, row) for the blocking asset checks to show as a markdown table.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import pandera.pandas as pa
+from pandera.typing import Series
+
+GUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+TENANT_STATUSES = ("loaded", "failed")
+FAILURE_COLUMNS = ["column", "check", "value", "row"]
+
+
+def _nullable_string(series: pd.Series) -> bool:
+    # pandas 3's NaN-backed `str` dtype passes a StringDtype annotation; the contract wants NA-backed `string`.
+    return isinstance(series.dtype, pd.StringDtype) and series.dtype.na_value is pd.NA
+
+
+def _lower_stripped(series: pd.Series) -> pd.Series:
+    return series == series.str.strip().str.lower()
+
+
+def _not_blank(series: pd.Series) -> pd.Series:
+    return series.str.strip().str.len() > 0
+
+
+class _SourceModel(pa.DataFrameModel):
+    class Config:
+        strict = True
+        coerce = False
+
+
+class HaloCompaniesSchema(_SourceModel):
+    company_id: Series[int] = pa.Field(unique=True, gt=0)
+    name: Series[pd.StringDtype] = pa.Field(nullable=True)
+    website: Series[pd.StringDtype] = pa.Field(nullable=True)
+    inactive: Series[bool]
+    main_site_id: Series[pd.Int64Dtype] = pa.Field(nullable=True, gt=0)
+
+    @pa.check("name", "website", name="nullable_string_dtype")
+    def _string_dtype(cls, series: pd.Series) -> bool:
+        return _nullable_string(series)
+
+    @pa.check("name", "website", name="not_blank")
+    def _text(cls, series: pd.Series) -> pd.Series:
+        return _not_blank(series)
+
+
+class HaloTenantMappingsSchema(_SourceModel):
+    tenant_id: Series[pd.StringDtype] = pa.Field(str_matches=GUID_PATTERN)
+    tenant_name: Series[pd.StringDtype] = pa.Field(nullable=True)
+    company_id: Series[int] = pa.Field(gt=0)
+    company_name: Series[pd.StringDtype] = pa.Field(nullable=True)
+
+    class Config:
+        unique = ["tenant_id", "company_id"]
+
+    @pa.check("tenant_id", "tenant_name", "company_name", name="nullable_string_dtype")
+    def _string_dtype(cls, series: pd.Series) -> bool:
+        return _nullable_string(series)
+
+
+class HaloContactsSchema(_SourceModel):
+    contact_id: Series[int] = pa.Field(unique=True, gt=0)
+    company_id: Series[int] = pa.Field(gt=0)
+    site_id: Series[pd.Int64Dtype] = pa.Field(nullable=True, gt=0)
+    name: Series[pd.StringDtype] = pa.Field(nullable=True)
+    firstname: Series[pd.StringDtype] = pa.Field(nullable=True)
+    surname: Series[pd.StringDtype] = pa.Field(nullable=True)
+    email: Series[pd.StringDtype] = pa.Field(nullable=True)
+    email2: Series[pd.StringDtype] = pa.Field(nullable=True)
+    email3: Series[pd.StringDtype] = pa.Field(nullable=True)
+    phonenumber: Series[pd.StringDtype] = pa.Field(nullable=True)
+    mobilenumber: Series[pd.StringDtype] = pa.Field(nullable=True)
+    title: Series[pd.StringDtype] = pa.Field(nullable=True)
+    # Only Azure AD sync writes this field, so anything but a GUID is corrupt data.
+    azureoid: Series[pd.StringDtype] = pa.Field(nullable=True, str_matches=GUID_PATTERN)
+    inactive: Series[bool]
+    keep_active: Series[pd.StringDtype] = pa.Field(nullable=True)
+
+    @pa.check(
+        "name", "firstname", "surname", "email", "email2", "email3", "phonenumber", "mobilenumber", "title",
+        "azureoid", "keep_active", name="nullable_string_dtype",
+    )  # fmt: skip
+    def _string_dtype(cls, series: pd.Series) -> bool:
+        return _nullable_string(series)
+
+    @pa.check("email", "email2", "email3", "azureoid", name="lower_case_stripped")
+    def _lower(cls, series: pd.Series) -> pd.Series:
+        return _lower_stripped(series)
+
+    @pa.check("name", "firstname", "surname", "phonenumber", "mobilenumber", "title", "keep_active", name="not_blank")
+    def _text(cls, series: pd.Series) -> pd.Series:
+        return _not_blank(series)
+
+
+class HaloSitesSchema(_SourceModel):
+    site_id: Series[int] = pa.Field(unique=True, gt=0)
+    company_id: Series[int] = pa.Field(gt=0)
+    name: Series[pd.StringDtype] = pa.Field(nullable=True)
+    line1: Series[pd.StringDtype] = pa.Field(nullable=True)
+    is_main: Series[bool]
+
+    @pa.check("name", "line1", name="nullable_string_dtype")
+    def _string_dtype(cls, series: pd.Series) -> bool:
+        return _nullable_string(series)
+
+    @pa.dataframe_check(name="at_most_one_main_site_per_company")
+    def _one_main(cls, df: pd.DataFrame) -> pd.Series:
+        mains = df[df["is_main"]].groupby("company_id")["site_id"].transform("size")
+        return (mains.reindex(df.index).fillna(1) <= 1).astype(bool)
+
+
+class M365TenantsSchema(_SourceModel):
+    tenant_id: Series[pd.StringDtype] = pa.Field(unique=True, str_matches=GUID_PATTERN)
+    display_name: Series[pd.StringDtype] = pa.Field(nullable=True)
+    default_domain: Series[pd.StringDtype] = pa.Field(nullable=True)
+    status: Series[pd.StringDtype] = pa.Field(isin=TENANT_STATUSES)
+    error: Series[pd.StringDtype] = pa.Field(nullable=True)
+    user_count: Series[pd.Int64Dtype] = pa.Field(nullable=True, ge=0)
+    domain_count: Series[pd.Int64Dtype] = pa.Field(nullable=True, ge=0)
+
+    @pa.check("tenant_id", "display_name", "default_domain", "status", "error", name="nullable_string_dtype")
+    def _string_dtype(cls, series: pd.Series) -> bool:
+        return _nullable_string(series)
+
+    @pa.check("default_domain", name="lower_case_stripped")
+    def _lower(cls, series: pd.Series) -> pd.Series:
+        return _lower_stripped(series)
+
+    @pa.dataframe_check(name="error_iff_failed")
+    def _error_iff_failed(cls, df: pd.DataFrame) -> pd.Series:
+        return (df["status"] == "failed") == df["error"].notna()
+
+    @pa.dataframe_check(name="counts_iff_loaded")
+    def _counts_iff_loaded(cls, df: pd.DataFrame) -> pd.Series:
+        loaded = df["status"] == "loaded"
+        return (loaded == df["user_count"].notna()) & (loaded == df["domain_count"].notna())
+
+
+class M365DomainsSchema(_SourceModel):
+    tenant_id: Series[pd.StringDtype] = pa.Field(str_matches=GUID_PATTERN)
+    domain: Series[pd.StringDtype]
+    is_verified: Series[bool]
+    is_default: Series[bool]
+
+    class Config:
+        unique = ["tenant_id", "domain"]
+
+    @pa.check("tenant_id", "domain", name="nullable_string_dtype")
+    def _string_dtype(cls, series: pd.Series) -> bool:
+        return _nullable_string(series)
+
+    @pa.check("domain", name="lower_case_stripped")
+    def _lower(cls, series: pd.Series) -> pd.Series:
+        return _lower_stripped(series) & _not_blank(series)
+
+    @pa.dataframe_check(name="at_most_one_default_domain_per_tenant")
+    def _one_default(cls, df: pd.DataFrame) -> pd.Series:
+        defaults = df["is_default"].astype(int).groupby(df["tenant_id"]).transform("sum")
+        return (defaults <= 1).astype(bool)
+
+
+class M365UsersSchema(_SourceModel):
+    tenant_id: Series[pd.StringDtype] = pa.Field(str_matches=GUID_PATTERN)
+    user_id: Series[pd.StringDtype] = pa.Field(str_matches=GUID_PATTERN)
+    upn: Series[pd.StringDtype] = pa.Field(str_matches=r"^[^@\s]+@[^@\s]+$")
+    display_name: Series[pd.StringDtype] = pa.Field(nullable=True)
+    given_name: Series[pd.StringDtype] = pa.Field(nullable=True)
+    surname: Series[pd.StringDtype] = pa.Field(nullable=True)
+    mail: Series[pd.StringDtype] = pa.Field(nullable=True)
+    job_title: Series[pd.StringDtype] = pa.Field(nullable=True)
+    business_phone: Series[pd.StringDtype] = pa.Field(nullable=True)
+    mobile_phone: Series[pd.StringDtype] = pa.Field(nullable=True)
+    fax: Series[pd.StringDtype] = pa.Field(nullable=True)
+    street_address: Series[pd.StringDtype] = pa.Field(nullable=True)
+    smtp_aliases: Series[pd.StringDtype] = pa.Field(nullable=True)
+    licence_count: Series[int] = pa.Field(ge=0)
+    account_enabled: Series[bool]
+    user_type: Series[pd.StringDtype] = pa.Field(nullable=True)
+    is_guest: Series[bool]
+
+    class Config:
+        unique = ["tenant_id", "user_id"]
+
+    @pa.check(
+        "tenant_id", "user_id", "upn", "display_name", "given_name", "surname", "mail", "job_title", "business_phone",
+        "mobile_phone", "fax", "street_address", "smtp_aliases", "user_type", name="nullable_string_dtype",
+    )  # fmt: skip
+    def _string_dtype(cls, series: pd.Series) -> bool:
+        return _nullable_string(series)
+
+    @pa.check("upn", "mail", "smtp_aliases", name="lower_case_stripped")
+    def _lower(cls, series: pd.Series) -> pd.Series:
+        return _lower_stripped(series)
+
+    @pa.dataframe_check(name="upn_unique_per_tenant")
+    def _upn_unique(cls, df: pd.DataFrame) -> pd.Series:
+        return ~df.duplicated(["tenant_id", "upn"], keep=False)
+
+    @pa.dataframe_check(name="is_guest_iff_user_type_guest")
+    def _guest(cls, df: pd.DataFrame) -> pd.Series:
+        return df["is_guest"] == df["user_type"].str.lower().eq("guest").fillna(False).astype(bool)
+
+
+SOURCE_SCHEMAS: dict[str, type[pa.DataFrameModel]] = {
+    "halo_companies": HaloCompaniesSchema,
+    "halo_tenant_mappings": HaloTenantMappingsSchema,
+    "halo_contacts": HaloContactsSchema,
+    "halo_sites": HaloSitesSchema,
+    "m365_tenants": M365TenantsSchema,
+    "m365_domains": M365DomainsSchema,
+    "m365_users": M365UsersSchema,
+}
+
+
+def _cell(value: Any) -> str:
+    return "<NA>" if value is None or (not isinstance(value, (list, dict)) and pd.isna(value)) else str(value)
+
+
+def validation_failures(schema: type[pa.DataFrameModel], df: pd.DataFrame) -> pd.DataFrame | None:
+    """Validate `df` lazily; None when it passes, else one row per failure: column, check, value, row."""
+    try:
+        schema.validate(df, lazy=True)
+    except pa.errors.SchemaErrors as exc:
+        cases = exc.failure_cases
+        return pd.DataFrame(
+            {
+                "column": [_cell(c) for c in cases["column"]],
+                "check": [_cell(c) for c in cases["check"]],
+                "value": [_cell(v) for v in cases["failure_case"]],
+                "row": [_cell(i) for i in cases["index"]],
+            },
+            columns=FAILURE_COLUMNS,
+        ).astype("string")
+    return None
