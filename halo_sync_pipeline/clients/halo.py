@@ -372,8 +372,11 @@ class HaloClient:
         """Every Halo site with its address line 1 and whether it is its company's invoice (main) site."""
         if self.reports_mode:
             return self.load_report(SavedReport("sites", sites_report_sql()))
-        main_sites = {c["id"]: c.get("main_site_id") for c in self.companies()}
-        return [_site_from_rest(s, main_sites) for s in self._pages("/api/Site", "sites", {"includeinactive": "true"})]
+        sites = list(self._pages("/api/Site", "sites", {"includeinactive": "true"}))
+        main_sites: dict[Any, Any] = {}
+        if any("isinvoicesite" not in s for s in sites):  # older answers lack the flag: ask the companies
+            main_sites = {c["id"]: c.get("main_site_id") for c in self.companies()}
+        return [_site_from_rest(s, main_sites) for s in sites]
 
     def contacts(self, keep_active_field: str) -> list[dict[str, Any]]:
         """Every Halo user (contact), active and inactive, with the keep-active custom field's value."""
@@ -489,7 +492,7 @@ def _site_from_rest(site: dict[str, Any], main_sites: dict[Any, Any]) -> dict[st
         "client_id": site.get("client_id"),
         "name": site.get("name"),
         "line1": line1,
-        "is_main": main_sites.get(site.get("client_id")) == site.get("id"),
+        "is_main": site["isinvoicesite"] if "isinvoicesite" in site else main_sites.get(site.get("client_id")) == site.get("id"),
     }
 
 
