@@ -1,0 +1,52 @@
+"""The deactivation guard: a tenant that would lose too many contacts at once is held for a human.
+
+A broken or half-loaded tenant looks, to the rules, like everyone left; the guard stops such a
+plan from deactivating a whole customer.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from halo_sync_pipeline.settings import SyncSettings
+
+
+def deactivation_limits(changes: pd.DataFrame, contacts: pd.DataFrame, settings: SyncSettings) -> pd.DataFrame:
+    """Per tenant with planned deactivations: `planned`, `active_contacts` of its company and the
+    `limit` max(guard_min_contacts, guard_fraction × active contacts)."""
+    deactivations = changes.loc[(changes["action"] == "deactivate") & ~changes["held"]]
+    per_tenant = deactivations.groupby(["tenant_id", "tenant_name", "company_id"], dropna=False).size()
+    per_tenant = per_tenant.rename("planned").reset_index()
+    active = contacts.loc[~contacts["inactive"]].groupby("company_id").size()
+    per_tenant["active_contacts"] = per_tenant["company_id"].map(active).fillna(0).astype("int64")
+    per_tenant["limit"] = (settings.guard_fraction * per_tenant["active_contacts"]).clip(lower=settings.guard_min_contacts)
+    return per_tenant
+
+
+def _allowed(tenants: pd.DataFrame, settings: SyncSettings) -> pd.Series:
+    allowed = {entry.strip().casefold() for entry in settings.allow_mass_deactivation}
+    by_id = tenants["tenant_id"].str.strip().str.casefold().isin(allowed)
+    by_name = tenants["tenant_name"].astype("string").str.strip().str.casefold().isin(allowed)
+    return (by_id | by_name.fillna(False)).astype(bool)
+
+
+def apply_deactivation_guard(changes: pd.DataFrame, contacts: pd.DataFrame, settings: SyncSettings) -> pd.DataFrame:
+    """`changes` with the deactivations of each tenant whose planned deactivations exceed its limit
+    held (reason kept, evidence notes the guard), unless the tenant (id or name) is in
+    `allow_mass_deactivation`."""
+    limits = deactivation_limits(changes, contacts, settings)
+    tripped = limits.loc[(limits["planned"] > limits["limit"]) & ~_allowed(limits, settings)]
+    if tripped.empty:
+        return changes
+    note = (
+        "; held by the deactivation guard: " + tripped["planned"].astype("string") + " deactivations > max("
+        + str(settings.guard_min_contacts) + ", " + str(settings.guard_fraction) + " × "
+        + tripped["active_contacts"].astype("string") + " active contacts); allow the tenant in allow_mass_deactivation"
+        + " to apply them"
+    )
+    notes = changes["tenant_id"].map(pd.Series(note.to_numpy(), index=tripped["tenant_id"].to_numpy()))
+    guarded = (changes["action"] == "deactivate") & ~changes["held"] & notes.notna()
+    return changes.assign(
+        held=changes["held"] | guarded,
+        evidence=changes["evidence"].mask(guarded, changes["evidence"] + notes),
+    )

@@ -1,0 +1,199 @@
+"""Checks between stages, as pure functions for the Dagster asset checks to call.
+
+Each returns a DataFrame of failures, one row per offending record (empty = pass), with the
+record's identifying columns, `check` (a short name) and `detail` (what is wrong).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from halo_sync_pipeline.halo_schema import check_body
+from halo_sync_pipeline.rules.contacts import actionable_tenants
+from halo_sync_pipeline.schemas.plan import MATCHED_METHODS, WRITE_BACK_METHODS
+from halo_sync_pipeline.settings import SyncSettings
+
+MAPPING_FAILURE_COLUMNS = ["tenant_id", "company_id", "check", "detail"]
+CHANGE_FAILURE_COLUMNS = ["tenant_id", "contact_id", "user_id", "check", "detail"]
+WARNING_COLUMNS = ["tenant_id", "tenant_name", "check", "detail"]
+
+
+def _failures(rows: pd.DataFrame, check: str, detail: pd.Series | str, columns: list[str]) -> pd.DataFrame:
+    out = rows.assign(check=check, detail=detail).reindex(columns=columns)
+    return out.astype({"check": "string", "detail": "string"})
+
+
+def _combine(parts: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
+    found = [p for p in parts if not p.empty]
+    if not found:
+        return pd.DataFrame({c: pd.Series(dtype="string") for c in columns})
+    return pd.concat(found, ignore_index=True)[columns]
+
+
+# ---------------------------------------------------------------- company_mappings
+
+
+def company_mapping_problems(
+    company_mappings: pd.DataFrame, tenants: pd.DataFrame, companies: pd.DataFrame
+) -> pd.DataFrame:
+    """Blocking: one row per tenant; every mapped company exists and is active; company
+    write-backs only for matches by rules 2–5, aimed at the mapped company, valid for Halo."""
+    ids = company_mappings["tenant_id"]
+    missing = tenants.loc[~tenants["tenant_id"].isin(ids)]
+    duplicated = company_mappings.loc[ids.duplicated(keep=False)]
+    unknown = company_mappings.loc[~ids.isin(tenants["tenant_id"])]
+    mapped = company_mappings.loc[company_mappings["company_id"].notna()]
+    exists = mapped["company_id"].isin(companies["company_id"])
+    inactive_ids = companies.loc[companies["inactive"], "company_id"]
+    parts = [
+        _failures(missing, "tenant_without_mapping_row", "tenant has no company_mappings row", MAPPING_FAILURE_COLUMNS),
+        _failures(duplicated, "duplicate_tenant_row", "tenant has several company_mappings rows", MAPPING_FAILURE_COLUMNS),
+        _failures(unknown, "unknown_tenant", "row for a tenant not in m365_tenants", MAPPING_FAILURE_COLUMNS),
+        _failures(mapped.loc[~exists], "company_missing", "mapped company is not a Halo company", MAPPING_FAILURE_COLUMNS),
+        _failures(
+            mapped.loc[mapped["company_id"].isin(inactive_ids)], "company_inactive", "mapped company is inactive",
+            MAPPING_FAILURE_COLUMNS,
+        ),
+        _company_update_problems(company_mappings),
+    ]
+    return _combine(parts, MAPPING_FAILURE_COLUMNS)
+
+
+def _company_update_problems(company_mappings: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    updates = company_mappings.loc[company_mappings["company_update"].notna()]
+    for tenant_id, method, company_id, text in zip(
+        updates["tenant_id"], updates["method"], updates["company_id"], updates["company_update"]
+    ):
+        detail = _company_update_problem(tenant_id, method, company_id, text)
+        if detail:
+            rows.append({"tenant_id": tenant_id, "company_id": company_id, "check": "bad_company_update", "detail": detail})
+    return pd.DataFrame(rows, columns=MAPPING_FAILURE_COLUMNS).astype({"check": "string", "detail": "string"})
+
+
+def _company_update_problem(tenant_id: str, method: str, company_id: object, text: str) -> str | None:
+    # Seed bug: an unmatched tenant reached the write and Halo got a null company.
+    if method not in WRITE_BACK_METHODS or pd.isna(company_id):
+        return f"company write-back planned for method {method!r} without a matched company"
+    try:
+        body = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return f"company_update is not JSON: {exc}"
+    problems = check_body("Client", body)
+    if not problems.ok:
+        return f"invalid POST /api/Client body: {problems.errors + [f'unknown field {u}' for u in problems.unknown_fields]}"
+    if body.get("id") != int(company_id):
+        return f"company_update targets company {body.get('id')!r}, not the mapped company {company_id}"
+    if tenant_id not in {entry.get("azure_tenant_id") for entry in body.get("azure_tenants") or []}:
+        return "company_update does not add the tenant to azure_tenants"
+    return None
+
+
+def company_mapping_warnings(company_mappings: pd.DataFrame) -> pd.DataFrame:
+    """Warnings: unmatched tenants (with reason and candidates) and companies claimed by several tenants."""
+    unmatched = company_mappings.loc[company_mappings["method"] == "unmatched"]
+    detail = unmatched["reason"] + (": candidates " + unmatched["candidates"]).fillna("")
+    matched = company_mappings.loc[company_mappings["method"].isin(MATCHED_METHODS)]
+    claimed = matched.loc[matched["company_id"].duplicated(keep=False)]
+    claimed_detail = (
+        "company " + claimed["company_id"].astype("string") + " " + claimed["company_name"].fillna("")
+        + " is also mapped to another tenant (by " + claimed["method"] + ")"
+    )
+    parts = [
+        _failures(unmatched, "unmatched_" + unmatched["reason"], detail, MAPPING_FAILURE_COLUMNS),
+        _failures(claimed, "company_claimed_by_several_tenants", claimed_detail, MAPPING_FAILURE_COLUMNS),
+    ]
+    return _combine(parts, MAPPING_FAILURE_COLUMNS)
+
+
+# ---------------------------------------------------------------- contact_changes
+
+
+def contact_change_problems(
+    contact_changes: pd.DataFrame, company_mappings: pd.DataFrame, contacts: pd.DataFrame, settings: SyncSettings
+) -> pd.DataFrame:
+    """Blocking: no two creates for one (company, email); no deactivation of a keep-active contact;
+    no action for a failed, unmatched or excluded tenant; no contact acted on twice; every body a
+    valid POST /api/Users element with no unknown field, aimed at its contact / company."""
+    changes = contact_changes
+    creates = changes.loc[changes["action"] == "create"]
+    duplicate_creates = creates.loc[
+        creates.assign(email_key=creates["email"].str.strip().str.lower()).duplicated(["company_id", "email_key"], keep=False)
+    ]
+    keep_active_ids = contacts.loc[
+        (contacts["keep_active"].str.strip() == settings.keep_active_value.strip()).fillna(False), "contact_id"
+    ]
+    actionable = actionable_tenants(company_mappings)
+    actionable_pairs = pd.MultiIndex.from_frame(actionable[["tenant_id", "company_id"]])
+    not_actionable = ~pd.MultiIndex.from_frame(changes[["tenant_id", "company_id"]]).isin(actionable_pairs)
+    on_contacts = changes.loc[changes["contact_id"].notna()]
+    parts = [
+        _failures(duplicate_creates, "duplicate_create", "several creates for this company and email " + duplicate_creates["email"].fillna(""), CHANGE_FAILURE_COLUMNS),
+        _failures(
+            changes.loc[(changes["action"] == "deactivate") & changes["contact_id"].isin(keep_active_ids)],
+            "keep_active_contact_deactivated",
+            f"contact's {settings.keep_active_field} is {settings.keep_active_value!r}",
+            CHANGE_FAILURE_COLUMNS,
+        ),
+        _failures(changes.loc[not_actionable], "tenant_not_actionable",
+                  "tenant is unmatched, excluded, failed to load users, or not mapped to this company", CHANGE_FAILURE_COLUMNS),
+        _failures(on_contacts.loc[on_contacts["contact_id"].duplicated(keep=False)], "contact_acted_on_twice",
+                  "several actions planned for one contact", CHANGE_FAILURE_COLUMNS),
+        _body_problems(changes),
+    ]
+    return _combine(parts, CHANGE_FAILURE_COLUMNS)
+
+
+def _body_problems(changes: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    checked: dict[str, str | None] = {}
+    for record in changes[["tenant_id", "contact_id", "user_id", "company_id", "action", "body"]].itertuples(index=False):
+        if record.action == "ambiguous":
+            if not pd.isna(record.body):
+                rows.append({**_ids(record), "check": "ambiguous_with_body", "detail": "an ambiguous row must not write"})
+            continue
+        if pd.isna(record.body):
+            rows.append({**_ids(record), "check": "missing_body", "detail": f"{record.action} without a body"})
+            continue
+        if record.body not in checked:
+            checked[record.body] = _users_body_problem(record.body)
+        detail = checked[record.body] or _target_problem(record)
+        if detail:
+            rows.append({**_ids(record), "check": "invalid_body", "detail": detail})
+    return pd.DataFrame(rows, columns=CHANGE_FAILURE_COLUMNS).astype({"check": "string", "detail": "string"})
+
+
+def _ids(record: object) -> dict[str, object]:
+    return {"tenant_id": record.tenant_id, "contact_id": record.contact_id, "user_id": record.user_id}
+
+
+def _users_body_problem(text: str) -> str | None:
+    try:
+        body = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return f"body is not JSON: {exc}"
+    problems = check_body("Users", body)
+    if problems.ok:
+        return None
+    return "; ".join(problems.errors + [f"unknown field {name!r} (Halo would drop it)" for name in problems.unknown_fields])
+
+
+def _target_problem(record: object) -> str | None:
+    body = json.loads(record.body)
+    if record.action == "create":
+        if "id" in body or body.get("client_id") != record.company_id:
+            return f"create body must have no id and client_id {record.company_id}"
+        return None
+    if body.get("id") != record.contact_id:
+        return f"body id {body.get('id')!r} is not the contact {record.contact_id}"
+    return None
+
+
+def contact_change_warnings(contact_changes: pd.DataFrame) -> pd.DataFrame:
+    """Warnings: per tenant and reason, the held actions (guard, no site, ambiguous)."""
+    held = contact_changes.loc[contact_changes["held"]]
+    counts = held.groupby(["tenant_id", "tenant_name", "action", "reason"], dropna=False).size().reset_index(name="n")
+    detail = counts["n"].astype("string") + " " + counts["action"] + " held (" + counts["reason"] + ")"
+    return _combine([_failures(counts, "held_" + counts["action"], detail, WARNING_COLUMNS)], WARNING_COLUMNS)

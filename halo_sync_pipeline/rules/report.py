@@ -1,0 +1,55 @@
+"""The inactive-contacts report: the seed's CSV (Company, Name, Email, Mobile, Phone) plus Reason and Tenant."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+REPORT_COLUMNS = {
+    "Company": "company_name",
+    "Name": "name",
+    "Email": "email",
+    "Mobile": "mobilenumber",
+    "Phone": "phonenumber",
+    "Reason": "reason",
+    "Tenant": "tenant_name",
+}
+# A spreadsheet reads a cell starting with one of these as a formula (CSV injection).
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def inactive_report(changes: pd.DataFrame) -> pd.DataFrame:
+    """One row per planned (not held) deactivation, in the report's columns."""
+    deactivations = changes.loc[(changes["action"] == "deactivate") & ~changes["held"]]
+    report = deactivations[list(REPORT_COLUMNS.values())].set_axis(list(REPORT_COLUMNS), axis=1)
+    return report.astype("string").sort_values(["Tenant", "Company", "Name"], ignore_index=True)
+
+
+def neutralise_spreadsheet_cell(value: object) -> str:
+    """The cell as text, with a leading `'` when a spreadsheet would read it as a formula."""
+    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
+        return ""
+    text = str(value)
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+
+
+def write_inactive_report(report: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+    """Write `report` as UTF-8 CSV with neutralised cells, atomically (a temp file in the same
+    folder, then os.replace): a crash leaves the old file or the new one, never half a file."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    safe = report.map(neutralise_spreadsheet_cell)
+    handle, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="") as temp:
+            safe.to_csv(temp, index=False)
+            temp.flush()
+            os.fsync(temp.fileno())
+        os.replace(temp_name, target)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    return target
