@@ -434,8 +434,6 @@ class HaloStore:
         db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
         try:
             db.set_authorizer(_read_only_authorizer)
-            db.create_function("ISNULL", 2, lambda a, b: b if a is None else a, deterministic=True)
-            db.create_function("LEN", 1, lambda s: None if s is None else len(str(s).rstrip()), deterministic=True)
             cursor = db.execute(sql)
             names = [d[0] for d in cursor.description or []]
             return [dict(zip(names, row, strict=True)) for row in cursor]

@@ -1,0 +1,110 @@
+"""`halo-sync-sandbox`: serve a sandbox in the foreground, generate an estate, export a state dir."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from halo_sync_pipeline.sandbox.estate import EstateError
+from halo_sync_pipeline.sandbox.halo_app import parse_rate_limit
+from halo_sync_pipeline.sandbox.server import SandboxStateError, export_state_dir, start_sandbox
+
+FAULT_KINDS = ["500", "503", "reset"]
+
+
+def _rate_limit(value: str) -> tuple[int, float] | None:
+    try:
+        return parse_rate_limit(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _probability(value: str) -> float:
+    number = float(value)
+    if not 0 <= number <= 1:
+        raise argparse.ArgumentTypeError(f"a probability is between 0 and 1, got {value}")
+    return number
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="halo-sync-sandbox", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the Halo and Microsoft servers until SIGINT/SIGTERM")
+    serve.add_argument("--estate", type=Path, help="estate JSON to start from (omit to resume --state-dir)")
+    serve.add_argument("--state-dir", type=Path, required=True)
+    serve.add_argument("--env-file", type=Path, required=True, help="where to write the variables for the pipeline")
+    serve.add_argument("--reset", action="store_true", help="start again from the estate, dropping saved state")
+    serve.add_argument("--latency-ms", type=float, default=0)
+    serve.add_argument("--jitter-ms", type=float, default=0)
+    serve.add_argument("--halo-rate-limit", type=_rate_limit, default=(300, 300.0), metavar="N/SECONDS|off")
+    serve.add_argument("--graph-rate", type=float, default=50.0, help="Graph requests per second per tenant")
+    serve.add_argument("--graph-burst", type=int, default=100)
+    serve.add_argument("--token-lifetime", type=float, default=3600, metavar="SECONDS")
+    serve.add_argument("--fault-rate", type=_probability, default=0.0,
+                       help="probability of a 500, 503 or connection reset on every API request")
+
+    generate = commands.add_parser("generate", help="print a generated estate as JSON")
+    generate.add_argument("--tenants", type=int, required=True)
+    generate.add_argument("--users-per-tenant", type=int, required=True)
+    generate.add_argument("--seed", type=int, default=0)
+
+    export = commands.add_parser("export", help="print the estate of a stopped state dir")
+    export.add_argument("--state-dir", type=Path, required=True)
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    stop_requested = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop_requested.set())
+    faults = {"endpoints": [{"path": ".*", "error_rate": args.fault_rate, "kinds": FAULT_KINDS}]} if args.fault_rate else None
+    sandbox = start_sandbox(
+        args.state_dir, args.estate, reset=args.reset, latency_ms=args.latency_ms, jitter_ms=args.jitter_ms,
+        halo_rate_limit=args.halo_rate_limit, graph_rate=args.graph_rate, graph_burst=args.graph_burst,
+        token_lifetime_s=args.token_lifetime, faults=faults,
+    )
+    try:
+        env_file = sandbox.write_env_file(args.env_file)
+        print(f"Halo API:        {sandbox.halo_url}", flush=True)
+        print(f"Microsoft API:   {sandbox.ms_url}", flush=True)
+        print(f"CA bundle:       {sandbox.ca_bundle}", flush=True)
+        print(f"env file:        {env_file.resolve()}  (set -a; . {env_file})", flush=True)
+        print("sandbox ready; stop with Ctrl-C", flush=True)
+        stop_requested.wait()
+    finally:
+        sandbox.stop()
+    print("sandbox stopped", flush=True)
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from halo_sync_pipeline.sandbox.generator import generate_estate  # only this command needs it
+
+    json.dump(generate_estate(args.tenants, args.users_per_tenant, args.seed), sys.stdout, indent=1)
+    sys.stdout.write("\n")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    json.dump(export_state_dir(args.state_dir), sys.stdout, indent=1)
+    sys.stdout.write("\n")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    command = {"serve": _serve, "generate": _generate, "export": _export}[args.command]
+    try:
+        return command(args)
+    except (EstateError, SandboxStateError) as exc:
+        print(f"halo-sync-sandbox: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
