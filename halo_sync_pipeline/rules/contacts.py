@@ -208,14 +208,15 @@ def choose_site(users: pd.DataFrame, sites: pd.DataFrame) -> pd.DataFrame:
     site_count = sites.groupby("company_id").size()
 
     address_site = by_address["site_id"].reindex(users.index)
-    main_site = users["company_id"].map(main["site_id"])
+    main_site = users["company_id"].map(main["site_id"]).astype("Int64")
+    main_name = users["company_id"].map(main["name"]).astype("string")
     site_id = pd.array(address_site.fillna(main_site), dtype="Int64")
 
     address_note = (
         "site " + by_address["site_id"].astype("string") + " " + ('"' + by_address["name"] + '"').fillna("")
         + ': address line 1 "' + by_address["line1"] + "\" = the user's street address"
     ).reindex(users.index)
-    main_note = ("site " + main_site.astype("string") + " " + ('"' + users["company_id"].map(main["name"]) + '"').fillna("")
+    main_note = ("site " + main_site.astype("string") + " " + ('"' + main_name + '"').fillna("")
                  + ": the company's main site").astype("string")
     count = users["company_id"].map(site_count).fillna(0).astype("int64")
     no_site_note = pd.Series("the company has no site", index=users.index, dtype="string").mask(

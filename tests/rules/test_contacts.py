@@ -1,0 +1,207 @@
+import json
+
+import pandas as pd
+import pytest
+
+from halo_sync_pipeline.halo_schema import check_body
+from halo_sync_pipeline.rules.contacts import choose_site, create_contact_body, secondary_emails
+from halo_sync_pipeline.settings import SyncSettings
+from tests.rules import frames as f
+from tests.rules.estate import actions, contact, mappings, plan, user
+
+
+def _body(changes, row=0):
+    return json.loads(changes["body"].iloc[row])
+
+
+# ------------------------------------------------------------ linked by azureoid
+
+
+def test_linked_active_contact_needs_nothing():
+    assert plan([user("u1", "ann")], [contact(5, email="ann@contoso.com", azureoid="u1")]).empty
+
+
+def test_linked_inactive_contact_is_reactivated_case_insensitive():
+    changes = plan([user("u1", "ann")], [contact(5, email="x@contoso.com", azureoid="U1", inactive=True)])
+    assert actions(changes) == [("reactivate", 5, "azureoid_matches_user", False)]
+    assert _body(changes) == {"id": 5, "inactive": False}
+
+
+def test_update_only_when_enabled_and_blank_never_overwrites():
+    users = [user("u1", "ann", given_name="Ann", surname="Smith", display_name="Ann Smith", business_phone=None, mobile_phone="07700")]
+    contacts = [contact(5, email="ann@contoso.com", azureoid="u1", firstname="Anne", surname="Smith",
+                        name="Ann Smith", phonenumber="0123", mobilenumber="07700")]
+    assert plan(users, contacts).empty  # update_contact_fields is off by default
+    changes = plan(users, contacts, SyncSettings(update_contact_fields=True))
+    assert actions(changes) == [("update", 5, "fields_differ", False)]
+    assert _body(changes) == {"id": 5, "firstname": "Ann"}  # phonenumber "0123" kept: M365 value blank
+    assert 'firstname "Anne" → "Ann"' in changes["evidence"].iloc[0]
+
+
+# ------------------------------------------------------------ paired by email
+
+
+def test_pair_by_upn_with_empty_or_stale_azureoid():
+    users = [user("u1", "ann"), user("u2", "bob")]
+    contacts = [contact(5, email="ANN@contoso.com "), contact(6, email="bob@contoso.com", azureoid="deleted-user", inactive=True)]
+    changes = plan(users, contacts)
+    assert actions(changes) == [("pair", 5, "email_matches_upn", False), ("pair", 6, "email_matches_upn", False)]
+    assert _body(changes.loc[changes["contact_id"] == 6]) == {"id": 6, "azureoid": "u2", "inactive": False}
+
+
+def test_no_pair_when_azureoid_belongs_to_another_current_user():
+    users = [user("u1", "ann"), user("u2", "bob", licence_count=0)]
+    changes = plan(users, [contact(5, email="ann@contoso.com", azureoid="u2")])
+    # Contact 5 is bob's, not ann's: ann gets her own contact; contact 5 is left alone because its
+    # email is a selected user's UPN (never deactivated).
+    assert actions(changes) == [("create", "u1", "new_user", False)]
+
+
+def test_several_email_candidates_ambiguous_and_never_created():
+    changes = plan([user("u1", "ann")], [contact(5, email="ann@contoso.com"), contact(6, email="ann@contoso.com", azureoid="old")])
+    assert actions(changes) == [("ambiguous", 5, "several_contacts_match_upn", True), ("ambiguous", 6, "several_contacts_match_upn", True)]
+    assert changes["body"].isna().all()
+
+
+def test_paired_user_is_not_also_created():
+    # Seed bug: it paired the contact and then created the same person again.
+    changes = plan([user("u1", "ann")], [contact(5, email="ann@contoso.com")])
+    assert changes["action"].tolist() == ["pair"]
+
+
+# ------------------------------------------------------------ created
+
+
+def test_create_body_uses_real_halo_fields_and_validates():
+    u = user("u1", "ann", given_name="Ann", surname="Smith", job_title="CFO", business_phone="+44 1",
+             mobile_phone="07700", fax=" ", street_address="9 Nowhere",
+             smtp_aliases="ann.smith@contoso.com;sip:ann@contoso.com;x500:/o=exch/cn=ann;ann@contoso.onmicrosoft.com;ann@contoso.com;a2@contoso.com;a3@contoso.com")
+    changes = plan([u], [])
+    body = _body(changes)
+    assert body == {
+        "client_id": 1, "site_id": 10, "name": "Ann", "firstname": "Ann", "surname": "Smith", "title": "CFO",
+        "emailaddress": "ann@contoso.com", "email2": "ann.smith@contoso.com", "email3": "a2@contoso.com",
+        "phonenumber": "+44 1", "mobilenumber": "07700", "azureoid": "u1",
+    }
+    # Seed bug: companyID / lastName, which Halo silently drops.
+    assert check_body("Users", body).ok
+    assert "companyID" not in body and "lastName" not in body
+    assert changes[["name", "email", "phonenumber", "mobilenumber"]].iloc[0].tolist() == ["Ann", "ann@contoso.com", "+44 1", "07700"]
+
+
+def test_secondary_emails_drop_sip_x500_onmicrosoft_and_upn():
+    # Seed bug: sip: and x500: proxy addresses ended up in email2/email3.
+    aliases = "sip:ann@contoso.com;X500:/o=x;ann@contoso.onmicrosoft.com;ANN@contoso.com;ann.s@contoso.com;ann.s@contoso.com"
+    assert secondary_emails(aliases, "ann@contoso.com") == ["ann.s@contoso.com"]
+    assert secondary_emails(pd.NA, "ann@contoso.com") == []
+
+
+def test_create_body_omits_blank_fields():
+    record = {"upn": "a@b.com", "smtp_aliases": None, "display_name": "A", "given_name": "", "user_surname": None,
+              "job_title": None, "business_phone": None, "mobile_phone": None, "fax": None, "user_key": "u1"}
+    assert create_contact_body(record, 3, None) == {"client_id": 3, "name": "A", "emailaddress": "a@b.com", "azureoid": "u1"}
+
+
+def test_choose_site_by_street_address_highest_id_then_main():
+    sites = f.sites(
+        {"site_id": 10, "company_id": 1, "name": "HQ", "line1": "1 Main St", "is_main": True},
+        {"site_id": 11, "company_id": 1, "name": "A", "line1": "2 side st"},
+        {"site_id": 12, "company_id": 1, "name": "B", "line1": " 2 SIDE ST "},
+        {"site_id": 20, "company_id": 2, "name": "Only", "line1": "x"},
+    )
+    users = pd.DataFrame({"company_id": [1, 1, 2, 3], "street_address": pd.array(["2 Side St ", None, "x", "x"], dtype="string")})
+    chosen = choose_site(users, sites)
+    assert chosen["site_id"].tolist() == [12, 10, 20, pd.NA]
+    assert "the company's main site" in chosen["site_evidence"].iloc[1]
+    assert chosen["site_evidence"].iloc[3] == "the company has no site"
+
+
+def test_company_without_site_gets_held_create():
+    changes = plan([user("u1", "ann")], [], sites=f.sites())
+    assert actions(changes) == [("create", "u1", "no_site", True)]
+    assert "site_id" not in _body(changes)
+
+
+def test_no_creates_when_create_contacts_off():
+    assert plan([user("u1", "ann")], [], SyncSettings(create_contacts=False)).empty
+
+
+# ------------------------------------------------------------ deactivated
+
+
+@pytest.mark.parametrize(
+    ("user_fields", "reason"),
+    [({"licence_count": 0}, "unlicensed"), ({"account_enabled": False}, "disabled"), ({"is_guest": True}, "guest")],
+)
+def test_deactivate_reason_from_filtered_user(user_fields, reason):
+    changes = plan([user("u1", "ann", **user_fields)], [contact(5, email="ann@contoso.com", azureoid="u1")])
+    assert actions(changes) == [("deactivate", 5, reason, False)]
+    assert _body(changes) == {"id": 5, "inactive": True}
+    assert changes["user_id"].iloc[0] == "u1"
+
+
+def test_deactivate_found_by_upn_when_no_azureoid():
+    changes = plan([user("u1", "ann", licence_count=0)], [contact(5, email="ann@contoso.com")])
+    assert actions(changes) == [("deactivate", 5, "unlicensed", False)]
+
+
+def test_deactivate_gone_from_m365_and_no_contact_details():
+    contacts = [contact(5, email="left@contoso.com"), contact(6, name="Empty"), contact(7, name="Phone only", phonenumber="1")]
+    changes = plan([], contacts)
+    assert actions(changes) == [("deactivate", 5, "gone_from_m365", False), ("deactivate", 6, "no_contact_details", False)]
+
+
+def test_contacts_outside_verified_domains_and_protected_contacts_kept():
+    contacts = [
+        contact(1, email="x@gmail.com"),  # not a verified domain
+        contact(2, email="keep@contoso.com", keep_active="2"),
+        contact(3, name=" general USER "),
+        contact(4, email="old@contoso.com", inactive=True),
+        contact(5, email="admin@contoso.com"),  # excluded-pattern user's contact
+        contact(6, email="x@contoso.com", azureoid="u9"),  # excluded-pattern user's azureoid
+    ]
+    users = [user("u8", "admin"), user("u9", "svc-admin", licence_count=0)]
+    assert plan(users, contacts).empty
+
+
+def test_keep_active_compared_as_text():
+    changes = plan([], [contact(2, email="a@contoso.com", keep_active="2.0"), contact(3, email="b@contoso.com", keep_active=" 2 ")])
+    assert changes["contact_id"].tolist() == [2]
+
+
+def test_excluded_pattern_users_never_created_paired_or_reactivated():
+    users = [user("u1", "admin"), user("u2", "sysadmin2")]
+    contacts = [contact(5, email="admin@contoso.com"), contact(6, email="x@contoso.com", azureoid="u2", inactive=True)]
+    assert plan(users, contacts).empty
+
+
+def test_cloudadmins_domain_users_are_synced():
+    # Seed bug: `admin` matched the domain of every cloudadmins.com user.
+    mapping = mappings()
+    changes = plan([{"tenant_id": "t1", "user_id": "u1", "upn": "ann@cloudadmins.com", "display_name": "Ann"}], [], company_mappings=mapping)
+    assert changes["action"].tolist() == ["create"]
+
+
+def test_no_deactivations_when_setting_off():
+    assert plan([], [contact(5, email="left@contoso.com")], SyncSettings(deactivate_contacts=False)).empty
+
+
+# ------------------------------------------------------------ tenants without actions
+
+
+@pytest.mark.parametrize(
+    "mapping",
+    [mappings(users_status="failed"), mappings(method="unmatched", company_id=None), mappings(method="excluded", company_id=None)],
+)
+def test_failed_unmatched_excluded_tenants_get_no_rows(mapping):
+    assert plan([user("u1", "ann")], [contact(5, email="left@contoso.com")], company_mappings=mapping).empty
+
+
+def test_users_of_other_tenants_ignored():
+    changes = plan([{**user("u1", "ann"), "tenant_id": "t2"}], [])
+    assert changes.empty
+
+
+def test_user_without_upn_is_a_clear_error():
+    with pytest.raises(ValueError, match="u7"):
+        plan([{"tenant_id": "t1", "user_id": "u7", "upn": None}], [])
