@@ -45,7 +45,8 @@ def apply_deactivation_guard(changes: pd.DataFrame, contacts: pd.DataFrame, sett
         + " to apply them"
     )
     notes = changes["tenant_id"].map(pd.Series(note.to_numpy(), index=tripped["tenant_id"].to_numpy()))
-    guarded = (changes["action"] == "deactivate") & ~changes["held"] & notes.notna()
+    # Comparing a `string` column gives a nullable `boolean`; the contract's `held` is plain bool.
+    guarded = ((changes["action"] == "deactivate") & ~changes["held"] & notes.notna()).fillna(False).astype(bool)
     return changes.assign(
         held=changes["held"] | guarded,
         evidence=changes["evidence"].mask(guarded, changes["evidence"] + notes),
