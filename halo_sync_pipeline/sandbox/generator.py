@@ -1,0 +1,795 @@
+"""Deterministic, realistic sandbox estates that exercise every company-matching path and contact situation.
+
+`generate_estate(tenants, users_per_tenant, seed)` returns an estate (see estate.schema.json) whose Halo and
+Microsoft 365 halves overlap the way a real MSP's do: most customer tenants are mapped to their Halo company
+by tenant id, some only by name, website or contacts' email domains, a few ambiguously or not at all; most
+users have a linked contact, some are new, left, disabled, guests, shared mailboxes or admin accounts, and
+Halo holds contacts that are gone from Microsoft 365, kept active on purpose, or catch-alls ("General User").
+
+Every record planted for a situation is listed in the estate's top-level `_generator` record
+(`{"seed", "tenants", "users_per_tenant", "situations": {name: [ids]}}`; SITUATIONS says what each name
+means and which kind of id it lists), so tests can find and count them (`describe_coverage`).
+The first MIN_TENANTS_FOR_FULL_COVERAGE tenants are planned so that every situation appears at least once;
+the rest are drawn at random in realistic proportions.
+
+Only `random.Random(seed)` is used (GUIDs included), so one seed always gives the same estate.
+
+Regenerate the committed example estate with:
+    python -m halo_sync_pipeline.sandbox.generator --tenants 12 --users-per-tenant 8 --seed 7 \\
+        > halo_sync_pipeline/sandbox/example_estate.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import uuid
+from dataclasses import dataclass, field
+from itertools import accumulate
+from typing import Any
+
+KEEP_ACTIVE_FIELD = "CFM365SyncKeepActive"
+KEEP_ACTIVE_VALUE = "2"
+GENERAL_USER_NAME = "General User"
+
+# name -> (kind of id listed: tenant = customerId, client = Halo client id, contact = Halo user id,
+#          user = Graph user id; what was planted)
+SITUATIONS: dict[str, tuple[str, str]] = {
+    # company matching (issue 4, company_mappings)
+    "match_tenant_id": ("tenant", "the company lists the tenant in azure_tenants"),
+    "match_name": ("tenant", "company name equals the tenant name, differing only by case or spaces"),
+    "match_default_domain_website": ("tenant", "company website host (www., scheme, port, path) is the default domain"),
+    "website_host_starts_with_www": ("tenant", "default domain itself starts with 'www' (the seed's `www.` regex bug)"),
+    "match_verified_domain_website": ("tenant", "company website host is a verified, non-default domain"),
+    "match_contact_email_domain": ("tenant", "only the company's contacts' email domains point at the tenant"),
+    "unmatched_ambiguous_name": ("tenant", "two active companies carry the tenant's name"),
+    "unmatched_no_candidate": ("tenant", "no company relates to the tenant"),
+    "inactive_duplicate_company": ("tenant", "an inactive company also carries the tenant's name"),
+    "tenant_shares_company": ("tenant", "the tenant is a second entry in another tenant's company's azure_tenants"),
+    "client_without_site": ("tenant", "the tenant's company has no site, so its creates are held"),
+    "admin_in_domain_name": ("tenant", "the tenant's domain contains 'admin' (cloudadmins.com)"),
+    "mass_deactivation": ("tenant", "most of the company's contacts are gone: the deactivation guard trips"),
+    "not_consented": ("tenant", "the app is not consented: client-credentials tokens are refused"),
+    "gdap_expired": ("tenant", "GDAP relationship expired"),
+    "gdap_terminated": ("tenant", "GDAP relationship terminated"),
+    "gdap_missing": ("tenant", "no GDAP relationship (gdapStatus null)"),
+    "default_domain_onmicrosoft": ("tenant", "the default domain is the .onmicrosoft.com one"),
+    "unverified_domain": ("tenant", "the tenant has an unverified domain"),
+    "halo_only_client": ("client", "a Halo company with no Microsoft 365 tenant"),
+    # contact situations (issue 4, contact_changes)
+    "linked": ("contact", "contact linked to its user by azureoid"),
+    "linked_oid_upper_case": ("contact", "linked, with the azureoid in upper case"),
+    "linked_fields_differ": ("contact", "linked, but phone or title differ from Microsoft 365"),
+    "pair_unlinked_same_email": ("contact", "no azureoid; email equals the UPN up to case/spaces"),
+    "pair_stale_azureoid": ("contact", "azureoid of no user of the tenant; email equals the UPN"),
+    "reactivate_inactive": ("contact", "inactive contact linked to a selected user"),
+    "ambiguous_email": ("contact", "two unlinked contacts share a selected user's UPN as email"),
+    "leaver_unlicensed": ("contact", "active contact of a user without licences"),
+    "leaver_disabled": ("contact", "active contact of a disabled user"),
+    "leaver_guest": ("contact", "active contact of a guest user (email is the guest's #EXT# UPN)"),
+    "admin_contact_untouched": ("contact", "active contact of an (unlicensed) admin account"),
+    "gone_from_m365": ("contact", "active contact at a verified domain of the tenant, user gone"),
+    "keep_active": ("contact", f"gone, but {KEEP_ACTIVE_FIELD} = {KEEP_ACTIVE_VALUE!r}"),
+    "keep_active_other_value": ("contact", f"gone, {KEEP_ACTIVE_FIELD} set to another value"),
+    "general_user": ("contact", f"the company's {GENERAL_USER_NAME!r} contact"),
+    "no_contact_details": ("contact", "active contact with no email, phone or mobile"),
+    "external_email_contact": ("contact", "contact at a domain the tenant does not own"),
+    "inactive_contact_gone": ("contact", "inactive contact whose user is gone"),
+    # user situations
+    "create_new_contact": ("user", "selected user without a contact"),
+    "create_at_site_address": ("user", "new user whose street address is a non-main site's line 1 (case/spaces differ)"),
+    "create_at_tied_site_address": ("user", "new user whose street address is line 1 of two sites of the company"),
+    "create_without_site": ("user", "selected user of a tenant whose company has no site"),
+    "user_with_aliases": ("user", "user with secondary smtp: aliases at the tenant's own domains"),
+    "shared_mailbox_unlicensed": ("user", "shared mailbox: no licence, sign-in disabled"),
+    "guest_user": ("user", "guest account"),
+    "disabled_user": ("user", "disabled account without a contact"),
+    "admin_account": ("user", "admin account (admin@, it.admin@, ...)"),
+}
+
+MATCH_PATHS = ("tenant_id", "name", "default_domain_website", "verified_domain_website", "contact_email_domain",
+               "ambiguous_name", "no_candidate")  # fmt: skip
+_MATCH_SITUATION = {
+    "tenant_id": "match_tenant_id", "name": "match_name", "default_domain_website": "match_default_domain_website",
+    "verified_domain_website": "match_verified_domain_website", "contact_email_domain": "match_contact_email_domain",
+    "ambiguous_name": "unmatched_ambiguous_name", "no_candidate": "unmatched_no_candidate",
+}  # fmt: skip
+_MATCH_WEIGHTS = (0.60, 0.14, 0.08, 0.05, 0.05, 0.02, 0.06)
+
+# The first tenants, planned so that every tenant-level situation appears: (match path, extra situations).
+_PLANNED_TENANTS: tuple[tuple[str, frozenset[str]], ...] = (
+    ("tenant_id", frozenset({"admin_in_domain_name"})),
+    ("name", frozenset({"inactive_duplicate_company"})),
+    ("default_domain_website", frozenset({"gdap_expired"})),
+    ("verified_domain_website", frozenset({"default_domain_onmicrosoft"})),
+    ("contact_email_domain", frozenset({"gdap_terminated"})),
+    ("ambiguous_name", frozenset()),
+    ("no_candidate", frozenset({"gdap_missing"})),
+    ("tenant_id", frozenset({"client_without_site"})),
+    ("tenant_id", frozenset({"tenant_shares_company"})),
+    ("tenant_id", frozenset({"mass_deactivation"})),
+    ("tenant_id", frozenset({"not_consented", "unverified_domain"})),
+    ("default_domain_website", frozenset({"website_host_starts_with_www"})),
+)
+MIN_TENANTS_FOR_FULL_COVERAGE = len(_PLANNED_TENANTS)
+
+# User roles: (kind of Microsoft 365 account, kind of Halo contact planted for it or None).
+_ROLES: dict[str, tuple[str, str | None]] = {
+    "linked": ("member", "linked"),
+    "create": ("member", None),
+    "create_at_site_address": ("member", None),
+    "create_at_tied_site_address": ("member", None),
+    "pair_unlinked": ("member", "unlinked_email"),
+    "pair_stale_oid": ("member", "stale_oid_email"),
+    "reactivate": ("member", "inactive_linked"),
+    "ambiguous_email": ("member", "two_unlinked_email"),
+    "leaver_unlicensed": ("unlicensed", "linked"),
+    "leaver_disabled": ("disabled", "linked"),
+    "leaver_guest": ("guest", "linked"),
+    "guest": ("guest", None),
+    "shared_mailbox": ("shared", None),
+    "admin_account": ("admin", None),
+    "admin_with_contact": ("admin_unlicensed", "linked"),
+    "disabled_no_contact": ("disabled", None),
+}
+_ROLE_WEIGHTS = {
+    "linked": 0.62, "create": 0.09, "create_at_site_address": 0.03, "create_at_tied_site_address": 0.004,
+    "pair_unlinked": 0.04, "pair_stale_oid": 0.01, "reactivate": 0.02, "ambiguous_email": 0.005,
+    "leaver_unlicensed": 0.03, "leaver_disabled": 0.03, "leaver_guest": 0.005, "guest": 0.035,
+    "shared_mailbox": 0.04, "admin_account": 0.02, "admin_with_contact": 0.005, "disabled_no_contact": 0.02,
+}  # fmt: skip
+_ROLE_NAMES = tuple(_ROLE_WEIGHTS)
+_ROLE_CUM_WEIGHTS = tuple(accumulate(_ROLE_WEIGHTS.values()))
+_ROLE_SITUATION = {
+    "linked": "linked", "create": "create_new_contact", "create_at_site_address": "create_at_site_address",
+    "create_at_tied_site_address": "create_at_tied_site_address", "pair_unlinked": "pair_unlinked_same_email",
+    "pair_stale_oid": "pair_stale_azureoid", "reactivate": "reactivate_inactive", "ambiguous_email": "ambiguous_email",
+    "leaver_unlicensed": "leaver_unlicensed", "leaver_disabled": "leaver_disabled", "leaver_guest": "leaver_guest",
+    "guest": "guest_user", "shared_mailbox": "shared_mailbox_unlicensed", "admin_account": "admin_account",
+    "admin_with_contact": "admin_contact_untouched", "disabled_no_contact": "disabled_user",
+}  # fmt: skip
+# User situations that are about the account alone, whatever company (if any) the tenant maps to.
+_ACCOUNT_SITUATIONS = frozenset({"guest_user", "shared_mailbox_unlicensed", "admin_account", "disabled_user"})
+# Contacts planted without a user: situation -> expected count per user of the tenant (plus one at random).
+_CONTACT_ONLY_RATES = {
+    "gone_from_m365": 0.04, "keep_active": 0.01, "keep_active_other_value": 0.005, "no_contact_details": 0.02,
+    "external_email_contact": 0.02, "inactive_contact_gone": 0.03,
+}  # fmt: skip
+GENERAL_USER_SHARE = 0.35  # of companies that have a "General User" contact
+
+_FIRST_NAMES = (
+    "Olivia Amelia Isla Ava Mia Ivy Lily Isabella Rosie Sophia Grace Willow Freya Florence Emily Ella Poppy Evie "
+    "Elsie Charlotte Evelyn Sienna Sofia Daisy Alice Harper Matilda Ruby Emilia Maya Noah Oliver George Arthur Leo "
+    "Muhammad Harry Oscar Archie Henry Theodore Freddie Jack Charlie Theo Alfie Jacob Thomas Finley Arlo William "
+    "Lucas Roman Tommy Isaac Teddy Alexander Luca Edward James Joshua Albie Elijah Max Mohammed Reuben Mason Sebastian "
+    "Rory Jude Louie Benjamin Ethan Adam Hunter Zachary Ezra Hugo Arjun Priya Aisha Chen Wei Mei Hiroshi Yuki Sven "
+    "Ingrid Lars Astrid Pierre Chloe Mateo Lucia Diego Carmen Kofi Amara Tariq Leila Siobhan Niamh Ciaran Aoife"
+).split()
+_SURNAMES = (
+    "Smith Jones Taylor Brown Williams Wilson Johnson Davies Robinson Wright Thompson Evans Walker White Roberts Green "
+    "Hall Wood Jackson Clarke Patel Khan Lewis James Phillips Mason Mitchell Rose Davis Rodriguez Cox Alexander "
+    "Morris King Lee Baker Harris Martin Cooper Ward Turner Hill Moore Clark Young Allen Scott Edwards Hughes Kelly "
+    "Price Bennett Griffiths Lloyd Morgan Bell Murphy Campbell Stewart Anderson Murray Reid Fraser Hamilton Graham "
+    "Kennedy Ross Watson Gray Shaw Chapman Mills Hunt Wells Palmer Marshall Fox Owen Webb Ellis Russell Harvey Ali "
+    "Hussain Singh Kaur Nguyen Wong Tanaka Larsen Nielsen Dubois Moreau Garcia Fernandez Okafor Mensah Byrne Doyle"
+).split()
+_NAME_WORDS = (
+    "Northwind Contoso Fabrikam Tailspin Adatum Litware Proseware Woodgrove Fourth Coffee Alpine Blue Yonder "
+    "Wingtip Lucerne Margie Trey Humongous Wide World Graphic Tide Southridge Bellows Coho Vanarsdel Lamna Relecloud "
+    "Maple Cedar Harbour Granite Copper Silver Oak Willow Falcon Kestrel Heron Summit Riverside Meadow Thistle "
+    "Beacon Anchor Compass Lantern Orchard Quarry Ridge Valley Harrow Bramble Foxglove Juniper Marlin Osprey Pinnacle"
+).split()
+_BUSINESS_WORDS = (
+    "Traders Consulting Logistics Engineering Dental Legal Accountants Architects Surveyors Builders Foods Motors "
+    "Health Partners Solutions Systems Studios Print Media Marine Energy Farms Estates Insurance Finance Electrical "
+    "Plumbing Veterinary Pharmacy Design Security Recruitment Hotels Catering Travel Textiles Joinery Labs"
+).split()
+_LEGAL_SUFFIXES = ("Ltd", "Limited", "LLP", "plc", "Inc", "GmbH", "LLC", "")
+_TLDS = ("com", "co.uk", "net", "org", "io", "uk", "eu", "de")
+_STREETS = (
+    "High Station Church Park Victoria Green Manor Kings Queens Mill Bridge London York Albert Market Castle "
+    "Chapel Springfield Windsor Grange Orchard Richmond Cedar Elm Oak Meadow Riverside Harbour Abbey"
+).split()
+_STREET_TYPES = ("Street", "Road", "Lane", "Avenue", "Way", "Close", "Drive", "Court", "Place", "Parade")
+_CITIES = ("Leeds", "Bristol", "Manchester", "Glasgow", "Cardiff", "York", "Norwich", "Belfast", "Oxford", "Exeter")
+_JOB_TITLES = (
+    "Director", "Office Manager", "Accountant", "Sales Executive", "Engineer", "Project Manager", "Receptionist",
+    "Administrator", "Consultant", "Analyst", "Operations Manager", "Designer", "Marketing Manager", "Technician",
+)  # fmt: skip
+_SHARED_MAILBOXES = ("info", "sales", "accounts", "reception", "support", "office", "hr", "enquiries", "bookings")
+_ADMIN_LOCALS = ("admin", "it.admin", "sysadmin", "administrator", "m365admin", "admin.backup")
+_FREEMAIL = ("gmail.com", "outlook.com", "hotmail.co.uk", "yahoo.com", "icloud.com", "btinternet.com")
+_SKUS = (
+    "cbdc14ab-d96c-4c30-b9f4-6ada7cdc1d46",  # Microsoft 365 Business Premium
+    "f245ecc8-75af-4f8e-b61f-27d8114de5f3",  # Microsoft 365 Business Standard
+    "3b555118-da6a-4418-894f-7df1e2096870",  # Microsoft 365 Business Basic
+    "6fd2c87f-b296-42f0-b197-1e91e994b900",  # Office 365 E3
+    "4b9405b0-7788-4568-add1-99614e613b69",  # Exchange Online (Plan 1)
+)
+_WEBSITE_FORMS = (
+    "https://www.{d}/contact-us", "https://www.{d}/", "http://www.{d}", "www.{d}", "https://{d}/?utm_source=halo",
+    "HTTPS://WWW.{D}/About/", "{d}.", "http://{d}:8080/home",
+)  # fmt: skip
+
+
+@dataclass
+class _Tenant:
+    plan_match: str
+    extras: frozenset[str]
+    tenant_id: str
+    display_name: str
+    slug: str
+    primary_domain: str  # the vanity domain users sign in with
+    default_domain: str
+    domains: list[dict[str, Any]]
+    users: list[dict[str, Any]] = field(default_factory=list)
+    locals: set[str] = field(default_factory=set)  # mailbox names used by users and planted contacts
+
+    @property
+    def verified_domains(self) -> list[str]:
+        return [d["id"] for d in self.domains if d["isVerified"]]
+
+
+@dataclass
+class _Planned:
+    """Roles and contact-only situations still to plant once before drawing at random."""
+
+    roles: list[str]
+    contacts: list[str]
+
+
+@dataclass
+class _Client:
+    record: dict[str, Any]
+    sites: list[dict[str, Any]]
+
+    @property
+    def client_id(self) -> int:
+        return self.record["id"]
+
+
+class _EstateBuilder:
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+        self.clients: list[dict[str, Any]] = []
+        self.sites: list[dict[str, Any]] = []
+        self.contacts: list[dict[str, Any]] = []
+        self.situations: dict[str, list[Any]] = {name: [] for name in SITUATIONS}
+        self._names: set[str] = set()  # normalised company names in use
+        self._slugs: set[str] = set()
+        self._domains: set[str] = set()
+
+    # --- small helpers ---------------------------------------------------------------------------------------
+
+    def guid(self) -> str:
+        return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+
+    def tag(self, situation: str, record_id: Any) -> None:
+        self.situations[situation].append(record_id)
+
+    def _claim_name(self, name: str) -> str:
+        """`name`, or `name` with a number, such that no other company normalises to the same text."""
+        candidate, n = name, 2
+        while _normalise(candidate) in self._names:
+            candidate, n = f"{name} {n}", n + 1
+        self._names.add(_normalise(candidate))
+        return candidate
+
+    def _claim_domain(self, domain: str) -> str:
+        if domain in self._domains:
+            raise AssertionError(f"generator bug: domain {domain} planted twice")
+        self._domains.add(domain)
+        return domain
+
+    def _address(self, taken: set[str]) -> str:
+        while True:
+            rng = self.rng
+            line1 = f"{rng.randint(1, 250)} {rng.choice(_STREETS)} {rng.choice(_STREET_TYPES)}"
+            if line1.lower() not in taken:
+                taken.add(line1.lower())
+                return line1
+
+    def _phone(self) -> str:
+        return f"+44 20 7946 {self.rng.randint(0, 999):04d}"  # Ofcom's range reserved for drama
+
+    def _mobile(self) -> str:
+        return f"+44 7700 900{self.rng.randint(0, 999):03d}"
+
+    # --- tenants ---------------------------------------------------------------------------------------------
+
+    def tenant_sizes(self, tenants: int, users_per_tenant: int) -> list[int]:
+        """Log-normal (a few big tenants, many small ones), scaled so the mean is users_per_tenant."""
+        sigma = 1.0
+        raw = [self.rng.lognormvariate(0.0, sigma) for _ in range(tenants)]
+        scale = users_per_tenant * tenants / sum(raw)
+        return [max(1, round(r * scale)) for r in raw]
+
+    def plan(self, index: int) -> tuple[str, frozenset[str]]:
+        if index < len(_PLANNED_TENANTS):
+            return _PLANNED_TENANTS[index]
+        rng = self.rng
+        match = rng.choices(MATCH_PATHS, weights=_MATCH_WEIGHTS)[0]
+        extras: set[str] = set()
+        roll = rng.random()
+        if roll < 0.03:
+            extras.add("gdap_expired")
+        elif roll < 0.05:
+            extras.add("gdap_terminated")
+        elif roll < 0.08:
+            extras.add("gdap_missing")
+        if rng.random() < 0.02:
+            extras.add("not_consented")
+        if rng.random() < 0.08 and match != "default_domain_website":
+            extras.add("default_domain_onmicrosoft")
+        if match == "tenant_id":
+            roll = rng.random()
+            if roll < 0.005:
+                extras.add("client_without_site")
+            elif roll < 0.01:
+                extras.add("tenant_shares_company")
+            elif roll < 0.015:
+                extras.add("mass_deactivation")
+        if match == "name" and rng.random() < 0.1:
+            extras.add("inactive_duplicate_company")
+        return match, frozenset(extras)
+
+    def new_tenant(self, match: str, extras: frozenset[str]) -> _Tenant:
+        display, slug = self._tenant_identity(extras)
+        rng = self.rng
+        tld = "com" if "admin_in_domain_name" in extras else rng.choice(_TLDS)
+        primary = self._claim_domain(f"{slug}.{tld}")
+        initial = self._claim_domain(f"{slug}.onmicrosoft.com")
+        onmicrosoft_default = "default_domain_onmicrosoft" in extras
+        domains = [
+            {"id": primary, "isVerified": True, "isDefault": not onmicrosoft_default},
+            {"id": initial, "isVerified": True, "isDefault": onmicrosoft_default},
+        ]
+        wants_second_vanity = match == "verified_domain_website" and not onmicrosoft_default
+        if wants_second_vanity or rng.random() < 0.3:
+            extra = self._claim_domain(f"{slug}{rng.choice(('group', 'online', 'uk', 'mail'))}.{rng.choice(_TLDS)}")
+            domains.append({"id": extra, "isVerified": True, "isDefault": False})
+        if "unverified_domain" in extras or rng.random() < 0.15:
+            domains.append({"id": self._claim_domain(f"{slug}-old.{tld}"), "isVerified": False, "isDefault": False})
+            extras = extras | {"unverified_domain"}
+        if rng.random() < 0.1:
+            domains.append({"id": self._claim_domain(f"{slug}.mail.onmicrosoft.com"), "isVerified": True,
+                            "isDefault": False})  # fmt: skip
+        default = initial if onmicrosoft_default else primary
+        return _Tenant(match, extras, self.guid(), display, slug, primary, default, domains)
+
+    def _tenant_identity(self, extras: frozenset[str]) -> tuple[str, str]:
+        if "admin_in_domain_name" in extras:
+            candidates = [("Cloud Admins", "cloudadmins")]
+        elif "website_host_starts_with_www" in extras:
+            word = self.rng.choice(_NAME_WORDS)
+            candidates = [(f"Worldwide Web {word}", f"www{word.lower()}")]
+        else:
+            candidates = []
+        rng = self.rng
+        while True:
+            if candidates:
+                core, slug = candidates.pop()
+            else:
+                word, business = rng.choice(_NAME_WORDS), rng.choice(_BUSINESS_WORDS)
+                core, slug = f"{word} {business}", f"{word}{business}".lower()
+            if slug in self._slugs:
+                slug = f"{slug}{rng.randint(2, 999)}"
+            if slug in self._slugs:
+                continue
+            display = f"{core} {rng.choice(_LEGAL_SUFFIXES)}".strip()
+            if _normalise(display) in self._names:
+                continue
+            self._slugs.add(slug)
+            self._names.add(_normalise(display))
+            return display, slug
+
+    # --- Halo companies --------------------------------------------------------------------------------------
+
+    def new_client(self, name: str, *, website: str | None = None, inactive: bool = False,
+                   tenants: tuple[_Tenant, ...] = (), sites: int = 1) -> _Client:  # fmt: skip
+        record: dict[str, Any] = {
+            "id": len(self.clients) + 1,
+            "name": name,
+            "website": website,
+            "inactive": inactive,
+            "main_site_id": None,
+            "azure_tenants": [{"azure_tenant_id": t.tenant_id, "azure_tenant_name": t.display_name} for t in tenants],
+        }
+        self.clients.append(record)
+        client = _Client(record, [])
+        taken: set[str] = set()
+        for position in range(sites):
+            site = self.add_site(client, "Head Office" if position == 0 else f"{self.rng.choice(_CITIES)} Office",
+                                 self._address(taken))  # fmt: skip
+            if position == 0:
+                record["main_site_id"] = site["id"]
+        return client
+
+    def add_site(self, client: _Client, name: str, line1: str) -> dict[str, Any]:
+        site = {"id": len(self.sites) + 1, "client_id": client.client_id, "name": name, "line1": line1}
+        self.sites.append(site)
+        client.sites.append(site)
+        return site
+
+    def client_for(self, tenant: _Tenant, shared_with: _Client | None) -> _Client | None:
+        """The Halo company the tenant's match path calls for (None: no company relates to the tenant)."""
+        rng, match = self.rng, tenant.plan_match
+        if "tenant_shares_company" in tenant.extras and shared_with is not None:
+            shared_with.record["azure_tenants"].append(
+                {"azure_tenant_id": tenant.tenant_id, "azure_tenant_name": tenant.display_name})
+            return shared_with
+        sites = 0 if "client_without_site" in tenant.extras else rng.choices((1, 2, 3), weights=(65, 25, 10))[0]
+        if match == "tenant_id":
+            website = _website(rng, tenant.primary_domain) if rng.random() < 0.5 else None
+            return self.new_client(self._altered_name(tenant.display_name), website=website, tenants=(tenant,),
+                                   sites=sites)  # fmt: skip
+        if match == "name":
+            if "inactive_duplicate_company" in tenant.extras:
+                self.new_client(tenant.display_name, inactive=True)
+            return self.new_client(_name_variant(rng, tenant.display_name), sites=sites)
+        if match == "default_domain_website":
+            return self.new_client(self._altered_name(tenant.display_name),
+                                   website=_website(rng, tenant.default_domain), sites=sites)  # fmt: skip
+        if match == "verified_domain_website":
+            other = [d for d in tenant.verified_domains if d != tenant.default_domain and "onmicrosoft" not in d]
+            return self.new_client(self._altered_name(tenant.display_name), website=_website(rng, rng.choice(other)),
+                                   sites=sites)  # fmt: skip
+        if match == "contact_email_domain":
+            return self.new_client(self._altered_name(tenant.display_name), sites=sites)
+        if match == "ambiguous_name":
+            for name in (tenant.display_name, tenant.display_name.upper()):
+                twin = self.new_client(name)
+                self.contact(twin.sites[0], *self._person(), email=f"{self._fresh_local(tenant)}@{tenant.primary_domain}")
+        return None
+
+    def _altered_name(self, display: str) -> str:
+        """A name no matching rule equates with `display` (Halo names drift from tenant names)."""
+        core = display
+        for suffix in _LEGAL_SUFFIXES:
+            if suffix and core.endswith(f" {suffix}"):
+                core = core[: -len(suffix) - 1]
+        form = self.rng.choice(("{core} Group", "{core} ({city})", "{core} & Co", "The {core} Company"))
+        return self._claim_name(form.format(core=core, city=self.rng.choice(_CITIES)))
+
+    def halo_only_client(self) -> None:
+        word, business = self.rng.choice(_NAME_WORDS), self.rng.choice(_BUSINESS_WORDS)
+        slug = f"{word}{business}".lower()
+        while slug in self._slugs:
+            slug = f"{word}{business}{self.rng.randint(2, 9999)}".lower()
+        self._slugs.add(slug)
+        domain = self._claim_domain(f"{slug}.{self.rng.choice(_TLDS)}")
+        client = self.new_client(self._claim_name(f"{word} {business}"), website=_website(self.rng, domain))
+        for _ in range(self.rng.randint(1, 6)):
+            first, last = self._person()
+            self.contact(client.sites[0], first, last, email=f"{first}.{last}@{domain}".lower(), phone=self._phone())
+        self.tag("halo_only_client", client.client_id)
+
+    # --- Halo contacts ---------------------------------------------------------------------------------------
+
+    def contact(self, site: dict[str, Any], first: str | None, last: str | None, *, email: str = "",
+                phone: str = "", mobile: str = "", title: str = "", azureoid: str = "", inactive: bool = False,
+                email2: str = "", keep_active: str | None = None, name: str | None = None) -> int:  # fmt: skip
+        record: dict[str, Any] = {
+            "id": len(self.contacts) + 1,
+            "site_id": site["id"],
+            "name": name if name is not None else f"{first} {last}",
+            "firstname": first or "",
+            "surname": last or "",
+            "emailaddress": email,
+            "email2": email2,
+            "email3": "",
+            "phonenumber": phone,
+            "mobilenumber": mobile,
+            "title": title,
+            "azureoid": azureoid,
+            "inactive": inactive,
+        }
+        if keep_active is not None:
+            record["customfields"] = [{"name": KEEP_ACTIVE_FIELD, "value": keep_active}]
+        self.contacts.append(record)
+        return record["id"]
+
+    def _person(self) -> tuple[str, str]:
+        return self.rng.choice(_FIRST_NAMES), self.rng.choice(_SURNAMES)
+
+    def _fresh_local(self, tenant: _Tenant, wanted: str | None = None) -> str:
+        """A mailbox name not yet used in the tenant (by a user or a planted contact)."""
+        local = wanted or "{}.{}".format(*self._person()).lower()
+        candidate, n = local, 2
+        while candidate in tenant.locals:
+            candidate, n = f"{local}{n}", n + 1
+        tenant.locals.add(candidate)
+        return candidate
+
+    # --- Microsoft 365 users ---------------------------------------------------------------------------------
+
+    def user(self, tenant: _Tenant, kind: str, street: str | None) -> dict[str, Any]:
+        rng = self.rng
+        first, last = self._person()
+        licensed = kind in ("member", "disabled", "admin")
+        display, given, surname = f"{first} {last}", first, last
+        if kind == "shared":
+            local = self._fresh_local(tenant, rng.choice(_SHARED_MAILBOXES))
+            display, given, surname, street = local.capitalize(), None, None, None
+        elif kind in ("admin", "admin_unlicensed"):
+            local = self._fresh_local(tenant, rng.choice(_ADMIN_LOCALS))
+            display, given, surname, street = local.replace(".", " ").title(), None, None, None
+        else:
+            local = self._fresh_local(tenant, f"{first}.{last}".lower())
+        upn = f"{local}@{tenant.primary_domain}"
+        proxies = [f"SMTP:{upn}", f"smtp:{local}@{tenant.slug}.onmicrosoft.com"]
+        mail: str | None = upn
+        if kind == "guest":
+            mail = f"{first}.{last}{rng.randint(1, 99)}@{rng.choice(_FREEMAIL)}".lower()
+            upn = f"{mail.replace('@', '_')}#EXT#@{tenant.slug}.onmicrosoft.com"
+            proxies = [f"SMTP:{mail}"]
+        elif kind in ("member", "disabled", "unlicensed") and (rng.random() < 0.35 or not self.situations["user_with_aliases"]):
+            aliases = [f"{first[0]}{last}@{d}".lower() for d in tenant.verified_domains if "onmicrosoft" not in d]
+            proxies += [f"smtp:{a}" for a in aliases[:2]]
+            proxies += rng.choice(([f"sip:{upn}"], [_x500(rng, local)], []))
+        record = {
+            "id": self.guid(),
+            "displayName": display,
+            "givenName": given,
+            "surname": surname,
+            "userPrincipalName": upn,
+            "mail": mail,
+            "jobTitle": rng.choice(_JOB_TITLES) if given and rng.random() < 0.7 else None,
+            "businessPhones": [self._phone()] if given and rng.random() < 0.6 else [],
+            "mobilePhone": self._mobile() if given and rng.random() < 0.5 else None,
+            "faxNumber": self._phone() if given and rng.random() < 0.03 else None,
+            "streetAddress": street,
+            "proxyAddresses": proxies,
+            "assignedLicenses": [{"skuId": rng.choice(_SKUS), "disabledPlans": []}] if licensed else [],
+            "accountEnabled": kind not in ("disabled", "shared"),
+            "userType": "Guest" if kind == "guest" else "Member",
+        }
+        tenant.users.append(record)
+        if any(p.startswith("smtp:") and ".onmicrosoft.com" not in p for p in proxies):
+            self.tag("user_with_aliases", record["id"])
+        return record
+
+    # --- one tenant's users and contacts ---------------------------------------------------------------------
+
+    def populate(self, tenant: _Tenant, client: _Client | None, size: int, planned: _Planned, drain: bool) -> None:
+        """Users of the tenant and, when its company has a site, their contacts and contact-only extras.
+
+        Planned roles and contacts are taken first (all that are left when `drain`), so every situation appears.
+        """
+        rng = self.rng
+        roles = rng.choices(_ROLE_NAMES, cum_weights=_ROLE_CUM_WEIGHTS, k=size)
+        has_contacts = client is not None and bool(client.sites)
+        extras: list[str] = []
+        if has_contacts:
+            take = len(planned.roles) if drain else min(len(planned.roles), math.ceil(size / 2))
+            forced = [planned.roles.pop(0) for _ in range(take)]
+            roles = forced + roles[len(forced) :]
+            take = len(planned.contacts) if drain else min(2, len(planned.contacts))
+            extras = [planned.contacts.pop(0) for _ in range(take)]
+        if tenant.plan_match == "contact_email_domain" or "client_without_site" in tenant.extras:
+            roles.insert(0, "linked")  # a contact at the tenant's domain; a member to create without a site
+        first_contact = len(self.contacts)
+        for role in roles:
+            self._user_with_contact(tenant, client if has_contacts else None, role, client)
+        if not has_contacts:
+            return
+        assert client is not None
+        for situation, rate in _CONTACT_ONLY_RATES.items():
+            extras += [situation] * int(size * rate + rng.random())
+        if "general_user" not in extras and rng.random() < GENERAL_USER_SHARE:
+            extras.append("general_user")
+        for situation in extras:
+            self._contact_only(tenant, client, situation)
+        if "mass_deactivation" in tenant.extras:
+            active = sum(1 for c in self.contacts[first_contact:] if not c["inactive"])
+            for _ in range(max(11, active + 1)):  # deactivations > max(10, half the active contacts)
+                self._contact_only(tenant, client, "gone_from_m365")
+
+    def _user_with_contact(self, tenant: _Tenant, client: _Client | None, role: str, company: _Client | None) -> None:
+        """One user for `role`; its contact(s) go to `client` (None: the tenant's users get no contacts)."""
+        kind, contact_kind = _ROLES[role]
+        user = self.user(tenant, kind, self._street_for(client, role) if kind == "member" else None)
+        situation = _ROLE_SITUATION[role]
+        if client is None:
+            if company is not None and kind == "member":  # matched company without a site
+                self.tag("create_without_site", user["id"])
+            elif situation in _ACCOUNT_SITUATIONS:
+                self.tag(situation, user["id"])
+            return
+        if contact_kind is None:
+            self.tag(situation, user["id"])
+            return
+        for contact_id in self._contacts_for_user(client, user, contact_kind, role):
+            self.tag(situation, contact_id)
+
+    def _street_for(self, client: _Client | None, role: str) -> str | None:
+        rng = self.rng
+        if client is None or not client.sites:
+            return rng.choice((None, f"{rng.randint(1, 250)} {rng.choice(_STREETS)} {rng.choice(_STREET_TYPES)}"))
+        if role == "create_at_site_address":
+            if len(client.sites) < 2:
+                self.add_site(client, f"{rng.choice(_CITIES)} Office", self._address({s["line1"].lower() for s in client.sites}))
+            line1 = rng.choice(client.sites[1:])["line1"]
+            return rng.choice((line1.upper(), f"  {line1.lower()} "))
+        if role == "create_at_tied_site_address":
+            return self._tied_line1(client).lower()
+        roll = rng.random()
+        if roll < 0.6:
+            return client.sites[0]["line1"]
+        if roll < 0.75:
+            return rng.choice(client.sites)["line1"]
+        return None
+
+    def _tied_line1(self, client: _Client) -> str:
+        """Line 1 shared by two sites of the client (added once)."""
+        lines = [s["line1"].lower() for s in client.sites]
+        for line1 in lines:
+            if lines.count(line1) > 1:
+                return line1
+        line1 = self._address(set(lines))
+        self.add_site(client, "Warehouse", line1)
+        self.add_site(client, "Warehouse (Goods In)", line1.upper())
+        return line1
+
+    def _contacts_for_user(self, client: _Client, user: dict[str, Any], contact_kind: str, role: str) -> list[int]:
+        rng = self.rng
+        upn = user["userPrincipalName"]
+        street = (user["streetAddress"] or "").strip().lower()
+        site = next((s for s in reversed(client.sites) if s["line1"].lower() == street), client.sites[0])
+        phones = user["businessPhones"]
+        fields = {
+            "phone": phones[0] if phones else "",
+            "mobile": user["mobilePhone"] or "",
+            "title": user["jobTitle"] or "",
+            "name": user["displayName"],
+        }
+        first, last = user["givenName"], user["surname"]
+        if contact_kind == "linked":
+            oid = user["id"]
+            upper = rng.random() < 0.05 or not self.situations["linked_oid_upper_case"]
+            differs = rng.random() < 0.15 or not self.situations["linked_fields_differ"]
+            if differs:
+                fields["phone"], fields["title"] = self._phone(), rng.choice(_JOB_TITLES)
+            contact_id = self.contact(site, first, last, email=upn.lower(), azureoid=oid.upper() if upper else oid,
+                                      **fields)  # fmt: skip
+            if role == "linked":
+                if upper:
+                    self.tag("linked_oid_upper_case", contact_id)
+                if differs:
+                    self.tag("linked_fields_differ", contact_id)
+            return [contact_id]
+        if contact_kind == "inactive_linked":
+            return [self.contact(site, first, last, email=upn.lower(), azureoid=user["id"], inactive=True, **fields)]
+        if contact_kind == "unlinked_email":
+            email = rng.choice((upn, upn.title(), f"{upn} ", f" {upn.upper()}"))
+            return [self.contact(site, first, last, email=email, inactive=rng.random() < 0.3, **fields)]
+        if contact_kind == "stale_oid_email":
+            return [self.contact(site, first, last, email=upn.lower(), azureoid=self.guid(), **fields)]
+        # two_unlinked_email: the same person entered twice
+        return [self.contact(site, first, last, email=upn.lower(), **fields),
+                self.contact(site, first, last, email=upn.title(), **fields)]  # fmt: skip
+
+    def _contact_only(self, tenant: _Tenant, client: _Client, situation: str) -> None:
+        rng = self.rng
+        site = rng.choice(client.sites)
+        first, last = self._person()
+        if situation == "general_user":
+            email = f"{self._fresh_local(tenant, 'office')}@{tenant.primary_domain}" if rng.random() < 0.5 else ""
+            contact_id = self.contact(site, "General", "User", name=GENERAL_USER_NAME, email=email)
+        elif situation == "no_contact_details":
+            contact_id = self.contact(site, first, last)
+        elif situation == "external_email_contact":
+            contact_id = self.contact(site, first, last, email=f"{first}.{last}@{rng.choice(_FREEMAIL)}".lower(),
+                                      phone=self._phone())  # fmt: skip
+        else:  # gone from Microsoft 365, possibly kept active or already inactive
+            domain = tenant.primary_domain if rng.random() < 0.8 else rng.choice(tenant.verified_domains)
+            keep = {"keep_active": KEEP_ACTIVE_VALUE, "keep_active_other_value": rng.choice(("1", "0", "Yes"))}
+            contact_id = self.contact(site, first, last, email=f"{self._fresh_local(tenant)}@{domain}",
+                                      azureoid=self.guid() if rng.random() < 0.6 else "", phone=self._phone(),
+                                      inactive=situation == "inactive_contact_gone",
+                                      keep_active=keep.get(situation))  # fmt: skip
+        self.tag(situation, contact_id)
+
+
+def _x500(rng: random.Random, local: str) -> str:
+    return (f"x500:/o=ExchangeLabs/ou=Exchange Administrative Group (FYDIBOHF23SPDLT)/cn=Recipients/"
+            f"cn={rng.getrandbits(64):016x}-{local}")  # fmt: skip
+
+
+def _normalise(name: str) -> str:
+    return " ".join(name.lower().split())
+
+
+def _website(rng: random.Random, domain: str) -> str:
+    return rng.choice(_WEBSITE_FORMS).format(d=domain, D=domain.upper())
+
+
+def _name_variant(rng: random.Random, display: str) -> str:
+    """The same name as far as the name rule goes: case, outer and inner spaces differ."""
+    words = display.split()
+    return rng.choice((
+        display.upper(),
+        display.lower(),
+        f"  {display} ",
+        "  ".join(words),
+        " ".join(w.capitalize() if i % 2 else w.lower() for i, w in enumerate(words)),
+    ))  # fmt: skip
+
+
+def generate_estate(tenants: int, users_per_tenant: int, seed: int) -> dict[str, Any]:
+    """A deterministic estate of `tenants` customer tenants averaging `users_per_tenant` users.
+
+    Every situation in SITUATIONS is planted at least once when tenants >= MIN_TENANTS_FOR_FULL_COVERAGE.
+    """
+    if tenants < 1 or users_per_tenant < 1:
+        raise ValueError(f"tenants and users_per_tenant must be at least 1, got {tenants} and {users_per_tenant}")
+    builder = _EstateBuilder(seed)
+    partner_tenant_id = builder.guid()
+    sizes = builder.tenant_sizes(tenants, users_per_tenant)
+    planned = _Planned(roles=[r for r in _ROLE_NAMES if r != "linked"],
+                       contacts=[*_CONTACT_ONLY_RATES, "general_user"])  # fmt: skip
+    m365_tenants, shared_with = [], None
+    for index, size in enumerate(sizes):
+        match, extras = builder.plan(index)
+        tenant = builder.new_tenant(match, extras)
+        client = builder.client_for(tenant, shared_with)
+        if client is not None and match == "tenant_id" and client.sites:
+            shared_with = client
+        builder.populate(tenant, client, size, planned, drain=index == MIN_TENANTS_FOR_FULL_COVERAGE - 1)
+        m365_tenants.append(_tenant_record(builder, tenant))
+    for _ in range(max(1, tenants // 10)):
+        builder.halo_only_client()
+    return {
+        "halo": {"clients": builder.clients, "sites": builder.sites, "users": builder.contacts},
+        "m365": {"partner_tenant_id": partner_tenant_id, "tenants": m365_tenants},
+        "_generator": {"seed": seed, "tenants": tenants, "users_per_tenant": users_per_tenant,
+                       "situations": builder.situations},  # fmt: skip
+    }
+
+
+def _tenant_record(builder: _EstateBuilder, tenant: _Tenant) -> dict[str, Any]:
+    gdap = "active"
+    for situation, status in (("gdap_expired", "expired"), ("gdap_terminated", "terminated"), ("gdap_missing", None)):
+        if situation in tenant.extras:
+            gdap = status
+    for situation in ("not_consented", "default_domain_onmicrosoft", "unverified_domain", "admin_in_domain_name",
+                      "client_without_site", "tenant_shares_company", "mass_deactivation", "inactive_duplicate_company",
+                      "website_host_starts_with_www", "gdap_expired", "gdap_terminated", "gdap_missing"):  # fmt: skip
+        if situation in tenant.extras:
+            builder.tag(situation, tenant.tenant_id)
+    builder.tag(_MATCH_SITUATION[tenant.plan_match], tenant.tenant_id)
+    return {
+        "customerId": tenant.tenant_id,
+        "displayName": tenant.display_name,
+        "defaultDomainName": tenant.default_domain,
+        "consented": "not_consented" not in tenant.extras,
+        "gdapStatus": gdap,
+        "domains": tenant.domains,
+        "users": tenant.users,
+    }
+
+
+def describe_coverage(estate: dict[str, Any]) -> dict[str, int]:
+    """How many records the generator planted for each situation (0 for a situation it did not plant)."""
+    record = estate.get("_generator")
+    if not isinstance(record, dict) or not isinstance(record.get("situations"), dict):
+        raise ValueError("the estate has no '_generator' record with 'situations': it was not made by generate_estate")
+    situations = record["situations"]
+    return {name: len(situations.get(name, [])) for name in SITUATIONS}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Print a generated sandbox estate (JSON) on stdout.")
+    parser.add_argument("--tenants", type=int, default=12)
+    parser.add_argument("--users-per-tenant", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args(argv)
+    json.dump(generate_estate(args.tenants, args.users_per_tenant, args.seed), sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()
