@@ -9,6 +9,9 @@ Clients signal a retryable answer by raising `RetryableStatus` inside the retrie
 retries are exhausted that exception escapes and the client turns it into its own error type.
 `stamina.retry_context` is used (not the decorator) so stamina's retry log records never carry
 call arguments, which could hold secrets.
+
+Also here, because both clients need it: the User-Agent, TLS `verify` from a CA bundle path,
+request counters and the secret scrubber applied to every error text.
 """
 
 from __future__ import annotations
