@@ -170,7 +170,8 @@ class HaloStore:
             clients = [self._client_record(r, details=True)
                        for r in self._db.execute(_CLIENT_SELECT + " ORDER BY a.Aarea")]
             sites = [self._site_record(r, estate=True) for r in self._db.execute(_SITE_SELECT + " ORDER BY s.Ssitenum")]
-            users = [self._user_record(r, details=True, estate=True)
+            custom_fields = self._custom_field_names()
+            users = [self._user_record(r, custom_fields=custom_fields, estate=True)
                      for r in self._db.execute(_USER_SELECT + " ORDER BY u.Uid")]
         return {"clients": clients, "sites": sites, "users": users}
 
@@ -197,17 +198,16 @@ class HaloStore:
             record |= {"client_name": row["_client_name"], "isinvoicesite": bool(row["SIsInvoiceSite"])}
         return record
 
-    def _user_record(self, row: sqlite3.Row, *, details: bool, estate: bool = False) -> dict[str, Any]:
+    def _user_record(self, row: sqlite3.Row, *, custom_fields: list[str] | None, estate: bool = False) -> dict[str, Any]:
+        """A user as the API shows it; with `custom_fields` (the CF column names) its customfields too."""
         record: dict[str, Any] = {"id": row["Uid"], "site_id": row["Usite"]}
         if not estate:
             record |= {"site_name": row["_site_name"], "client_id": row["_client_id"],
                        "client_name": row["_client_name"]}
         record |= {field: row[column] for field, column in USER_TEXT_COLUMNS.items()}
         record["inactive"] = bool(row["uinactive"])
-        if details:
-            record["customfields"] = [
-                {"name": name, "value": row[name]} for name in self._custom_field_names() if row[name] is not None
-            ]
+        if custom_fields is not None:
+            record["customfields"] = [{"name": n, "value": row[n]} for n in custom_fields if row[n] is not None]
         return record
 
     def _custom_field_names(self) -> list[str]:
@@ -255,12 +255,13 @@ class HaloStore:
         where = (" WHERE " + " AND ".join(conditions)) if conditions else ""
         with self._lock:
             rows = self._db.execute(_USER_SELECT + where + " ORDER BY u.Uid", args).fetchall()
-            return [self._user_record(r, details=False) for r in rows]
+            return [self._user_record(r, custom_fields=None) for r in rows]
 
     def user(self, user_id: int, *, details: bool) -> dict[str, Any] | None:
         with self._lock:
             row = self._db.execute(_USER_SELECT + " WHERE u.Uid = ?", (user_id,)).fetchone()
-            return None if row is None else self._user_record(row, details=details)
+            custom_fields = self._custom_field_names() if details else None
+            return None if row is None else self._user_record(row, custom_fields=custom_fields)
 
     def tenant_mappings(self) -> list[dict[str, Any]]:
         """The type-2 Azure AD connection's client mappings, from the clients' azure tenants."""
