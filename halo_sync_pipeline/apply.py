@@ -20,10 +20,12 @@ WriteBatch = Callable[[str, list[dict[str, Any]]], list[dict[str, Any]]]
 # Writes that other writes may depend on go first: a company must own the tenant before its contacts change.
 ACTION_ORDER = ("set_tenant_id", "pair", "reactivate", "update", "create", "deactivate")
 
-APPLIED_COLUMNS = [
-    "tenant_id", "tenant_name", "company_id", "company_name", "contact_id", "user_id",
-    "action", "reason", "held", "body", "outcome", "error", "halo_id",
+# The columns of `contact_changes`; `applied_changes` adds outcome, error and halo_id.
+PLAN_COLUMNS = [
+    "tenant_id", "tenant_name", "company_id", "company_name", "contact_id", "user_id", "action", "held",
+    "reason", "name", "email", "phonenumber", "mobilenumber", "body", "evidence",
 ]  # fmt: skip
+APPLIED_COLUMNS = [*PLAN_COLUMNS, "outcome", "error", "halo_id"]
 
 
 @dataclass(frozen=True)
@@ -58,28 +60,20 @@ def planned_writes(company_mappings: pd.DataFrame, contact_changes: pd.DataFrame
         {
             "tenant_id": companies["tenant_id"],
             "tenant_name": companies["tenant_name"],
-            "company_id": companies["company_id"],
+            "company_id": companies["company_id"].astype("int64"),
             "company_name": companies["company_name"],
-            "contact_id": pd.array([pd.NA] * len(companies), dtype="Int64"),
-            "user_id": pd.array([pd.NA] * len(companies), dtype="string"),
             "action": "set_tenant_id",
-            "reason": "matched_by_" + companies["method"].astype("string"),
             "held": False,
             "body": companies["company_update"],
+            "evidence": companies["evidence"],
         }
     )
-    contact_rows = contact_changes[
-        ["tenant_id", "tenant_name", "company_id", "company_name", "contact_id", "user_id", "action", "reason", "held", "body"]
-    ]
-    writes = pd.concat([company_rows, contact_rows], ignore_index=True)
-    writes["company_id"] = writes["company_id"].astype("Int64")
-    writes["contact_id"] = writes["contact_id"].astype("Int64")
-    writes["held"] = writes["held"].astype(bool)
-    for col in ("tenant_id", "tenant_name", "company_name", "user_id", "action", "reason", "body"):
-        writes[col] = writes[col].astype("string")
-    order = {action: i for i, action in enumerate(ACTION_ORDER)}
-    writes["_order"] = writes["action"].map(lambda a: order.get(a, len(order)))
-    return writes.sort_values(["_order"], kind="stable").drop(columns="_order").reset_index(drop=True)
+    writes = pd.concat([company_rows, contact_changes[PLAN_COLUMNS]], ignore_index=True)[PLAN_COLUMNS]
+    writes = writes.astype({"company_id": "int64", "contact_id": "Int64", "held": bool})
+    text_columns = [c for c in PLAN_COLUMNS if c not in ("company_id", "contact_id", "held")]
+    writes[text_columns] = writes[text_columns].astype("string")
+    order = writes["action"].map({action: i for i, action in enumerate(ACTION_ORDER)}).fillna(len(ACTION_ORDER))
+    return writes.iloc[order.argsort(kind="stable")].reset_index(drop=True)
 
 
 def _endpoint(action: str) -> str:

@@ -18,6 +18,7 @@ def _mappings() -> pd.DataFrame:
             "company_id": pd.array([10, pd.NA], dtype="Int64"),
             "company_name": pd.array(["Contoso Ltd", pd.NA], dtype="string"),
             "method": pd.array(["name", "unmatched"], dtype="string"),
+            "evidence": pd.array(["name Contoso = Contoso", "no candidate"], dtype="string"),
             "company_update": pd.array(
                 [json.dumps({"id": 10, "azure_tenants": [{"azure_tenant_id": "t1", "azure_tenant_name": "Contoso"}]}), pd.NA],
                 dtype="string",
@@ -28,7 +29,8 @@ def _mappings() -> pd.DataFrame:
 
 def _changes(rows: list[dict]) -> pd.DataFrame:
     base = {"tenant_id": "t1", "tenant_name": "Contoso", "company_id": 10, "company_name": "Contoso Ltd",
-            "contact_id": pd.NA, "user_id": pd.NA, "reason": "new_user", "held": False}  # fmt: skip
+            "contact_id": pd.NA, "user_id": pd.NA, "reason": "new_user", "held": False, "name": pd.NA,
+            "email": pd.NA, "phonenumber": pd.NA, "mobilenumber": pd.NA, "evidence": "test"}  # fmt: skip
     frame = pd.DataFrame([base | r for r in rows])
     frame["contact_id"] = frame["contact_id"].astype("Int64")
     frame["body"] = frame["body"].astype("string")

@@ -1,0 +1,69 @@
+"""End-to-end benchmark on the sandbox: generate an estate, then time each stage of a live sync.
+
+    .venv/bin/python benchmarks/bench_sync.py --tenants 200 --users-per-tenant 100
+
+Prints the seconds and requests of each stage and the process's peak memory. Numbers, not assertions:
+these machines are shared and noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import dagster as dg
+import httpx
+
+from halo_sync_pipeline.sandbox.generator import generate_estate
+from halo_sync_pipeline.sandbox.server import start_sandbox
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--tenants", type=int, default=200)
+    parser.add_argument("--users-per-tenant", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    args = parser.parse_args()
+
+    started = time.perf_counter()
+    estate = generate_estate(args.tenants, args.users_per_tenant, args.seed)
+    users = sum(len(t["users"]) for t in estate["m365"]["tenants"])
+    print(f"generate: {time.perf_counter() - started:.1f}s, {len(estate['m365']['tenants'])} tenants, {users} users, "
+          f"{len(estate['halo']['users'])} Halo contacts")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        with start_sandbox(Path(tmp) / "sandbox", estate, latency_ms=args.latency_ms, halo_rate_limit=None) as sandbox:
+            print(f"sandbox ready: {time.perf_counter() - started:.1f}s")
+            os.environ.update(sandbox.env)
+            os.environ["HALO_SYNC_STORAGE_DIR"] = tmp
+            from halo_sync_pipeline.definitions import build_definitions
+
+            job = build_definitions().get_job_def("halo_sync_apply")
+            with dg.DagsterInstance.ephemeral() as instance:
+                started = time.perf_counter()
+                result = job.execute_in_process(
+                    run_config={"ops": {"applied_changes": {"config": {"dry_run": False}}}}, instance=instance
+                )
+                total = time.perf_counter() - started
+                print(f"halo_sync_apply: {'ok' if result.success else 'FAILED'} in {total:.1f}s")
+                for event in instance.all_logs(result.run_id):
+                    entry = event.dagster_event
+                    if entry is not None and entry.event_type_value == "STEP_SUCCESS":
+                        print(f"  step {entry.step_key:<28} {entry.event_specific_data.duration_ms / 1000:7.1f}s")
+            stats = httpx.get(f"{sandbox.halo_url}/_sandbox/stats", verify=sandbox.ca_bundle).json()
+            by_server: dict[str, int] = {}
+            for row in stats["requests"]:
+                by_server[row["server"]] = by_server.get(row["server"], 0) + row["count"]
+            print(f"requests: {by_server}")
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS of this process (sandbox included): {peak_mib:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()

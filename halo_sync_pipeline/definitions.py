@@ -1,0 +1,35 @@
+"""The Dagster code location: `dagster dev -w workspace.yaml` or `-m halo_sync_pipeline.definitions`."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from halo_sync_pipeline.defs.halo.assets import halo_assets, halo_checks
+from halo_sync_pipeline.defs.jobs import (
+    daily_plan_schedule,
+    halo_sync_apply,
+    halo_sync_failure_alert,
+    halo_sync_plan,
+    nightly_apply_schedule,
+)
+from halo_sync_pipeline.defs.m365.assets import m365_assets, m365_checks
+from halo_sync_pipeline.defs.resources import production_resources
+from halo_sync_pipeline.defs.sync.apply import applied_changes, apply_checks
+from halo_sync_pipeline.defs.sync.assets import company_mappings, contact_changes, inactive_report
+from halo_sync_pipeline.defs.sync.checks import sync_checks
+
+
+def build_definitions(resources: dict | None = None) -> dg.Definitions:
+    return dg.Definitions(
+        assets=[*halo_assets, *m365_assets, company_mappings, contact_changes, inactive_report, applied_changes],
+        asset_checks=[*halo_checks, *m365_checks, *sync_checks, *apply_checks],
+        jobs=[halo_sync_plan, halo_sync_apply],
+        schedules=[daily_plan_schedule, nightly_apply_schedule],
+        sensors=[halo_sync_failure_alert],
+        resources=resources if resources is not None else production_resources(),
+        # One process, steps in order: the multiprocess executor costs seconds per step on small machines.
+        executor=dg.in_process_executor,
+    )
+
+
+defs = build_definitions()

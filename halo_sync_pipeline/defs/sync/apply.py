@@ -1,0 +1,118 @@
+"""The final apply step: writes the plan to Halo and records the outcome of every action."""
+
+
+import time
+
+import dagster as dg
+import pandas as pd
+
+from halo_sync_pipeline.apply import ApplyToggles, apply_writes, planned_writes
+from halo_sync_pipeline.defs.checks import schema_check
+from halo_sync_pipeline.defs.metadata import OWNER, counts_markdown, frame_metadata, markdown_table
+from halo_sync_pipeline.defs.resources import HaloResource
+from halo_sync_pipeline.schemas import plan
+
+APPLY_JOB_NAME = "halo_sync_apply"
+PLAN_ASSETS = ("company_mappings", "contact_changes")
+
+
+class ApplyConfig(dg.Config):
+    """Run config of the apply. Live writes need an explicit `dry_run: false`."""
+
+    dry_run: bool = True
+    create_contacts: bool = True
+    pair_contacts: bool = True
+    reactivate_contacts: bool = True
+    update_contacts: bool = True
+    deactivate_contacts: bool = True
+    set_halo_tenant_ids: bool = True
+    check_matches_only: bool = False
+    max_plan_age_minutes: float = 15.0
+
+    def toggles(self) -> ApplyToggles:
+        return ApplyToggles(
+            create_contacts=self.create_contacts,
+            pair_contacts=self.pair_contacts,
+            reactivate_contacts=self.reactivate_contacts,
+            update_contacts=self.update_contacts,
+            deactivate_contacts=self.deactivate_contacts,
+            set_halo_tenant_ids=self.set_halo_tenant_ids,
+            check_matches_only=self.check_matches_only,
+        )
+
+
+def _refuse_stale_plan(context: dg.AssetExecutionContext, max_age_minutes: float) -> None:
+    """A live apply only writes a plan read from Halo in this very run, and recently.
+
+    That is what makes a re-run after a crash safe: it re-reads Halo, so work already done is
+    seen (created contacts are then linked) and never repeated.
+    """
+    for name in PLAN_ASSETS:
+        event = context.instance.get_latest_materialization_event(dg.AssetKey(name))
+        if event is None or event.run_id != context.run_id:
+            raise dg.Failure(
+                f"refusing to apply: {name} was not materialised in this run ({context.run_id}); "
+                f"run the whole {APPLY_JOB_NAME} job so the plan is computed from a fresh read of Halo"
+            )
+        age_minutes = (time.time() - event.timestamp) / 60
+        if age_minutes > max_age_minutes:
+            raise dg.Failure(
+                f"refusing to apply: {name} is {age_minutes:.1f} minutes old (max_plan_age_minutes={max_age_minutes})"
+            )
+
+
+def _refuse_overlap(context: dg.AssetExecutionContext) -> None:
+    # dagster.yaml's tag concurrency limit queues overlapping runs in the UI; runs started from the
+    # CLI bypass the queue, so check the instance too.
+    others = [
+        run
+        for run in context.instance.get_runs(
+            filters=dg.RunsFilter(job_name=APPLY_JOB_NAME, statuses=[dg.DagsterRunStatus.STARTED])
+        )
+        if run.run_id != context.run_id
+    ]
+    if others:
+        raise dg.Failure(f"refusing to apply: another {APPLY_JOB_NAME} run is in progress ({others[0].run_id})")
+
+
+@dg.asset(group_name="sync", kinds={"halo", "pandas"}, owners=[OWNER])
+def applied_changes(
+    context: dg.AssetExecutionContext,
+    config: ApplyConfig,
+    company_mappings: pd.DataFrame,
+    contact_changes: pd.DataFrame,
+    halo: HaloResource,
+):
+    """The apply op: writes the plan to Halo in batched array POSTs and records every action's outcome.
+
+    Outcomes: `applied` (with the Halo id), `dry_run`, `held`, `skipped` (toggled off) or `failed` (with
+    the error). A failing batch is retried by the client, then split so a bad record fails alone; the
+    run fails after every other action is done if any action failed. Dry run unless `dry_run: false`.
+    """
+    writes = planned_writes(company_mappings, contact_changes)
+    if not config.dry_run:
+        _refuse_stale_plan(context, config.max_plan_age_minutes)
+        _refuse_overlap(context)
+    with halo.client() as client:
+        applied = apply_writes(
+            writes, client.upsert, toggles=config.toggles(), dry_run=config.dry_run, batch_size=halo.write_batch_size
+        )
+        counts = client.request_counts.snapshot()
+    failed = applied[applied["outcome"] == "failed"]
+    yield dg.Output(
+        applied,
+        metadata=frame_metadata(
+            applied,
+            {
+                "dry_run": config.dry_run,
+                "outcomes": counts_markdown(applied["action"] + ": " + applied["outcome"], "action: outcome"),
+                "failed": dg.MetadataValue.md(markdown_table(failed[["tenant_name", "action", "contact_id", "error"]], 50)),
+                "requests": sum(counts.values()),
+            },
+        ),
+    )
+    if len(failed):
+        raise dg.Failure(f"{len(failed)} of {len(applied)} actions failed; see applied_changes' failed table")
+
+
+apply_checks = [schema_check(applied_changes, plan.AppliedChangesSchema)]

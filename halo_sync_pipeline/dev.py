@@ -1,0 +1,46 @@
+"""`make dev`: the sandbox plus `dagster dev` on workspace.yaml, with the UI pointed at the sandbox.
+
+The sandbox resumes its state folder if it exists (so what earlier runs wrote is still there);
+delete the folder or pass --reset to start again from the example estate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from halo_sync_pipeline.sandbox.server import start_sandbox
+
+EXAMPLE_ESTATE = Path(__file__).parent / "sandbox" / "example_estate.json"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--state-dir", type=Path, required=True)
+    parser.add_argument("--estate", type=Path, default=EXAMPLE_ESTATE)
+    parser.add_argument("--reset", action="store_true")
+    parser.add_argument("--port", type=int, default=3000)
+    args = parser.parse_args(argv)
+    resume = (args.state_dir / "halo.sqlite3").exists() and not args.reset
+    estate = None if resume else json.loads(args.estate.read_text())
+    with start_sandbox(args.state_dir, estate, reset=args.reset) as sandbox:
+        env_file = args.state_dir / "sandbox.env"
+        sandbox.write_env_file(env_file)
+        print(f"sandbox ready (env: {env_file}); Dagster UI on http://127.0.0.1:{args.port}", flush=True)
+        webserver = subprocess.Popen(
+            [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(args.port)],
+            env=os.environ | sandbox.env,
+        )
+        try:
+            return webserver.wait()
+        except KeyboardInterrupt:
+            webserver.terminate()
+            return webserver.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
