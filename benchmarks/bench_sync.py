@@ -56,7 +56,7 @@ def main() -> None:
                     entry = event.dagster_event
                     if entry is not None and entry.event_type_value == "STEP_SUCCESS":
                         print(f"  step {entry.step_key:<28} {entry.event_specific_data.duration_ms / 1000:7.1f}s")
-            stats = httpx.get(f"{sandbox.halo_url}/_sandbox/stats", verify=sandbox.ca_bundle).json()
+            stats = httpx.get(f"{sandbox.halo_url}/_sandbox/stats", verify=str(sandbox.ca_bundle)).json()
             by_server: dict[str, int] = {}
             for row in stats["requests"]:
                 by_server[row["server"]] = by_server.get(row["server"], 0) + row["count"]

@@ -126,6 +126,7 @@ def production_resources() -> dict[str, dg.ConfigurableResource]:
             tenant=os.environ.get("HALO_TENANT", ""),
             ca_bundle=_ca_bundle(),
             use_reports=os.environ.get("HALO_USE_REPORTS", "true").lower() != "false",
+            write_batch_size=int(os.environ.get("HALO_WRITE_BATCH_SIZE", "100")),
         ),
         "m365": M365Resource(
             login_url=os.environ.get("M365_LOGIN_URL", MICROSOFT_LOGIN_URL),

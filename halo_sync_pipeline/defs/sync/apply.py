@@ -1,7 +1,11 @@
 """The final apply step: writes the plan to Halo and records the outcome of every action."""
 
 
+import fcntl
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -61,18 +65,30 @@ def _refuse_stale_plan(context: dg.AssetExecutionContext, max_age_minutes: float
             )
 
 
-def _refuse_overlap(context: dg.AssetExecutionContext) -> None:
-    # dagster.yaml's tag concurrency limit queues overlapping runs in the UI; runs started from the
-    # CLI bypass the queue, so check the instance too.
-    others = [
-        run
-        for run in context.instance.get_runs(
-            filters=dg.RunsFilter(job_name=APPLY_JOB_NAME, statuses=[dg.DagsterRunStatus.STARTED])
-        )
-        if run.run_id != context.run_id
-    ]
-    if others:
-        raise dg.Failure(f"refusing to apply: another {APPLY_JOB_NAME} run is in progress ({others[0].run_id})")
+@contextmanager
+def _exclusive_apply(context: dg.AssetExecutionContext) -> Iterator[None]:
+    """Two live applies never overlap.
+
+    dagster.yaml's tag concurrency limit queues overlapping runs launched from the UI or a schedule;
+    runs started from the CLI bypass the queue, so the apply also takes an OS file lock in the
+    instance's storage folder. The OS drops the lock when the process dies, so a killed run never
+    blocks the next one (a "still STARTED" run record would).
+    """
+    lock_path = Path(context.instance.storage_directory()) / "halo_sync_apply.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a+") as lock_file:
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise dg.Failure(f"refusing to apply: another {APPLY_JOB_NAME} run holds {lock_path}") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+def _no_writes(endpoint: str, bodies: list[dict]) -> list[dict]:
+    raise AssertionError("a dry run never writes")
 
 
 @dg.asset(group_name="sync", kinds={"halo", "pandas"}, owners=[OWNER])
@@ -90,14 +106,16 @@ def applied_changes(
     run fails after every other action is done if any action failed. Dry run unless `dry_run: false`.
     """
     writes = planned_writes(company_mappings, contact_changes)
-    if not config.dry_run:
+    if config.dry_run:
+        applied = apply_writes(writes, _no_writes, toggles=config.toggles(), dry_run=True)
+        counts: dict[str, int] = {}
+    else:
         _refuse_stale_plan(context, config.max_plan_age_minutes)
-        _refuse_overlap(context)
-    with halo.client() as client:
-        applied = apply_writes(
-            writes, client.upsert, toggles=config.toggles(), dry_run=config.dry_run, batch_size=halo.write_batch_size
-        )
-        counts = client.request_counts.snapshot()
+        with _exclusive_apply(context), halo.client() as client:
+            applied = apply_writes(
+                writes, client.upsert, toggles=config.toggles(), dry_run=False, batch_size=halo.write_batch_size
+            )
+            counts = client.request_counts.snapshot()
     failed = applied[applied["outcome"] == "failed"]
     yield dg.Output(
         applied,

@@ -1,0 +1,152 @@
+"""halo_sync_apply end to end against the sandbox over HTTPS: exact final Halo state, idempotence, safety."""
+
+from __future__ import annotations
+
+import copy
+
+import dagster as dg
+import pytest
+
+from tests.conftest import CONTOSO_TENANT_ID, FABRIKAM_TENANT_ID, NORTHWIND_TENANT_ID
+from tests.pipeline.harness import LIVE, admin, halo_writes, run_job
+
+ERIN_OID = "aaaaaaaa-0000-4000-8000-000000000103"
+DAN_OID = "bbbbbbbb-0000-4000-8000-000000000200"
+FRANK_OID = "bbbbbbbb-0000-4000-8000-000000000201"
+
+
+@pytest.fixture
+def instance(tmp_path):
+    (tmp_path / "dagster").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
+        yield instance
+
+
+def _users_by_id(estate: dict) -> dict[int, dict]:
+    return {user["id"]: user for user in estate["halo"]["users"]}
+
+
+def test_live_apply_leaves_halo_exactly_as_planned_and_a_second_run_writes_nothing(
+    sandbox_factory, small_estate, instance, monkeypatch
+):
+    sandbox = sandbox_factory(small_estate)
+    before = admin(sandbox, "estate")
+
+    result = run_job(sandbox, instance, monkeypatch, run_config=LIVE)
+    assert result.success
+
+    mappings = result.output_for_node("company_mappings").set_index("tenant_id")
+    assert mappings.loc[CONTOSO_TENANT_ID, "method"] == "tenant_id"
+    assert mappings.loc[FABRIKAM_TENANT_ID, "method"] == "name"
+    assert mappings.loc[NORTHWIND_TENANT_ID, "method"] == "unmatched"
+    applied = result.output_for_node("applied_changes")
+    assert sorted(zip(applied["action"], applied["outcome"], strict=True)) == [
+        ("create", "applied"), ("create", "applied"), ("pair", "applied"), ("set_tenant_id", "applied"),
+    ]  # fmt: skip
+
+    after = admin(sandbox, "estate")
+    # Company write-back: Fabrikam gains its tenant; Contoso keeps its own (nothing replaced, nothing nulled).
+    clients = {c["id"]: c for c in after["halo"]["clients"]}
+    assert [t["azure_tenant_id"] for t in clients[2]["azure_tenants"]] == [FABRIKAM_TENANT_ID]
+    assert clients[1]["azure_tenants"] == {c["id"]: c for c in before["halo"]["clients"]}[1]["azure_tenants"]
+    assert clients[3] == {c["id"]: c for c in before["halo"]["clients"]}[3]
+
+    users_before, users_after = _users_by_id(before), _users_by_id(after)
+    # Dan was paired (azureoid set), not duplicated; everyone else already there is untouched.
+    assert users_after[200]["azureoid"] == DAN_OID and not users_after[200]["inactive"]
+    for contact_id in (100, 101, 102, 201):
+        assert users_after[contact_id] == users_before[contact_id]
+    created = {u["azureoid"]: u for cid, u in users_after.items() if cid not in users_before}
+    assert set(created) == {ERIN_OID, FRANK_OID}
+    erin, frank = created[ERIN_OID], created[FRANK_OID]
+    assert (erin["site_id"], erin["emailaddress"], erin["firstname"], erin["surname"]) == (11, "erin@contoso.com", "Erin", "Evans")
+    assert (frank["site_id"], frank["emailaddress"]) == (20, "frank@fabrikam.com")
+    # Real Halo drops fields its schema does not know; the sync sent none.
+    assert admin(sandbox, "stats")["unknown_fields"] == []
+
+    writes_after_first_run = halo_writes(sandbox)
+    second = run_job(sandbox, instance, monkeypatch, run_config=LIVE)
+    assert second.success
+    assert second.output_for_node("contact_changes").query("not held").empty
+    assert second.output_for_node("applied_changes").query("outcome == 'applied'").empty
+    assert halo_writes(sandbox) == writes_after_first_run
+    assert admin(sandbox, "estate")["halo"] == after["halo"]
+
+
+def test_dry_run_is_the_default_and_writes_nothing(sandbox_factory, small_estate, instance, monkeypatch):
+    sandbox = sandbox_factory(small_estate)
+    before = admin(sandbox, "estate")
+    result = run_job(sandbox, instance, monkeypatch)
+    assert result.success
+    applied = result.output_for_node("applied_changes")
+    assert set(applied["outcome"]) == {"dry_run"}
+    assert admin(sandbox, "estate")["halo"] == before["halo"]
+
+
+def test_plan_job_writes_nothing_and_records_a_failed_tenant(sandbox_factory, small_estate, instance, monkeypatch):
+    sandbox = sandbox_factory(small_estate)
+    admin(sandbox, "faults", {"revoked_tenants": [FABRIKAM_TENANT_ID]})
+    result = run_job(sandbox, instance, monkeypatch, job_name="halo_sync_plan")
+    assert result.success
+    tenants = result.output_for_node("m365_directory", "m365_tenants").set_index("tenant_id")
+    assert tenants.loc[FABRIKAM_TENANT_ID, "status"] == "failed"
+    assert tenants.loc[CONTOSO_TENANT_ID, "status"] == "loaded"
+    changes = result.output_for_node("contact_changes")
+    # No action at all for the tenant whose users failed to load, though its company matched by name.
+    assert (changes["tenant_id"] == FABRIKAM_TENANT_ID).sum() == 0
+    assert (changes["tenant_id"] == CONTOSO_TENANT_ID).sum() == 1
+    assert halo_writes(sandbox) <= 3  # the saved reports created on first use; no contact or company write
+
+
+def test_schema_violation_in_halo_data_fails_the_blocking_check_and_stops_downstream(
+    sandbox_factory, small_estate, instance, monkeypatch
+):
+    estate = copy.deepcopy(small_estate)
+    # Halo stores any text in azureoid; only a GUID can be a real Azure object id.
+    estate["halo"]["users"][1]["azureoid"] = "not-a-guid-101"
+    sandbox = sandbox_factory(estate)
+    result = run_job(sandbox, instance, monkeypatch, run_config=LIVE)
+    assert not result.success
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    failed = evaluations["halo_contacts_schema"]
+    assert not failed.passed
+    table = failed.metadata["failure_cases"].value
+    assert "azureoid" in table and "not-a-guid-101" in table
+    materialised = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert {"company_mappings", "contact_changes", "applied_changes"}.isdisjoint(materialised)
+    assert halo_writes(sandbox) <= 3
+
+
+def test_no_secret_reaches_any_event_or_metadata(sandbox_factory, small_estate, instance, monkeypatch):
+    sandbox = sandbox_factory(small_estate)
+    result = run_job(sandbox, instance, monkeypatch, run_config=LIVE)
+    assert result.success
+    secrets = [
+        sandbox.credentials.halo_client_secret,
+        sandbox.credentials.m365_client_secret,
+        sandbox.credentials.m365_refresh_token,
+    ]
+    events = instance.all_logs(result.run_id)
+    assert len(events) > 50
+    text = "\n".join(repr(event) for event in events)
+    for secret in secrets:
+        assert secret and secret not in text
+
+
+def test_a_live_apply_refuses_a_plan_from_another_run(sandbox_factory, small_estate, instance, monkeypatch):
+    sandbox = sandbox_factory(small_estate)
+    assert run_job(sandbox, instance, monkeypatch, job_name="halo_sync_plan").success
+    writes = halo_writes(sandbox)
+    # Only the apply step, reusing the stored plan: refused, nothing written.
+    for key, value in sandbox.env.items():
+        monkeypatch.setenv(key, value)
+    from halo_sync_pipeline.definitions import build_definitions
+
+    defs = build_definitions()
+    job = defs.resolve_job_def("halo_sync_apply")
+    subset = job.get_subset(asset_selection={dg.AssetKey("applied_changes")})
+    result = subset.execute_in_process(run_config=LIVE, instance=instance, raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "not materialised in this run" in str(failure.event_specific_data.error)
+    assert halo_writes(sandbox) == writes
