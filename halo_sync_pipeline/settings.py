@@ -10,20 +10,20 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class SyncSettings:
-    # Tenants skipped entirely (display names or tenant ids, case-insensitive). Seed: $ExcludeTenants
+    # Tenants skipped entirely (display names or tenant ids, case-insensitive). Seed: $customerExclude
     exclude_tenants: tuple[str, ...] = ()
-    # Only users with at least one assigned licence are synced. Seed: $LicensedUsersOnly
+    # Only users with at least one assigned licence are synced. Seed: $licensedUsersOnly
     licensed_users_only: bool = True
-    # Users with accountEnabled=false are not synced. Seed: $ExcludeDisabled
+    # Users with accountEnabled=false are not synced (the seed synced them).
     exclude_disabled_accounts: bool = True
-    # userType=Guest users are not synced. Seed: $ExcludeGuests
+    # userType=Guest users are not synced (the seed synced them).
     exclude_guests: bool = True
-    # Case-insensitive regexes searched in the local part of the UPN (before '@'). Seed: $ExcludeUPNs
+    # Case-insensitive regexes searched in the local part of the UPN (before '@'). Seed: hard-coded "admin" on the whole UPN
     exclude_upn_patterns: tuple[str, ...] = ("admin",)
     # Halo user custom field that, when equal to keep_active_value, protects a contact from deactivation.
     keep_active_field: str = "CFM365SyncKeepActive"
     keep_active_value: str = "2"
-    # Halo's catch-all contact per company; never deactivated. Seed: $GeneralUserName
+    # Halo's catch-all contact per company; never deactivated. Seed: hard-coded 'General User'
     general_user_name: str = "General User"
     # Write the tenant id back to a company matched by name/website/domains. Seed: $SetHuduAzureID
     set_halo_tenant_ids: bool = True
@@ -56,17 +56,16 @@ class SyncSettings:
 
 DEFAULT_SETTINGS = SyncSettings()
 
-# For the README's "seed name -> setting" table.
+# The seed script's variable (or hard-coded value) behind each setting; the README's table.
 SEED_NAMES = {
-    "$ExcludeTenants": "exclude_tenants",
-    "$LicensedUsersOnly": "licensed_users_only",
-    "$ExcludeDisabled": "exclude_disabled_accounts",
-    "$ExcludeGuests": "exclude_guests",
-    "$ExcludeUPNs": "exclude_upn_patterns",
-    "$KeepActiveField / $KeepActiveValue": "keep_active_field / keep_active_value",
-    "$GeneralUserName": "general_user_name",
+    "$customerExclude": "exclude_tenants",
+    "$licensedUsersOnly": "licensed_users_only",
+    '-notmatch "admin"': "exclude_upn_patterns",
+    "CFM365SyncKeepActive": "keep_active_field",
+    "$HaloCustomFieldKeepActiveValue": "keep_active_value",
+    "'General User'": "general_user_name",
     "$SetHuduAzureID": "set_halo_tenant_ids",
     "$CreateUsers": "create_contacts",
     "$InactivateUsers": "deactivate_contacts",
+    "$InactiveReportName": "report_path",
 }
-
