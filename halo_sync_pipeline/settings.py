@@ -55,17 +55,3 @@ class SyncSettings:
 
 
 DEFAULT_SETTINGS = SyncSettings()
-
-# The seed script's variable (or hard-coded value) behind each setting; the README's table.
-SEED_NAMES = {
-    "$customerExclude": "exclude_tenants",
-    "$licensedUsersOnly": "licensed_users_only",
-    '-notmatch "admin"': "exclude_upn_patterns",
-    "CFM365SyncKeepActive": "keep_active_field",
-    "$HaloCustomFieldKeepActiveValue": "keep_active_value",
-    "'General User'": "general_user_name",
-    "$SetHuduAzureID": "set_halo_tenant_ids",
-    "$CreateUsers": "create_contacts",
-    "$InactivateUsers": "deactivate_contacts",
-    "$InactiveReportName": "report_path",
-}
