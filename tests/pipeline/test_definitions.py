@@ -63,3 +63,15 @@ def test_live_schedule_is_off_and_writes_live_plan_schedule_is_on():
     assert nightly.default_status == dg.DefaultScheduleStatus.STOPPED
     assert daily.default_status == dg.DefaultScheduleStatus.RUNNING
     assert nightly.execution_timezone and daily.execution_timezone
+
+
+def test_dagster_config_defaults_are_the_rules_defaults():
+    # The resource and the run config mirror pure dataclasses; their defaults must not drift apart.
+    from halo_sync_pipeline.apply import ApplyToggles
+    from halo_sync_pipeline.defs.resources import SyncSettingsResource
+    from halo_sync_pipeline.defs.sync.apply import ApplyConfig
+    from halo_sync_pipeline.settings import SyncSettings
+
+    assert SyncSettingsResource().settings() == SyncSettings()
+    assert ApplyConfig().toggles() == ApplyToggles()
+    assert ApplyConfig().dry_run is True

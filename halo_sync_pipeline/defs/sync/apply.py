@@ -1,6 +1,7 @@
 """The final apply step: writes the plan to Halo and records the outcome of every action."""
 
 
+import dataclasses
 import fcntl
 import time
 from collections.abc import Iterator
@@ -34,15 +35,7 @@ class ApplyConfig(dg.Config):
     max_plan_age_minutes: float = 15.0
 
     def toggles(self) -> ApplyToggles:
-        return ApplyToggles(
-            create_contacts=self.create_contacts,
-            pair_contacts=self.pair_contacts,
-            reactivate_contacts=self.reactivate_contacts,
-            update_contacts=self.update_contacts,
-            deactivate_contacts=self.deactivate_contacts,
-            set_halo_tenant_ids=self.set_halo_tenant_ids,
-            check_matches_only=self.check_matches_only,
-        )
+        return ApplyToggles(**{f.name: getattr(self, f.name) for f in dataclasses.fields(ApplyToggles)})
 
 
 def _refuse_stale_plan(context: dg.AssetExecutionContext, max_age_minutes: float) -> None:
