@@ -18,7 +18,11 @@ import pandas as pd
 from halo_sync_pipeline.sandbox.server import start_sandbox
 
 EXAMPLE_ESTATE = Path(__file__).parent / "sandbox" / "example_estate.json"
-LIVE_RUN_CONFIG = {"ops": {"applied_changes": {"config": {"dry_run": False}}}}
+LIVE_RUN_CONFIG = {
+    "ops": {"applied_changes": {"config": {"dry_run": False}}},
+    # Step-by-step DEBUG events stay in the run's event log (the UI); the terminal gets the summary.
+    "loggers": {"console": {"config": {"log_level": "WARNING"}}},
+}
 
 
 def run_live_apply(env: dict[str, str], instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
@@ -46,6 +50,8 @@ def summary(result: dg.ExecuteInProcessResult) -> str:
     )
     lines = [f"run {result.run_id}: {'succeeded' if result.success else 'FAILED'}", "", "tenants by match method:"]
     lines += [f"  {method:<26} {n}" for method, n in mappings["method"].value_counts().items()]
+    failed = mappings[mappings["users_status"] == "failed"]
+    lines.append(f"  (users failed to load: {len(failed)}{': ' + ', '.join(failed['tenant_name']) if len(failed) else ''})")
     lines += ["", "actions (action / outcome):"]
     outcomes = applied.groupby(["action", "outcome"]).size()
     lines += [f"  {action:<14} {outcome:<8} {n}" for (action, outcome), n in outcomes.items()]
