@@ -80,15 +80,34 @@ def _endpoint(action: str) -> str:
     return "Client" if action == "set_tenant_id" else "Users"
 
 
+def _safe_to_resend(exc: Exception, bodies: Sequence[dict[str, Any]]) -> bool:
+    """May the records of a failed batch be sent again (in halves) without risking a duplicate?
+
+    Updates carry the contact's id, so sending one twice is harmless. Creates are resent only when
+    Halo answered with a refusal (4xx: nothing written). After a dropped connection or a 5xx the
+    creates may have landed; they fail here instead, and the next run, which re-reads Halo, finds
+    them linked by azureoid or creates them then.
+    """
+    if all(body.get("id") for body in bodies):
+        return True
+    status = getattr(exc, "status_code", None)
+    return status is not None and 400 <= status < 500
+
+
 def _write_isolating(
     write_batch: WriteBatch, endpoint: str, items: Sequence[tuple[int, dict[str, Any]]], results: dict[int, tuple]
 ) -> None:
-    """Write `items` (row index, body); on failure split until each bad record fails alone."""
+    """Write `items` (row index, body); on a refusal split until each bad record fails alone."""
+    bodies = [body for _, body in items]
     try:
-        saved = write_batch(endpoint, [body for _, body in items])
-    except Exception as exc:  # noqa: BLE001 - any failure of a batch is isolated, then reported per record
-        if len(items) == 1:
-            results[items[0][0]] = ("failed", _error_text(exc), pd.NA)
+        saved = write_batch(endpoint, bodies)
+    except Exception as exc:  # noqa: BLE001 - any failure of a batch is isolated or reported per record
+        if len(items) == 1 or not _safe_to_resend(exc, bodies):
+            error = _error_text(exc)
+            if len(items) > 1:
+                error = f"outcome unknown, not resent (a re-run re-reads Halo first): {error}"
+            for index, _ in items:
+                results[index] = ("failed", error, pd.NA)
             return
         middle = len(items) // 2
         _write_isolating(write_batch, endpoint, items[:middle], results)

@@ -45,6 +45,12 @@ def _plan(n_creates: int = 5) -> pd.DataFrame:
     return planned_writes(_mappings(), _changes(rows))
 
 
+class Refused(Exception):
+    """Halo answered 400: nothing of the batch was written."""
+
+    status_code = 400
+
+
 class FakeHalo:
     """Records each accepted batch; rejects, whole, any batch containing a body named 'bad'."""
 
@@ -54,7 +60,7 @@ class FakeHalo:
 
     def __call__(self, endpoint: str, bodies: list[dict]) -> list[dict]:
         if any(b.get("name") == "bad" for b in bodies):
-            raise RuntimeError("HTTP 400: site_id: 'x' is not of type 'number'")
+            raise Refused("HTTP 400: site_id: 'x' is not of type 'number'")
         self.batches.append((endpoint, bodies))  # only batches Halo accepted (a rejected one writes nothing)
         saved = []
         for body in bodies:
@@ -119,3 +125,35 @@ def test_toggles_limit_what_is_written(toggles, written_actions):
 def test_batch_size_must_be_positive():
     with pytest.raises(ValueError, match="batch_size"):
         apply_writes(_plan(), FakeHalo(), dry_run=False, batch_size=0)
+
+
+class LandsThenDropsConnection:
+    """Writes the batch, then loses the answer: the caller cannot know what landed."""
+
+    def __init__(self) -> None:
+        self.stored: list[dict] = []
+
+    def __call__(self, endpoint: str, bodies: list[dict]) -> list[dict]:
+        self.stored.extend(bodies)
+        raise ConnectionError("peer closed connection without sending a complete answer")
+
+
+def test_creates_whose_outcome_is_unknown_are_never_resent():
+    rows = [{"action": "create", "user_id": f"u{i}", "body": json.dumps({"name": f"user {i}"})} for i in range(4)]
+    halo = LandsThenDropsConnection()
+    applied = apply_writes(planned_writes(_mappings(), _changes(rows)), halo, dry_run=False, batch_size=4,
+                           toggles=ApplyToggles(set_halo_tenant_ids=False))  # fmt: skip
+    creates = applied[applied["action"] == "create"]
+    assert (creates["outcome"] == "failed").all()
+    assert creates["error"].str.contains("outcome unknown").all()
+    assert sorted(b["name"] for b in halo.stored) == [f"user {i}" for i in range(4)]  # sent once, no duplicate
+
+
+def test_updates_are_idempotent_so_an_unknown_outcome_is_resent_in_halves():
+    rows = [{"action": "deactivate", "contact_id": 10 + i, "reason": "gone_from_m365",
+             "body": json.dumps({"id": 10 + i, "inactive": True})} for i in range(4)]  # fmt: skip
+    halo = LandsThenDropsConnection()
+    applied = apply_writes(planned_writes(_mappings(), _changes(rows)), halo, dry_run=False, batch_size=4,
+                           toggles=ApplyToggles(set_halo_tenant_ids=False))  # fmt: skip
+    assert (applied.loc[applied["action"] == "deactivate", "outcome"] == "failed").all()
+    assert len(halo.stored) == 4 + 2 + 2 + 4  # the batch, its halves, then each record alone

@@ -75,3 +75,11 @@ def test_dagster_config_defaults_are_the_rules_defaults():
     assert SyncSettingsResource().settings() == SyncSettings()
     assert ApplyConfig().toggles() == ApplyToggles()
     assert ApplyConfig().dry_run is True
+
+
+def test_a_live_apply_requires_every_upstream_asset_from_its_own_run():
+    from halo_sync_pipeline.defs.sync.apply import PLAN_INPUTS
+
+    graph = defs.resolve_asset_graph()
+    upstream = dg.AssetSelection.assets("applied_changes").upstream().resolve(graph) - {dg.AssetKey("applied_changes")}
+    assert {key.to_user_string() for key in upstream} == set(PLAN_INPUTS)

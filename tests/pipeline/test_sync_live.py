@@ -133,20 +133,26 @@ def test_no_secret_reaches_any_event_or_metadata(sandbox_factory, small_estate, 
         assert secret and secret not in text
 
 
-def test_a_live_apply_refuses_a_plan_from_another_run(sandbox_factory, small_estate, instance, monkeypatch):
+@pytest.mark.parametrize(
+    "rerun",
+    [["applied_changes"], ["company_mappings", "contact_changes", "applied_changes"]],
+    ids=["apply-only", "plan-on-stored-sources"],
+)
+def test_a_live_apply_refuses_a_plan_not_computed_from_a_fresh_read(
+    sandbox_factory, small_estate, instance, monkeypatch, rerun
+):
     sandbox = sandbox_factory(small_estate)
     assert run_job(sandbox, instance, monkeypatch, job_name="halo_sync_plan").success
     writes = halo_writes(sandbox)
-    # Only the apply step, reusing the stored plan: refused, nothing written.
     for key, value in sandbox.env.items():
         monkeypatch.setenv(key, value)
     from halo_sync_pipeline.definitions import build_definitions
 
-    defs = build_definitions()
-    job = defs.resolve_job_def("halo_sync_apply")
-    subset = job.get_subset(asset_selection={dg.AssetKey("applied_changes")})
+    job = build_definitions().resolve_job_def("halo_sync_apply")
+    subset = job.get_subset(asset_selection={dg.AssetKey(name) for name in rerun})
     result = subset.execute_in_process(run_config=LIVE, instance=instance, raise_on_error=False)
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
+    assert failure.step_key == "applied_changes"
     assert "not materialised in this run" in str(failure.event_specific_data.error)
     assert halo_writes(sandbox) == writes

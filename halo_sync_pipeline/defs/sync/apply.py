@@ -18,7 +18,11 @@ from halo_sync_pipeline.defs.resources import HaloResource
 from halo_sync_pipeline.schemas import plan
 
 APPLY_JOB_NAME = "halo_sync_apply"
-PLAN_ASSETS = ("company_mappings", "contact_changes")
+# Everything the plan is computed from: all of it must come from this very run.
+PLAN_INPUTS = (
+    "halo_companies", "halo_contacts", "halo_sites", "halo_tenant_mappings",
+    "m365_tenants", "m365_domains", "m365_users", "company_mappings", "contact_changes",
+)  # fmt: skip
 
 
 class ApplyConfig(dg.Config):
@@ -39,12 +43,13 @@ class ApplyConfig(dg.Config):
 
 
 def _refuse_stale_plan(context: dg.AssetExecutionContext, max_age_minutes: float) -> None:
-    """A live apply only writes a plan read from Halo in this very run, and recently.
+    """A live apply only writes a plan computed, from both sources read afresh, in this very run.
 
     That is what makes a re-run after a crash safe: it re-reads Halo, so work already done is
-    seen (created contacts are then linked) and never repeated.
+    seen (created contacts are then linked) and never repeated. Re-running only the plan assets
+    on stored source data (e.g. "re-execute from failure") is refused for the same reason.
     """
-    for name in PLAN_ASSETS:
+    for name in PLAN_INPUTS:
         event = context.instance.get_latest_materialization_event(dg.AssetKey(name))
         if event is None or event.run_id != context.run_id:
             raise dg.Failure(
