@@ -23,6 +23,7 @@ from .helpers import (
     LIVE_RUN_CONFIG,
     checks_of_job,
     dagster_dev,
+    redact,
     run_events,
     wait_for_run,
 )
@@ -88,7 +89,11 @@ def test_live_apply_through_the_webserver(sandbox_factory, tmp_path):
         run_id = client.submit_job_execution(APPLY_JOB, run_config=LIVE_RUN_CONFIG)
         status = wait_for_run(dev, run_id, timeout=360)
         events = run_events(dev, run_id)
-        step_failures = [e.get("error", {}).get("message", "")[:800] for e in events if e["__typename"] == "ExecutionStepFailureEvent"]
+        step_failures = [
+            redact((e.get("error") or {}).get("message", "")[:800], dev.secrets)
+            for e in events
+            if e["__typename"] == "ExecutionStepFailureEvent"
+        ]
         assert status == "SUCCESS", f"run {run_id} ended {status}; step failures: {step_failures}\n{dev.log_tail()}"
 
         run = dev.graphql(RUN_QUERY, {"runId": run_id})["runOrError"]
@@ -172,3 +177,9 @@ def test_live_apply_through_the_webserver(sandbox_factory, tmp_path):
 
     # --- no new duplicate contact email within a company
     assert _active_email_duplicates(after) <= _active_email_duplicates(before)
+
+    # --- the writes were batched array POSTs using only field names Halo knows (real Halo drops the others)
+    stats = httpx.get(f"{sandbox.halo_url}/_sandbox/stats", verify=str(sandbox.ca_bundle), timeout=30).json()
+    user_posts = sum(r["count"] for r in stats["requests"] if r["method"] == "POST" and r["path"].lower() == "/api/users")
+    assert 0 < user_posts < len(creates) + len(deactivations), stats["requests"]
+    assert stats["unknown_fields"] == [], stats["unknown_fields"]
