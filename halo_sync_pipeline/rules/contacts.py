@@ -194,10 +194,13 @@ def choose_site(users: pd.DataFrame, sites: pd.DataFrame) -> pd.DataFrame:
 
     The company's site whose address line 1 equals the user's street address (case-insensitive,
     trimmed; highest site id on ties), else the company's main site (highest id if several)."""
-    keyed_sites = sites.assign(line1_key=_key(sites["line1"]))
+    # pandas merges missing keys as equal: a user without a street address must not land on a site
+    # without an address line, so both sides drop their missing keys first.
+    keyed_sites = sites.assign(line1_key=_key(sites["line1"])).dropna(subset=["line1_key"])
     wanted = pd.DataFrame({"company_id": users["company_id"], "street_key": _key(users["street_address"])})
     by_address = (
-        wanted.reset_index(names="row")
+        wanted.dropna(subset=["street_key"])
+        .reset_index(names="row")
         .merge(keyed_sites, left_on=["company_id", "street_key"], right_on=["company_id", "line1_key"])
         .sort_values("site_id")
         .drop_duplicates("row", keep="last")

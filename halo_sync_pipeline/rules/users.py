@@ -32,9 +32,12 @@ def excluded_by_upn_pattern(users: pd.DataFrame, settings: SyncSettings) -> pd.S
     """
     if not settings.exclude_upn_patterns:
         return pd.Series(False, index=users.index, dtype=bool)
-    pattern = "|".join(f"(?:{p})" for p in settings.exclude_upn_patterns)
     local_parts = upn_local_parts(users["upn"])
-    return local_parts.str.contains(pattern, case=False, regex=True).fillna(False).astype(bool)
+    excluded = pd.Series(False, index=users.index, dtype=bool)
+    # One search per pattern: joined into one regex, a pattern with inline flags such as `(?i)` breaks.
+    for pattern in settings.exclude_upn_patterns:
+        excluded |= local_parts.str.contains(pattern, case=False, regex=True).fillna(False).astype(bool)
+    return excluded
 
 
 def select_users(users: pd.DataFrame, settings: SyncSettings) -> pd.DataFrame:

@@ -116,6 +116,18 @@ def test_choose_site_by_street_address_highest_id_then_main():
     assert chosen["site_evidence"].iloc[3] == "the company has no site"
 
 
+def test_user_without_street_address_never_lands_on_a_site_without_address():
+    # pandas merges missing keys as equal; a missing street address must still mean "main site".
+    sites = f.sites(
+        {"site_id": 10, "company_id": 1, "name": "HQ", "line1": "1 Main St", "is_main": True},
+        {"site_id": 11, "company_id": 1, "name": "Warehouse", "line1": None},
+    )
+    users = pd.DataFrame({"company_id": [1, 1], "street_address": pd.array([None, "  "], dtype="string")})
+    chosen = choose_site(users, sites)
+    assert chosen["site_id"].tolist() == [10, 10]
+    assert chosen["site_evidence"].str.startswith('site 10 "HQ"').all()
+
+
 def test_company_without_site_gets_held_create():
     changes = plan([user("u1", "ann")], [], sites=f.sites())
     assert actions(changes) == [("create", "u1", "no_site", True)]

@@ -93,3 +93,13 @@ def test_exclude_pattern_searches_only_the_upn_local_part():
     assert out["selected"].tolist() == [True, False]
     assert out["filter_reason"].isna().all()
     assert out["selected"].dtype == bool and out["excluded_by_pattern"].dtype == bool
+
+
+def test_several_exclude_patterns_each_with_its_own_flags():
+    users = f.users(
+        {"tenant_id": "t1", "user_id": "u1", "upn": "svc-backup@contoso.com"},
+        {"tenant_id": "t1", "user_id": "u2", "upn": "it.ADMIN@contoso.com"},
+        {"tenant_id": "t1", "user_id": "u3", "upn": "ann@contoso.com"},
+    )
+    out = select_users(users, SyncSettings(exclude_upn_patterns=("admin", "(?i)^svc-")))
+    assert out["excluded_by_pattern"].tolist() == [True, True, False]
