@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import pandas as pd
@@ -345,3 +346,26 @@ def m365_users_frame(loads: Sequence[TenantLoad]) -> pd.DataFrame:
         row,
         lambda i, r: f"M365 user {r.get('id')!r} ({r.get('userPrincipalName')!r}) of tenant {r.get('@tenant')!r}",
     )
+
+
+def m365_frames(loads: Sequence[TenantLoad]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The tenants, domains and users frames; a tenant whose data cannot be typed becomes a failed tenant.
+
+    One tenant's malformed record (say `businessPhones` as a string) must fail that tenant, not the
+    whole directory read: its data is dropped and the error names the record. The common case (all
+    well-formed) builds each frame once; only a failure pays for a tenant-by-tenant pass.
+    """
+    try:
+        return m365_tenants_frame(loads), m365_domains_frame(loads), m365_users_frame(loads)
+    except ValueError:
+        pass
+    checked = []
+    for load in loads:
+        if load.status == "loaded":
+            try:
+                m365_domains_frame([load])
+                m365_users_frame([load])
+            except ValueError as exc:
+                load = replace(load, status="failed", error=f"malformed data: {exc}", domains=[], users=[])
+        checked.append(load)
+    return m365_tenants_frame(checked), m365_domains_frame(checked), m365_users_frame(checked)

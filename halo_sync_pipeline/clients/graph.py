@@ -387,7 +387,7 @@ class GraphClient:
         """Domains and users of one tenant; never raises for a tenant-level failure."""
         counts = RequestCounts()
         try:
-            domains = await self._paged(tenant.tenant_id, "/v1.0/domains", {}, counts)
+            domains = await self._paged(tenant.tenant_id, "/v1.0/domains", {"$select": ",".join(DOMAIN_SELECT)}, counts)
             users = await self._paged(
                 tenant.tenant_id, "/v1.0/users", {"$select": ",".join(USER_SELECT), "$top": str(PAGE_SIZE)}, counts
             )

@@ -49,6 +49,21 @@ def test_m365_tenants_take_the_default_domain_from_loaded_domains_and_keep_failu
     assert frames.m365_domains_frame([failed]).empty and list(frames.m365_domains_frame([failed]).columns) == frames.DOMAIN_COLUMNS
 
 
+def test_a_tenant_with_malformed_data_fails_alone() -> None:
+    good_user = {"id": USER, "userPrincipalName": "alice@contoso.com"}
+    bad_user = {"id": "BBBBBBBB-0000-4000-8000-000000000002", "userPrincipalName": "bob@fabrikam.com", "businessPhones": "+44 1"}
+    good = _load([good_user])
+    bad = TenantLoad(TenantRef("cccccccc-0000-4000-8000-000000000002", "Fabrikam", "fabrikam.com"), "loaded",
+                     domains=[{"id": "fabrikam.com", "isVerified": True, "isDefault": True}], users=[bad_user])  # fmt: skip
+    tenants, domains, users = frames.m365_frames([good, bad])
+    assert tenants["status"].tolist() == ["loaded", "failed"]
+    assert "businessPhones" in tenants["error"].iloc[1] and "bob@fabrikam.com" in tenants["error"].iloc[1]
+    assert users["upn"].tolist() == ["alice@contoso.com"]
+    assert set(domains["tenant_id"]) == {TENANT.lower()}
+    for schema, frame in ((sources.M365TenantsSchema, tenants), (sources.M365UsersSchema, users)):
+        assert sources.validation_failures(schema, frame) is None
+
+
 def test_halo_records_are_typed_and_a_bad_record_is_named() -> None:
     contacts = frames.halo_contacts_frame(
         [{"id": "7", "client_id": 1, "site_id": 0, "name": " Ann ", "emailaddress": " Ann@X.com", "inactive": 1, "keep_active": 2}]

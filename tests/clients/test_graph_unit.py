@@ -131,6 +131,8 @@ def test_users_paged_with_select_and_top_using_refresh_token_per_tenant() -> Non
     first_users = next(r for r in fake.requests if r.url.path == "/v1.0/users")
     assert first_users.url.params["$select"].split(",") == list(USER_SELECT)
     assert first_users.url.params["$top"] == "999"
+    domains = next(r for r in fake.requests if r.url.path == "/v1.0/domains")
+    assert domains.url.params["$select"] == "id,isVerified,isDefault"
     assert load.request_counts == {"GET /v1.0/domains": 1, "GET /v1.0/users": 3}
     assert identity.forms[0]["grant_type"] == ["refresh_token"] and identity.forms[0]["refresh_token"] == [REFRESH]
     assert any(s.endswith("https://graph.test/.default") for s in identity.forms[0]["scope"][0].split())

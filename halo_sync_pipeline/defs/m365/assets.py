@@ -46,9 +46,7 @@ def m365_directory(context: dg.AssetExecutionContext, m365: M365Resource):
     its partial data dropped; the others still load. The seed instead reused the previous tenant's users.
     """
     loads, counts = asyncio.run(_load_everything(m365))
-    tenants = frames.m365_tenants_frame(loads)
-    domains = frames.m365_domains_frame(loads)
-    users = frames.m365_users_frame(loads)
+    tenants, domains, users = frames.m365_frames(loads)
     failed = tenants[tenants["status"] == "failed"]
     if len(failed):
         context.log.warning(f"{len(failed)} of {len(tenants)} tenants failed to load; no action will be planned for them")
