@@ -84,7 +84,10 @@ def test_live_apply_through_the_webserver(sandbox_factory, tmp_path):
     sandbox = sandbox_factory(json.loads(EXAMPLE_ESTATE.read_text()), reset=True)
     before = _sandbox_estate(sandbox)
 
-    with dagster_dev(sandbox.env, workdir=tmp_path / "dagster") as dev:
+    # The daemon runs the schedules: keep the daily plan (on by default) from firing into this test's
+    # apply run (it would materialise the plan in another run, and the apply would then refuse it).
+    quiet_schedules = {"HALO_SYNC_PLAN_CRON": "0 0 29 2 *"}
+    with dagster_dev(sandbox.env | quiet_schedules, workdir=tmp_path / "dagster") as dev:
         client = dev.client()
         run_id = client.submit_job_execution(APPLY_JOB, run_config=LIVE_RUN_CONFIG)
         status = wait_for_run(dev, run_id, timeout=360)
