@@ -23,6 +23,9 @@ from typing import Any
 
 DB_FILE = "halo.sqlite3"
 CUSTOM_FIELD_NAME = re.compile(r"^CF[A-Za-z0-9_]{1,100}$")
+# User custom fields the sandbox's Halo defines even when no user has a value yet: the seed's setup
+# step creates the keep-active field, and its column must exist for the contacts report to run.
+DEFINED_USER_CUSTOM_FIELDS = ("CFM365SyncKeepActive",)
 
 _TABLES = """
 CREATE TABLE AREA (Aarea INTEGER PRIMARY KEY, aareadesc TEXT NOT NULL, AWebsite TEXT,
@@ -149,7 +152,9 @@ class HaloStore:
         self._load_users(db, halo["users"])
 
     def _load_users(self, db: sqlite3.Connection, users: list[dict[str, Any]]) -> None:
-        field_names = list(dict.fromkeys(cf["name"] for u in users for cf in u.get("customfields", [])))
+        field_names = list(
+            dict.fromkeys([*DEFINED_USER_CUSTOM_FIELDS, *(cf["name"] for u in users for cf in u.get("customfields", []))])
+        )
         for name in field_names:
             self._add_custom_field_column(db, name)
         fields = list(USER_TEXT_COLUMNS)

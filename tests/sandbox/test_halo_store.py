@@ -50,6 +50,8 @@ def test_round_trip_with_every_optional_field_absent(tmp_path: Path) -> None:
     with_store = HaloStore(tmp_path)
     with_store.load(halo)
     assert with_store.export() == _normalised(halo)
+    # The keep-active field is defined although no user has a value: the contacts report still runs.
+    assert with_store.run_report_sql("SELECT uid AS id, CFM365SyncKeepActive FROM USERS") == [{"id": 7, "CFM365SyncKeepActive": None}]
     with_store.close()
 
 
