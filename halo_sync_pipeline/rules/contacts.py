@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 import pandas as pd
 
 from halo_sync_pipeline.rules.guard import apply_deactivation_guard
-from halo_sync_pipeline.rules.normalise import email_domains
+from halo_sync_pipeline.rules.normalise import email_domains, normalise_company_name, normalise_company_names
 from halo_sync_pipeline.rules.users import select_users
 from halo_sync_pipeline.schemas.plan import MATCHED_METHODS
 from halo_sync_pipeline.settings import SyncSettings
@@ -321,9 +321,8 @@ def deactivation_candidates(
     selected = users.loc[users["selected"]]
     excluded = users.loc[users["excluded_by_pattern"]]
     keep_active = (contacts["keep_active"].astype("string").str.strip() == settings.keep_active_value.strip())
-    general_user = contacts["name"].astype("string").str.strip().str.casefold() == (
-        settings.general_user_name.strip().casefold()
-    )
+    # Same folding as company names: case, surrounding and repeated inner whitespace do not matter.
+    general_user = normalise_company_names(contacts["name"]) == normalise_company_name(settings.general_user_name)
     protected = (
         contacts["inactive"]
         | contacts["contact_id"].isin(handled_contact_ids)

@@ -1,4 +1,5 @@
-"""The inactive-contacts report: the seed's CSV (Company, Name, Email, Mobile, Phone) plus Reason and Tenant."""
+"""The inactive-contacts report: the seed's CSV (Company, Name, Email, Mobile, Phone) plus Reason, Tenant
+and Held (deactivations the guard holds back are listed too: they are the ones to review)."""
 
 from __future__ import annotations
 
@@ -16,15 +17,18 @@ REPORT_COLUMNS = {
     "Phone": "phonenumber",
     "Reason": "reason",
     "Tenant": "tenant_name",
+    "Held": "held",
 }
 # A spreadsheet reads a cell starting with one of these as a formula (CSV injection).
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def inactive_report(changes: pd.DataFrame) -> pd.DataFrame:
-    """One row per planned (not held) deactivation, in the report's columns."""
-    deactivations = changes.loc[(changes["action"] == "deactivate") & ~changes["held"]]
+    """One row per planned deactivation, in the report's columns; `Held` is "yes" where the
+    mass-deactivation guard holds it back (not applied), else empty."""
+    deactivations = changes.loc[changes["action"] == "deactivate"]
     report = deactivations[list(REPORT_COLUMNS.values())].set_axis(list(REPORT_COLUMNS), axis=1)
+    report = report.assign(Held=report["Held"].map({True: "yes", False: ""}))
     return report.astype("string").sort_values(["Tenant", "Company", "Name"], ignore_index=True)
 
 

@@ -152,7 +152,8 @@ class InactiveReportSchema(_PlanModel):
     Phone: Series[pd.StringDtype] = pa.Field(nullable=True)
     Reason: Series[pd.StringDtype] = pa.Field(isin=DEACTIVATION_REASONS)
     Tenant: Series[pd.StringDtype] = pa.Field(nullable=True)
+    Held: Series[pd.StringDtype] = pa.Field(isin=("yes", ""))
 
-    @pa.check("Company", "Name", "Email", "Mobile", "Phone", "Reason", "Tenant", name="nullable_string_dtype")
+    @pa.check("Company", "Name", "Email", "Mobile", "Phone", "Reason", "Tenant", "Held", name="nullable_string_dtype")
     def _string_dtype(cls, series: pd.Series) -> bool:
         return _is_nullable_string(series)

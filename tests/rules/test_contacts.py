@@ -167,7 +167,7 @@ def test_contacts_outside_verified_domains_and_protected_contacts_kept():
     contacts = [
         contact(1, email="x@gmail.com"),  # not a verified domain
         contact(2, email="keep@contoso.com", keep_active="2"),
-        contact(3, name=" general USER "),
+        contact(3, name=" general   USER "),
         contact(4, email="old@contoso.com", inactive=True),
         contact(5, email="admin@contoso.com"),  # excluded-pattern user's contact
         contact(6, email="x@contoso.com", azureoid="u9"),  # excluded-pattern user's azureoid

@@ -36,7 +36,9 @@ def test_guard_holds_deactivations_above_threshold():
     changes = plan([], _leavers(11, 9))
     assert changes["held"].all() and (changes["reason"] == "gone_from_m365").all()
     assert "held by the deactivation guard: 11 deactivations > max(10, 0.5 × 20 active contacts)" in changes["evidence"].iloc[0]
-    assert inactive_report(changes).empty
+    # Held deactivations stay in the report, marked, for review.
+    report = inactive_report(changes)
+    assert len(report) == 11 and (report["Held"] == "yes").all()
 
 
 def test_guard_uses_fraction_of_active_contacts():
@@ -64,8 +66,8 @@ def test_inactive_report_rows_and_schema():
     report = inactive_report(changes)
     InactiveReportSchema.validate(report)
     assert report.fillna("").values.tolist() == [
-        ["Contoso", "Ann", "ann@contoso.com", "07", "01", "unlicensed", "Contoso"],
-        ["Contoso", "Nobody", "", "", "", "no_contact_details", "Contoso"],
+        ["Contoso", "Ann", "ann@contoso.com", "07", "01", "unlicensed", "Contoso", ""],
+        ["Contoso", "Nobody", "", "", "", "no_contact_details", "Contoso", ""],
     ]
 
 
