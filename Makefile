@@ -33,6 +33,10 @@ dev: $(STAMP)
 	mkdir -p $(HALO_SYNC_STORAGE_DIR)
 	$(PY) -m halo_sync_pipeline.dev --state-dir $(SANDBOX_DIR)/dev
 
+## make screenshot: retake docs/lineage.png from the running UI (installs Debian's chromium if missing).
+screenshot: $(STAMP)
+	$(PY) scripts/screenshot_lineage.py
+
 bench: $(STAMP)
 	$(PY) benchmarks/bench_rules.py
 
