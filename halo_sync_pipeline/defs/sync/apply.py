@@ -47,16 +47,21 @@ def _refuse_stale_plan(context: dg.AssetExecutionContext, max_age_minutes: float
 
     That is what makes a re-run after a crash safe: it re-reads Halo, so work already done is
     seen (created contacts are then linked) and never repeated. Re-running only the plan assets
-    on stored source data (e.g. "re-execute from failure") is refused for the same reason.
+    on stored source data (e.g. "re-execute from failure") is refused for the same reason. This
+    run's own events are read, not the assets' latest materialisations, which a scheduled plan run
+    going on at the same time may have written.
     """
+    materialised_at = {
+        event.dagster_event.asset_key.to_user_string(): event.timestamp
+        for event in context.instance.all_logs(context.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
+    }
     for name in PLAN_INPUTS:
-        event = context.instance.get_latest_materialization_event(dg.AssetKey(name))
-        if event is None or event.run_id != context.run_id:
+        if name not in materialised_at:
             raise dg.Failure(
                 f"refusing to apply: {name} was not materialised in this run ({context.run_id}); "
                 f"run the whole {APPLY_JOB_NAME} job so the plan is computed from a fresh read of Halo"
             )
-        age_minutes = (time.time() - event.timestamp) / 60
+        age_minutes = (time.time() - materialised_at[name]) / 60
         if age_minutes > max_age_minutes:
             raise dg.Failure(
                 f"refusing to apply: {name} is {age_minutes:.1f} minutes old (max_plan_age_minutes={max_age_minutes})"
