@@ -53,8 +53,21 @@ nightly_apply_schedule = dg.ScheduleDefinition(
     description="Logs one line per failed sync run; the place to hook e-mail, Teams or PagerDuty alerts.",
 )
 def halo_sync_failure_alert(context: dg.RunFailureSensorContext) -> None:
-    message = context.failure_event.message or "no message"
-    context.log.error(
-        f"halo-sync run failed: job={context.dagster_run.job_name} run_id={context.dagster_run.run_id} "
-        f"reason={message.splitlines()[0][:300]}"
-    )
+    run = context.dagster_run
+    # The run failure event only says which steps failed; the first step's error says why.
+    step_failures = context.instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
+    errors = [e.dagster_event.step_failure_data.error for e in step_failures if e.dagster_event.step_failure_data.error]
+    if errors:
+        error = errors[0]
+        while error.cause is not None:  # Dagster wraps the op's own exception
+            error = error.cause
+        reason = f"step {step_failures[0].step_key}: {error.message}"
+    else:
+        reason = context.failure_event.message
+    context.log.error(failure_summary(run.job_name, run.run_id, reason))
+
+
+def failure_summary(job_name: str, run_id: str, message: str | None) -> str:
+    """One line an alerting hook can forward as is."""
+    first_line = (message or "no message").strip().splitlines()[0] if (message or "").strip() else "no message"
+    return f"halo-sync run failed: job={job_name} run_id={run_id} reason={first_line[:300]}"
