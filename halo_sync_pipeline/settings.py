@@ -53,5 +53,3 @@ class SyncSettings:
         if self.guard_min_contacts < 0:
             raise ValueError(f"guard_min_contacts must be >= 0, got {self.guard_min_contacts}")
 
-
-DEFAULT_SETTINGS = SyncSettings()

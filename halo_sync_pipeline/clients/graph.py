@@ -32,11 +32,10 @@ from .retry import (
     RetryableStatus,
     RetryPolicy,
     SecretScrubber,
-    parse_retry_after,
+    raise_for_retryable,
     ssl_verify,
 )
 
-REAL_GRAPH_URL = "https://graph.microsoft.com"
 MICROSOFT_LOGIN_HOSTS = frozenset({"login.microsoftonline.com", "login.microsoftonline.us", "login.chinacloudapi.cn"})
 USER_SELECT = (
     "id", "displayName", "givenName", "surname", "userPrincipalName", "mail", "jobTitle", "businessPhones",
@@ -115,8 +114,7 @@ class MsalHttpAdapter:
             self._counts.add(method, path)
             response = self._client.send(request)
             response.read()
-            if response.status_code == 429 or response.status_code >= 500:
-                raise RetryableStatus(method, path, response.status_code, parse_retry_after(response.headers.get("retry-after")))
+            raise_for_retryable(response, method, path)
             return response
 
         try:
@@ -180,9 +178,7 @@ class GraphClient:
         self.app_only = app_only
         self.tenant_source = tenant_source
         self.concurrency = concurrency
-        self.graph_scope = graph_scope or (
-            f"{REAL_GRAPH_URL}/.default" if self.graph_url == REAL_GRAPH_URL else f"{self.graph_url}/.default"
-        )
+        self.graph_scope = graph_scope or f"{self.graph_url}/.default"
         self.retry_policy = retry_policy or RetryPolicy(deadline_s=retry_deadline_s)
         self.request_counts = RequestCounts()  # Graph calls, all tenants
         self.token_request_counts = RequestCounts()  # identity calls made by msal
@@ -303,10 +299,7 @@ class GraphClient:
             if response.status_code == 401 and not renewed:
                 renewed = True  # token expired or revoked mid-run: one fresh token, then give up
                 response = await self._send(url, await self._token(tenant_id, force=True), counts)
-            if response.status_code == 429 or response.status_code >= 500:
-                raise RetryableStatus(
-                    "GET", path, response.status_code, parse_retry_after(response.headers.get("retry-after")), _graph_message(response)
-                )
+            raise_for_retryable(response, "GET", path, lambda: _graph_message(response))
             return response
 
         try:

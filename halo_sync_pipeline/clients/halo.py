@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -32,7 +32,7 @@ from .retry import (
     RetryableStatus,
     RetryPolicy,
     SecretScrubber,
-    parse_retry_after,
+    raise_for_retryable,
     ssl_verify,
 )
 
@@ -163,7 +163,7 @@ class HaloClient:
     def _discover_auth_url(self) -> str:
         if self._auth_url is None:
             response = self._send_with_retries("GET", "/api/authinfo", authenticated=False)
-            info = _json(response, "GET /api/authinfo") if response.status_code == 200 else {}
+            info = self._json(response, "GET /api/authinfo") if response.status_code == 200 else {}
             auth_url = info.get("auth_url") if isinstance(info, dict) else None
             # An instance without authinfo serves its authorisation server under /auth (Halo's default).
             self._auth_url = str(auth_url).rstrip("/") if auth_url else f"{self.base_url}/auth"
@@ -187,7 +187,7 @@ class HaloClient:
                 method="POST",
                 path=path,
             )
-        body = _json(response, f"POST {path}")
+        body = self._json(response, f"POST {path}")
         token = body.get("access_token") if isinstance(body, dict) else None
         if not token:
             raise HaloAuthError(f"Halo token response (POST {path}) has no access_token", method="POST", path=path)
@@ -249,14 +249,7 @@ class HaloClient:
                 renewed = True  # the token expired or was revoked early: one fresh token, then give up
                 token = self._bearer(force_refresh=True)
                 response = self._send_once(method, url, params=params, json=json, data=data, token=token)
-            if response.status_code == 429 or response.status_code >= 500:
-                raise RetryableStatus(
-                    method,
-                    path,
-                    response.status_code,
-                    parse_retry_after(response.headers.get("retry-after")),
-                    self._message(response),
-                )
+            raise_for_retryable(response, method, path, lambda: self._message(response))
             return response
 
         policy = self.retry_policy.for_writes() if write else self.retry_policy
@@ -297,7 +290,7 @@ class HaloClient:
                 method="GET",
                 path=path,
             )
-        return _json(response, f"GET {path}")
+        return self._json(response, f"GET {path}")
 
     # --- reports --------------------------------------------------------------------------------
 
@@ -318,7 +311,7 @@ class HaloClient:
                 method="POST",
                 path="/api/Report",
             )
-        created = _json(response, "POST /api/Report")
+        created = self._json(response, "POST /api/Report")
         record = created[0] if isinstance(created, list) and created else created
         if not isinstance(record, dict) or not record.get("id"):
             raise HaloReportError(f"Halo's answer to creating report {report.name!r} has no id", path="/api/Report")
@@ -402,7 +395,9 @@ class HaloClient:
         mappings: list[dict[str, Any]] = []
         for connection in connections or []:
             if not isinstance(connection, dict) or "id" not in connection:
-                raise HaloApiError(f"Halo azureadconnection list has a record without id: {short_detail(str(connection))}")
+                raise HaloApiError(
+                    f"Halo azureadconnection list has a record without id: {self._scrub(short_detail(str(connection)))}"
+                )
             details = self._get(
                 f"/api/azureadconnection/{connection['id']}", {"includedetails": "true", "includetenants": "true"}
             )
@@ -437,22 +432,17 @@ class HaloClient:
                 halo_message=message,
                 path=path,
             )
-        saved = _json(response, f"POST {path}")
+        saved = self._json(response, f"POST {path}")
         records = saved if isinstance(saved, list) else [saved]
         if not all(isinstance(r, dict) for r in records):
             raise HaloWriteError(f"Halo POST {path}: answer is not a record or a list of records", status_code=response.status_code, halo_message="", path=path)
         return records
 
-    def write_batch(self) -> Callable[[str, list[dict[str, Any]]], list[dict[str, Any]]]:
-        """The `WriteBatch` callable the apply engine takes."""
-        return self.upsert  # type: ignore[return-value]
-
-
-def _json(response: httpx.Response, what: str) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        raise HaloApiError(f"Halo {what}: answer is not JSON ({short_detail(response.text)[:80]})") from None
+    def _json(self, response: httpx.Response, what: str) -> Any:
+        try:
+            return response.json()
+        except ValueError:
+            raise HaloApiError(f"Halo {what}: answer is not JSON ({self._scrub(short_detail(response.text))[:80]})") from None
 
 
 def _truthy(value: Any) -> bool:

@@ -51,10 +51,6 @@ class RetryableStatus(Exception):
         super().__init__(f"{method} {path} answered {status_code}{': ' + detail if detail else ''}")
 
 
-def is_retryable_status(status_code: int) -> bool:
-    return status_code == 429 or status_code >= 500
-
-
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
     """Seconds to wait from a `Retry-After` header (delta-seconds or HTTP date); None if absent or unreadable."""
     if value is None:
@@ -136,14 +132,15 @@ class RetryPolicy:
         raise AssertionError("unreachable: stamina either returns or re-raises")  # pragma: no cover
 
 
-def raise_for_retryable(response: httpx.Response, path: str) -> None:
-    """Raise `RetryableStatus` for a 429/5xx response (after reading it so the connection is freed)."""
-    if is_retryable_status(response.status_code):
+def raise_for_retryable(response: httpx.Response, method: str, path: str, detail: Callable[[], str] | None = None) -> None:
+    """Raise `RetryableStatus` for a 429 or 5xx answer; `detail` (called only then) explains it, scrubbed."""
+    if response.status_code == 429 or response.status_code >= 500:
         raise RetryableStatus(
-            response.request.method,
+            method,
             path,
             response.status_code,
             parse_retry_after(response.headers.get("retry-after")),
+            detail() if detail else "",
         )
 
 

@@ -52,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument("--tenants", type=int, required=True)
     generate.add_argument("--users-per-tenant", type=int, required=True)
     generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--pretty", action="store_true", help="indented JSON (for small estates meant to be read)")
 
     export = commands.add_parser("export", help="print the estate of a stopped state dir")
     export.add_argument("--state-dir", type=Path, required=True)
@@ -85,8 +86,9 @@ def _serve(args: argparse.Namespace) -> int:
 def _generate(args: argparse.Namespace) -> int:
     from halo_sync_pipeline.sandbox.generator import generate_estate  # only this command needs it
 
-    # Compact on purpose: an indented 200k-user estate takes minutes to print and is too big to read anyway.
-    sys.stdout.write(json.dumps(generate_estate(args.tenants, args.users_per_tenant, args.seed), separators=(",", ":")))
+    estate = generate_estate(args.tenants, args.users_per_tenant, args.seed)
+    # Compact by default: an indented 200k-user estate takes minutes to print and is too big to read anyway.
+    sys.stdout.write(json.dumps(estate, indent=2) if args.pretty else json.dumps(estate, separators=(",", ":")))
     sys.stdout.write("\n")
     return 0
 

@@ -15,17 +15,14 @@ the rest are drawn at random in realistic proportions.
 Only `random.Random(seed)` is used (GUIDs included), so one seed always gives the same estate.
 
 Regenerate the committed example estate with:
-    python -m halo_sync_pipeline.sandbox.generator --tenants 12 --users-per-tenant 8 --seed 7 \\
+    halo-sync-sandbox generate --tenants 12 --users-per-tenant 8 --seed 7 --pretty \\
         > halo_sync_pipeline/sandbox/example_estate.json
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import random
-import sys
 import uuid
 from dataclasses import dataclass, field
 from itertools import accumulate
@@ -779,17 +776,3 @@ def describe_coverage(estate: dict[str, Any]) -> dict[str, int]:
         raise ValueError("the estate has no '_generator' record with 'situations': it was not made by generate_estate")
     situations = record["situations"]
     return {name: len(situations.get(name, [])) for name in SITUATIONS}
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Print a generated sandbox estate (JSON) on stdout.")
-    parser.add_argument("--tenants", type=int, default=12)
-    parser.add_argument("--users-per-tenant", type=int, default=8)
-    parser.add_argument("--seed", type=int, default=7)
-    args = parser.parse_args(argv)
-    json.dump(generate_estate(args.tenants, args.users_per_tenant, args.seed), sys.stdout, indent=2)
-    sys.stdout.write("\n")
-
-
-if __name__ == "__main__":
-    main()

@@ -101,10 +101,6 @@ class HaloStore:
         found = self._db.execute("SELECT count(*) FROM sqlite_master WHERE type='table' AND name='USERS'").fetchone()
         return found[0] == 1
 
-    def is_empty(self) -> bool:
-        with self._lock:
-            return self._db.execute("SELECT NOT EXISTS (SELECT 1 FROM AREA)").fetchone()[0] == 1
-
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         with self._lock:

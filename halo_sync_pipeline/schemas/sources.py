@@ -210,15 +210,6 @@ class M365UsersSchema(_SourceModel):
         return df["is_guest"] == df["user_type"].str.lower().eq("guest").fillna(False).astype(bool)
 
 
-SOURCE_SCHEMAS: dict[str, type[pa.DataFrameModel]] = {
-    "halo_companies": HaloCompaniesSchema,
-    "halo_tenant_mappings": HaloTenantMappingsSchema,
-    "halo_contacts": HaloContactsSchema,
-    "halo_sites": HaloSitesSchema,
-    "m365_tenants": M365TenantsSchema,
-    "m365_domains": M365DomainsSchema,
-    "m365_users": M365UsersSchema,
-}
 
 
 def _cell(value: Any) -> str:

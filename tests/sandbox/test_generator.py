@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from halo_sync_pipeline.sandbox.cli import main as cli_main
 from halo_sync_pipeline.sandbox.generator import (
     GENERAL_USER_NAME,
     KEEP_ACTIVE_FIELD,
@@ -26,7 +27,6 @@ from halo_sync_pipeline.sandbox.generator import (
     SITUATIONS,
     describe_coverage,
     generate_estate,
-    main,
 )
 
 
@@ -405,6 +405,9 @@ def test_bad_sizes_are_refused() -> None:
         generate_estate(0, 10, 1)
 
 
-def test_module_entry_point_prints_the_estate(capsys: pytest.CaptureFixture[str]) -> None:
-    main(["--tenants", "3", "--users-per-tenant", "2", "--seed", "4"])
-    assert json.loads(capsys.readouterr().out) == generate_estate(3, 2, 4)
+@pytest.mark.parametrize("pretty", [[], ["--pretty"]])
+def test_cli_generate_prints_the_estate(capsys: pytest.CaptureFixture[str], pretty: list[str]) -> None:
+    assert cli_main(["generate", "--tenants", "3", "--users-per-tenant", "2", "--seed", "4", *pretty]) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out) == generate_estate(3, 2, 4)
+    assert (out.count("\n") > 100) == bool(pretty)
