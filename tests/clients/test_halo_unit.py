@@ -274,3 +274,27 @@ def test_upsert_validates_its_arguments() -> None:
             client.upsert("Tickets", [{}])  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="exceeds write_batch_size 2"):
             client.upsert("Users", [{}, {}, {}])
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (400, lambda token: {"message": f"bad request from token {token} with secret {SECRET}"}),
+        (500, lambda token: {"error": f"server saw Authorization: Bearer {token} (secret {SECRET})"}),
+        (200, lambda token: f"<html>not json: {token} {SECRET}</html>"),
+    ],
+    ids=["refusal", "server-error", "not-json"],
+)
+def test_a_server_echoing_the_secret_or_token_never_puts_them_in_error_text(status, body) -> None:
+    # A misbehaving proxy or server may echo credentials back; our errors must scrub them.
+    def api(request: httpx.Request) -> httpx.Response:
+        token = request.headers["authorization"].removeprefix("Bearer ")
+        answer = body(token)
+        return httpx.Response(status, json=answer) if isinstance(answer, dict) else httpx.Response(status, text=answer)
+
+    client, fake = make_client(api)
+    with client, pytest.raises(HaloApiError) as caught:
+        client.upsert("Users", [{"id": 1, "inactive": True}])
+    issued = f"{TOKEN}{fake.tokens_issued}"
+    for text in (str(caught.value), repr(caught.value), getattr(caught.value, "halo_message", "")):
+        assert SECRET not in text and issued not in text, text
