@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_sync.py --tenants 200 --users-per-tenant 100
 
-Prints the seconds and requests of each stage and the process's peak memory. Numbers, not assertions:
+Prints the seconds of each step, the requests each sandbox server answered and the pipeline's peak memory. Numbers, not assertions:
 these machines are shared and noisy.
 """
 
@@ -70,7 +70,9 @@ def main() -> None:
             with dg.DagsterInstance.ephemeral() as instance:
                 started = time.perf_counter()
                 result = job.execute_in_process(
-                    run_config={"ops": {"applied_changes": {"config": {"dry_run": False}}}}, instance=instance
+                    run_config={"ops": {"applied_changes": {"config": {"dry_run": False}}}},
+                    instance=instance,
+                    raise_on_error=False,
                 )
                 total = time.perf_counter() - started
                 print(f"halo_sync_apply: {'ok' if result.success else 'FAILED'} in {total:.1f}s")

@@ -41,7 +41,7 @@ def _plan(n_creates: int = 5) -> pd.DataFrame:
     rows = [{"action": "create", "user_id": f"u{i}", "body": json.dumps({"name": f"user {i}", "site_id": 1})} for i in range(n_creates)]
     rows.append({"action": "deactivate", "contact_id": 7, "reason": "gone_from_m365", "body": json.dumps({"id": 7, "inactive": True})})
     rows.append({"action": "deactivate", "contact_id": 8, "held": True, "reason": "gone_from_m365", "body": json.dumps({"id": 8, "inactive": True})})
-    rows.append({"action": "ambiguous", "contact_id": 9, "held": True, "reason": "several_contacts_same_email", "body": pd.NA})
+    rows.append({"action": "ambiguous", "contact_id": 9, "held": True, "reason": "several_contacts_match_upn", "body": pd.NA})
     return planned_writes(_mappings(), _changes(rows))
 
 

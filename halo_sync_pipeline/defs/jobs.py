@@ -56,12 +56,12 @@ def halo_sync_failure_alert(context: dg.RunFailureSensorContext) -> None:
     run = context.dagster_run
     # The run failure event only says which steps failed; the first step's error says why.
     step_failures = context.instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
-    errors = [e.dagster_event.step_failure_data.error for e in step_failures if e.dagster_event.step_failure_data.error]
-    if errors:
-        error = errors[0]
+    failed = next((e for e in step_failures if e.dagster_event.step_failure_data.error), None)
+    if failed is not None:
+        error = failed.dagster_event.step_failure_data.error
         while error.cause is not None:  # Dagster wraps the op's own exception
             error = error.cause
-        reason = f"step {step_failures[0].step_key}: {error.message}"
+        reason = f"step {failed.step_key}: {error.message}"
     else:
         reason = context.failure_event.message
     context.log.error(failure_summary(run.job_name, run.run_id, reason))

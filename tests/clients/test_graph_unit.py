@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -256,4 +255,3 @@ def test_constructor_validates() -> None:
         GraphClient(LOGIN, GRAPH, PARTNER, "c", SECRET)
     with pytest.raises(ValueError, match="https"):
         GraphClient(LOGIN, "http://graph.test", PARTNER, "c", SECRET, app_only=True)
-    assert json.dumps({"ok": True})

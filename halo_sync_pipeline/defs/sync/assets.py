@@ -87,7 +87,7 @@ def contact_changes(
 def inactive_report(
     context: dg.AssetExecutionContext, contact_changes: pd.DataFrame, sync_settings: SyncSettingsResource
 ) -> dg.Output[pd.DataFrame]:
-    """The seed's CSV of contacts to deactivate (Company, Name, Email, Mobile, Phone, Reason, Tenant).
+    """The seed's CSV of contacts to deactivate (Company, Name, Email, Mobile, Phone) plus Reason, Tenant, Held.
 
     Written to `report_path` or, by default, to `reports/` inside the Dagster storage folder, one file
     per run; cells that a spreadsheet would run as formulas are neutralised.
