@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import fcntl
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -156,3 +158,30 @@ def test_a_live_apply_refuses_a_plan_not_computed_from_a_fresh_read(
     assert failure.step_key == "applied_changes"
     assert "not materialised in this run" in str(failure.event_specific_data.error)
     assert halo_writes(sandbox) == writes
+
+
+def test_a_live_apply_refuses_a_plan_older_than_the_limit(sandbox_factory, small_estate, instance, monkeypatch):
+    sandbox = sandbox_factory(small_estate)
+    config = {"ops": {"applied_changes": {"config": {"dry_run": False, "max_plan_age_minutes": 0}}}}
+    result = run_job(sandbox, instance, monkeypatch, run_config=config)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert failure.step_key == "applied_changes" and "minutes old" in str(failure.event_specific_data.error)
+    assert halo_writes(sandbox) <= 3  # only the saved reports
+
+
+def test_a_live_apply_refuses_to_start_while_another_holds_the_apply_lock(
+    sandbox_factory, small_estate, instance, monkeypatch
+):
+    sandbox = sandbox_factory(small_estate)
+    lock_path = Path(instance.storage_directory()) / "halo_sync_apply.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another apply in progress
+        result = run_job(sandbox, instance, monkeypatch, run_config=LIVE)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "another halo_sync_apply run holds" in str(failure.event_specific_data.error)
+    assert halo_writes(sandbox) <= 3
+    # Once the lock is free, the same apply goes through.
+    assert run_job(sandbox, instance, monkeypatch, run_config=LIVE).success
