@@ -97,7 +97,21 @@ def test_plan_job_writes_nothing_and_records_a_failed_tenant(sandbox_factory, sm
     # No action at all for the tenant whose users failed to load, though its company matched by name.
     assert (changes["tenant_id"] == FABRIKAM_TENANT_ID).sum() == 0
     assert (changes["tenant_id"] == CONTOSO_TENANT_ID).sum() == 1
+    warning = next(e for e in result.get_asset_check_evaluations() if e.check_name == "m365_tenants_loaded")
+    assert not warning.passed and warning.severity == dg.AssetCheckSeverity.WARN
     assert halo_writes(sandbox) <= 3  # the saved reports created on first use; no contact or company write
+
+
+def test_when_every_tenant_fails_the_run_stops_before_planning(sandbox_factory, small_estate, instance, monkeypatch):
+    sandbox = sandbox_factory(small_estate)
+    admin(sandbox, "faults", {"revoked_tenants": [CONTOSO_TENANT_ID, FABRIKAM_TENANT_ID, NORTHWIND_TENANT_ID]})
+    result = run_job(sandbox, instance, monkeypatch, run_config=LIVE)
+    assert not result.success
+    check = next(e for e in result.get_asset_check_evaluations() if e.check_name == "m365_tenants_loaded")
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
+    assert CONTOSO_TENANT_ID in check.metadata["failure_cases"].value
+    materialised = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert "company_mappings" not in materialised
 
 
 def test_schema_violation_in_halo_data_fails_the_blocking_check_and_stops_downstream(

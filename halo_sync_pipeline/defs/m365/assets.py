@@ -7,9 +7,10 @@ import dagster as dg
 import pandas as pd
 
 from halo_sync_pipeline.clients import frames
-from halo_sync_pipeline.defs.checks import schema_check
+from halo_sync_pipeline.defs.checks import failure_result, schema_check
 from halo_sync_pipeline.defs.metadata import OWNER, counts_markdown, frame_metadata, markdown_table
 from halo_sync_pipeline.defs.resources import M365Resource
+from halo_sync_pipeline.rules import plan_checks
 from halo_sync_pipeline.schemas import sources
 
 M365 = {"group_name": "m365", "kinds": {"microsoft365", "pandas"}, "owners": [OWNER]}
@@ -67,8 +68,22 @@ def m365_directory(context: dg.AssetExecutionContext, m365: M365Resource):
     yield dg.Output(users, output_name="m365_users", metadata=frame_metadata(users))
 
 
+@dg.asset_check(
+    asset=dg.AssetKey("m365_tenants"),
+    blocking=True,
+    description="Tenants whose users could not be read (warning: nothing is planned for them); an error, "
+    "stopping the run, when every tenant failed, which points at credentials, consent or a bug.",
+)
+def m365_tenants_loaded(m365_tenants: pd.DataFrame) -> dg.AssetCheckResult:
+    failures = plan_checks.tenant_load_failures(m365_tenants)
+    everything_failed = len(m365_tenants) > 0 and len(failures) == len(m365_tenants)
+    severity = dg.AssetCheckSeverity.ERROR if everything_failed else dg.AssetCheckSeverity.WARN
+    return failure_result(failures, severity=severity, what=f"of {len(m365_tenants)} tenants failed to load")
+
+
 m365_assets = [m365_directory]
 m365_checks = [
+    m365_tenants_loaded,
     schema_check(dg.AssetKey("m365_tenants"), sources.M365TenantsSchema),
     schema_check(dg.AssetKey("m365_domains"), sources.M365DomainsSchema),
     schema_check(dg.AssetKey("m365_users"), sources.M365UsersSchema),
