@@ -14,17 +14,16 @@ from typing import Any
 
 import pandas as pd
 
+from halo_sync_pipeline.rules.contacts import CHANGE_COLUMNS
+
 # endpoint ("Users" | "Client"), bodies -> saved records in the same order
 WriteBatch = Callable[[str, list[dict[str, Any]]], list[dict[str, Any]]]
 
 # Writes that other writes may depend on go first: a company must own the tenant before its contacts change.
 ACTION_ORDER = ("set_tenant_id", "pair", "reactivate", "update", "create", "deactivate")
 
-# The columns of `contact_changes`; `applied_changes` adds outcome, error and halo_id.
-PLAN_COLUMNS = [
-    "tenant_id", "tenant_name", "company_id", "company_name", "contact_id", "user_id", "action", "held",
-    "reason", "name", "email", "phonenumber", "mobilenumber", "body", "evidence",
-]  # fmt: skip
+# `applied_changes` is `contact_changes` (and company write-backs) plus outcome, error and halo_id.
+PLAN_COLUMNS = CHANGE_COLUMNS
 APPLIED_COLUMNS = [*PLAN_COLUMNS, "outcome", "error", "halo_id"]
 
 

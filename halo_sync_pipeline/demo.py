@@ -15,9 +15,9 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
+from halo_sync_pipeline.sandbox import EXAMPLE_ESTATE
 from halo_sync_pipeline.sandbox.server import start_sandbox
 
-EXAMPLE_ESTATE = Path(__file__).parent / "sandbox" / "example_estate.json"
 LIVE_RUN_CONFIG = {
     "ops": {"applied_changes": {"config": {"dry_run": False}}},
     # Step-by-step DEBUG events stay in the run's event log (the UI); the terminal gets the summary.

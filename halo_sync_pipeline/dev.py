@@ -14,9 +14,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from halo_sync_pipeline.sandbox.server import start_sandbox
+from halo_sync_pipeline.sandbox import EXAMPLE_ESTATE
+from halo_sync_pipeline.sandbox.server import start_sandbox, state_exists
 
-EXAMPLE_ESTATE = Path(__file__).parent / "sandbox" / "example_estate.json"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=3000)
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
-    resume = (args.state_dir / "halo.sqlite3").exists() and not args.reset
+    resume = state_exists(args.state_dir) and not args.reset
     estate = None if resume else json.loads(args.estate.read_text())
     with start_sandbox(args.state_dir, estate, reset=args.reset) as sandbox:
         env_file = args.state_dir / "sandbox.env"

@@ -51,6 +51,7 @@ def _validator(schema_name: str) -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator({"$defs": _defs(), "$ref": f"#/$defs/{schema_name}"})
 
 
+@cache
 def known_fields(endpoint: str) -> frozenset[str]:
     """Top-level property names Halo's schema declares for one element of a POST to `endpoint`."""
     return frozenset(_defs()[ENDPOINT_SCHEMAS[endpoint]].get("properties", {}))

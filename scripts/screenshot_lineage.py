@@ -37,8 +37,8 @@ sys.path.insert(0, str(REPO_ROOT))
 
 import httpx  # noqa: E402
 
+from halo_sync_pipeline.sandbox import EXAMPLE_ESTATE  # noqa: E402
 from tests.e2e.helpers import (  # noqa: E402
-    EXAMPLE_ESTATE,
     dagster_dev,
     free_port,
     managed_process,

@@ -380,7 +380,7 @@ class HaloClient:
         if len(active) > self.contact_details_limit:
             raise HaloApiError(
                 f"REST mode would need {len(active)} contact detail requests (limit {self.contact_details_limit}); "
-                "use reports mode or raise contact_details_limit"
+                "use reports mode (HALO_USE_REPORTS=true, needs the read:reporting permission)"
             )
         # Inactive contacts are never deactivated again, so their keep-active flag is not needed.
         for record in active:

@@ -60,10 +60,7 @@ class RunningSandbox:
     def write_env_file(self, path: str | Path) -> Path:
         """Write `env` as a file for `set -a; . FILE` (owner-only: it holds secrets)."""
         path = Path(path)
-        text = "".join(f"{name}={shlex.quote(value)}\n" for name, value in self.env.items())
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(text)
+        _write_private(path, "".join(f"{name}={shlex.quote(value)}\n" for name, value in self.env.items()))
         return path
 
     def stop(self) -> None:
@@ -74,6 +71,11 @@ class RunningSandbox:
 
     def __exit__(self, *_: object) -> None:
         self.stop()
+
+
+def state_exists(state_dir: str | Path) -> bool:
+    """Whether `state_dir` holds a sandbox that can be resumed without an estate."""
+    return _State(Path(state_dir)).exists()
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -10,6 +10,8 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
 
+from halo_sync_pipeline.schemas.common import StrictModel, is_nullable_string
+
 MAPPING_METHODS = (
     "tenant_id",
     "name",
@@ -40,19 +42,7 @@ APPLIED_ACTIONS = (*CONTACT_ACTIONS, "set_tenant_id")
 OUTCOMES = ("applied", "dry_run", "held", "failed", "skipped")
 
 
-def _is_nullable_string(series: pd.Series) -> bool:
-    # pandera accepts pandas 3's NaN-backed `str` dtype for a StringDtype annotation;
-    # the contract wants the NA-backed `string` dtype.
-    return isinstance(series.dtype, pd.StringDtype) and series.dtype.na_value is pd.NA
-
-
-class _PlanModel(pa.DataFrameModel):
-    class Config:
-        strict = True
-        coerce = False
-
-
-class CompanyMappingsSchema(_PlanModel):
+class CompanyMappingsSchema(StrictModel):
     tenant_id: Series[pd.StringDtype] = pa.Field(unique=True)
     tenant_name: Series[pd.StringDtype] = pa.Field(nullable=True)
     default_domain: Series[pd.StringDtype] = pa.Field(nullable=True)
@@ -70,7 +60,7 @@ class CompanyMappingsSchema(_PlanModel):
         "company_name", "candidates", "evidence", "company_update", name="nullable_string_dtype",
     )
     def _string_dtype(cls, series: pd.Series) -> bool:
-        return _is_nullable_string(series)
+        return is_nullable_string(series)
 
     @pa.dataframe_check(name="company_iff_matched")
     def _company_iff_matched(cls, df: pd.DataFrame) -> pd.Series:
@@ -85,7 +75,7 @@ class CompanyMappingsSchema(_PlanModel):
         return df["company_update"].isna() | df["method"].isin(WRITE_BACK_METHODS)
 
 
-class ContactChangesSchema(_PlanModel):
+class ContactChangesSchema(StrictModel):
     tenant_id: Series[pd.StringDtype]
     tenant_name: Series[pd.StringDtype] = pa.Field(nullable=True)
     company_id: Series["int64"]
@@ -107,7 +97,7 @@ class ContactChangesSchema(_PlanModel):
         "phonenumber", "mobilenumber", "body", "evidence", name="nullable_string_dtype",
     )
     def _string_dtype(cls, series: pd.Series) -> bool:
-        return _is_nullable_string(series)
+        return is_nullable_string(series)
 
     @pa.dataframe_check(name="ambiguous_is_held_without_body")
     def _ambiguous_held(cls, df: pd.DataFrame) -> pd.Series:
@@ -136,7 +126,7 @@ class AppliedChangesSchema(ContactChangesSchema):
         "phonenumber", "mobilenumber", "body", "evidence", "outcome", "error", name="nullable_string_dtype",
     )
     def _string_dtype(cls, series: pd.Series) -> bool:
-        return _is_nullable_string(series)
+        return is_nullable_string(series)
 
     @pa.dataframe_check(name="contact_id_unless_create")
     def _contact_id(cls, df: pd.DataFrame) -> pd.Series:
@@ -144,7 +134,7 @@ class AppliedChangesSchema(ContactChangesSchema):
         return no_contact == df["contact_id"].isna()
 
 
-class InactiveReportSchema(_PlanModel):
+class InactiveReportSchema(StrictModel):
     Company: Series[pd.StringDtype] = pa.Field(nullable=True)
     Name: Series[pd.StringDtype] = pa.Field(nullable=True)
     Email: Series[pd.StringDtype] = pa.Field(nullable=True)
@@ -156,4 +146,4 @@ class InactiveReportSchema(_PlanModel):
 
     @pa.check("Company", "Name", "Email", "Mobile", "Phone", "Reason", "Tenant", "Held", name="nullable_string_dtype")
     def _string_dtype(cls, series: pd.Series) -> bool:
-        return _is_nullable_string(series)
+        return is_nullable_string(series)

@@ -13,14 +13,11 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
 
+from halo_sync_pipeline.schemas.common import StrictModel, is_nullable_string
+
 GUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 TENANT_STATUSES = ("loaded", "failed")
 FAILURE_COLUMNS = ["column", "check", "value", "row"]
-
-
-def _nullable_string(series: pd.Series) -> bool:
-    # pandas 3's NaN-backed `str` dtype passes a StringDtype annotation; the contract wants NA-backed `string`.
-    return isinstance(series.dtype, pd.StringDtype) and series.dtype.na_value is pd.NA
 
 
 def _lower_stripped(series: pd.Series) -> pd.Series:
@@ -31,13 +28,7 @@ def _not_blank(series: pd.Series) -> pd.Series:
     return series.str.strip().str.len() > 0
 
 
-class _SourceModel(pa.DataFrameModel):
-    class Config:
-        strict = True
-        coerce = False
-
-
-class HaloCompaniesSchema(_SourceModel):
+class HaloCompaniesSchema(StrictModel):
     company_id: Series[int] = pa.Field(unique=True, gt=0)
     name: Series[pd.StringDtype] = pa.Field(nullable=True)
     website: Series[pd.StringDtype] = pa.Field(nullable=True)
@@ -46,14 +37,14 @@ class HaloCompaniesSchema(_SourceModel):
 
     @pa.check("name", "website", name="nullable_string_dtype")
     def _string_dtype(cls, series: pd.Series) -> bool:
-        return _nullable_string(series)
+        return is_nullable_string(series)
 
     @pa.check("name", "website", name="not_blank")
     def _text(cls, series: pd.Series) -> pd.Series:
         return _not_blank(series)
 
 
-class HaloTenantMappingsSchema(_SourceModel):
+class HaloTenantMappingsSchema(StrictModel):
     tenant_id: Series[pd.StringDtype] = pa.Field(str_matches=GUID_PATTERN)
     tenant_name: Series[pd.StringDtype] = pa.Field(nullable=True)
     company_id: Series[int] = pa.Field(gt=0)
@@ -64,10 +55,10 @@ class HaloTenantMappingsSchema(_SourceModel):
 
     @pa.check("tenant_id", "tenant_name", "company_name", name="nullable_string_dtype")
     def _string_dtype(cls, series: pd.Series) -> bool:
-        return _nullable_string(series)
+        return is_nullable_string(series)
 
 
-class HaloContactsSchema(_SourceModel):
+class HaloContactsSchema(StrictModel):
     contact_id: Series[int] = pa.Field(unique=True, gt=0)
     company_id: Series[int] = pa.Field(gt=0)
     site_id: Series[pd.Int64Dtype] = pa.Field(nullable=True, gt=0)
@@ -90,7 +81,7 @@ class HaloContactsSchema(_SourceModel):
         "azureoid", "keep_active", name="nullable_string_dtype",
     )  # fmt: skip
     def _string_dtype(cls, series: pd.Series) -> bool:
-        return _nullable_string(series)
+        return is_nullable_string(series)
 
     @pa.check("email", "email2", "email3", "azureoid", name="lower_case_stripped")
     def _lower(cls, series: pd.Series) -> pd.Series:
@@ -101,7 +92,7 @@ class HaloContactsSchema(_SourceModel):
         return _not_blank(series)
 
 
-class HaloSitesSchema(_SourceModel):
+class HaloSitesSchema(StrictModel):
     site_id: Series[int] = pa.Field(unique=True, gt=0)
     company_id: Series[int] = pa.Field(gt=0)
     name: Series[pd.StringDtype] = pa.Field(nullable=True)
@@ -110,7 +101,7 @@ class HaloSitesSchema(_SourceModel):
 
     @pa.check("name", "line1", name="nullable_string_dtype")
     def _string_dtype(cls, series: pd.Series) -> bool:
-        return _nullable_string(series)
+        return is_nullable_string(series)
 
     @pa.dataframe_check(name="at_most_one_main_site_per_company")
     def _one_main(cls, df: pd.DataFrame) -> pd.Series:
@@ -118,7 +109,7 @@ class HaloSitesSchema(_SourceModel):
         return (mains.reindex(df.index).fillna(1) <= 1).astype(bool)
 
 
-class M365TenantsSchema(_SourceModel):
+class M365TenantsSchema(StrictModel):
     tenant_id: Series[pd.StringDtype] = pa.Field(unique=True, str_matches=GUID_PATTERN)
     display_name: Series[pd.StringDtype] = pa.Field(nullable=True)
     default_domain: Series[pd.StringDtype] = pa.Field(nullable=True)
@@ -129,7 +120,7 @@ class M365TenantsSchema(_SourceModel):
 
     @pa.check("tenant_id", "display_name", "default_domain", "status", "error", name="nullable_string_dtype")
     def _string_dtype(cls, series: pd.Series) -> bool:
-        return _nullable_string(series)
+        return is_nullable_string(series)
 
     @pa.check("default_domain", name="lower_case_stripped")
     def _lower(cls, series: pd.Series) -> pd.Series:
@@ -145,7 +136,7 @@ class M365TenantsSchema(_SourceModel):
         return (loaded == df["user_count"].notna()) & (loaded == df["domain_count"].notna())
 
 
-class M365DomainsSchema(_SourceModel):
+class M365DomainsSchema(StrictModel):
     tenant_id: Series[pd.StringDtype] = pa.Field(str_matches=GUID_PATTERN)
     domain: Series[pd.StringDtype]
     is_verified: Series[bool]
@@ -156,7 +147,7 @@ class M365DomainsSchema(_SourceModel):
 
     @pa.check("tenant_id", "domain", name="nullable_string_dtype")
     def _string_dtype(cls, series: pd.Series) -> bool:
-        return _nullable_string(series)
+        return is_nullable_string(series)
 
     @pa.check("domain", name="lower_case_stripped")
     def _lower(cls, series: pd.Series) -> pd.Series:
@@ -168,7 +159,7 @@ class M365DomainsSchema(_SourceModel):
         return (defaults <= 1).astype(bool)
 
 
-class M365UsersSchema(_SourceModel):
+class M365UsersSchema(StrictModel):
     tenant_id: Series[pd.StringDtype] = pa.Field(str_matches=GUID_PATTERN)
     user_id: Series[pd.StringDtype] = pa.Field(str_matches=GUID_PATTERN)
     upn: Series[pd.StringDtype] = pa.Field(str_matches=r"^[^@\s]+@[^@\s]+$")
@@ -195,7 +186,7 @@ class M365UsersSchema(_SourceModel):
         "mobile_phone", "fax", "street_address", "smtp_aliases", "user_type", name="nullable_string_dtype",
     )  # fmt: skip
     def _string_dtype(cls, series: pd.Series) -> bool:
-        return _nullable_string(series)
+        return is_nullable_string(series)
 
     @pa.check("upn", "mail", "smtp_aliases", name="lower_case_stripped")
     def _lower(cls, series: pd.Series) -> pd.Series:

@@ -27,7 +27,6 @@ import httpx
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROJECT_DAGSTER_YAML = REPO_ROOT / "dagster.yaml"
 WORKSPACE_YAML = REPO_ROOT / "workspace.yaml"
-EXAMPLE_ESTATE = REPO_ROOT / "halo_sync_pipeline" / "sandbox" / "example_estate.json"
 LIVE_RUN_CONFIG: dict[str, Any] = {"ops": {"applied_changes": {"config": {"dry_run": False}}}}
 
 # Environment variable names whose values must never appear in anything we print.

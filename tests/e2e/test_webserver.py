@@ -18,8 +18,9 @@ import httpx
 import pandas as pd
 import pytest
 
+from halo_sync_pipeline.sandbox import EXAMPLE_ESTATE
+
 from .helpers import (
-    EXAMPLE_ESTATE,
     LIVE_RUN_CONFIG,
     checks_of_job,
     dagster_dev,

@@ -15,10 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
+from halo_sync_pipeline.sandbox import EXAMPLE_ESTATE
 from halo_sync_pipeline.sandbox.estate import EstateError
 from halo_sync_pipeline.sandbox.server import RunningSandbox, SandboxStateError, start_sandbox
 
-EXAMPLE_ESTATE = Path(__file__).parents[2] / "halo_sync_pipeline" / "sandbox" / "example_estate.json"
 ENV_NAMES = ["HALO_URL", "HALO_CLIENT_ID", "HALO_CLIENT_SECRET", "HALO_TENANT", "M365_LOGIN_URL", "M365_GRAPH_URL",
              "M365_PARTNER_TENANT_ID", "M365_CLIENT_ID", "M365_CLIENT_SECRET", "M365_REFRESH_TOKEN",
              "HALO_SYNC_CA_BUNDLE"]

@@ -8,7 +8,7 @@ import pandas as pd
 
 from halo_sync_pipeline.clients import frames
 from halo_sync_pipeline.defs.checks import failure_result, schema_check
-from halo_sync_pipeline.defs.metadata import OWNER, counts_markdown, frame_metadata, markdown_table
+from halo_sync_pipeline.defs.metadata import OWNER, counts_markdown, frame_metadata, markdown_table, request_metadata
 from halo_sync_pipeline.defs.resources import M365Resource
 from halo_sync_pipeline.rules import plan_checks
 from halo_sync_pipeline.schemas import sources
@@ -59,8 +59,7 @@ def m365_directory(context: dg.AssetExecutionContext, m365: M365Resource):
             {
                 "status": counts_markdown(tenants["status"], "status"),
                 "failed_tenants": dg.MetadataValue.md(markdown_table(failed[["tenant_id", "display_name", "error"]], 50)),
-                "requests": sum(counts.values()),
-                "requests_by_endpoint": dg.MetadataValue.json(counts),
+                **request_metadata(counts),
             },
         ),
     )

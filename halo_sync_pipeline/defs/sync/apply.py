@@ -13,7 +13,7 @@ import pandas as pd
 
 from halo_sync_pipeline.apply import ApplyToggles, apply_writes, planned_writes
 from halo_sync_pipeline.defs.checks import schema_check
-from halo_sync_pipeline.defs.metadata import OWNER, counts_markdown, frame_metadata, markdown_table
+from halo_sync_pipeline.defs.metadata import OWNER, counts_markdown, frame_metadata, markdown_table, request_metadata
 from halo_sync_pipeline.defs.resources import HaloResource
 from halo_sync_pipeline.schemas import plan
 
@@ -128,7 +128,7 @@ def applied_changes(
                 "dry_run": config.dry_run,
                 "outcomes": counts_markdown(applied["action"] + ": " + applied["outcome"], "action: outcome"),
                 "failed": dg.MetadataValue.md(markdown_table(failed[["tenant_name", "action", "contact_id", "error"]], 50)),
-                "requests": sum(counts.values()),
+                **request_metadata(counts),
             },
         ),
     )
