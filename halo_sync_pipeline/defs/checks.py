@@ -4,7 +4,6 @@ A failing blocking check stops every downstream step of the same run, so bad dat
 a write. Failures come back as a markdown table naming each offending record.
 """
 
-
 from collections.abc import Callable
 
 import dagster as dg

@@ -1,6 +1,5 @@
 """Jobs, schedules and the run-failure sensor."""
 
-
 import os
 
 import dagster as dg

@@ -199,3 +199,24 @@ def test_a_live_apply_refuses_to_start_while_another_holds_the_apply_lock(
     assert halo_writes(sandbox) <= 3
     # Once the lock is free, the same apply goes through.
     assert run_job(sandbox, instance, monkeypatch, run_config=LIVE).success
+
+
+def test_refused_contact_writes_fail_alone_the_rest_lands_and_the_run_fails_at_the_end(
+    sandbox_factory, small_estate, instance, monkeypatch
+):
+    sandbox = sandbox_factory(small_estate)
+    # Halo refuses every contact write (400); company write-backs still go through.
+    admin(sandbox, "faults", {"endpoints": [{"path": "^/api/Users$", "method": "POST", "server": "halo",
+                                             "error_rate": 1.0, "kinds": ["400"]}]})  # fmt: skip
+    result = run_job(sandbox, instance, monkeypatch, run_config=LIVE)
+    assert not result.success
+    # applied_changes was still recorded, with every action's outcome, before the run failed.
+    events = [e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey("applied_changes")]
+    assert len(events) == 1
+    applied = result.output_for_node("applied_changes")
+    outcomes = dict(zip(applied["action"], applied["outcome"], strict=False))
+    assert outcomes["set_tenant_id"] == "applied"
+    assert set(applied.loc[applied["action"] != "set_tenant_id", "outcome"]) == {"failed"}
+    assert applied.loc[applied["outcome"] == "failed", "error"].str.contains("400").all()
+    clients = {c["id"]: c for c in admin(sandbox, "estate")["halo"]["clients"]}
+    assert [t["azure_tenant_id"] for t in clients[2]["azure_tenants"]] == [FABRIKAM_TENANT_ID]

@@ -1,6 +1,5 @@
 """Source assets read from Halo PSA: companies, contacts, sites and tenant mappings."""
 
-
 import dagster as dg
 import pandas as pd
 

@@ -1,6 +1,5 @@
 """Source assets read from Microsoft 365: customer tenants (with fetch status), their domains and users."""
 
-
 import asyncio
 
 import dagster as dg

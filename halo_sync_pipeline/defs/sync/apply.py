@@ -1,6 +1,5 @@
 """The final apply step: writes the plan to Halo and records the outcome of every action."""
 
-
 import dataclasses
 import fcntl
 import time

@@ -1,6 +1,5 @@
 """The plan: company mappings, contact changes and the inactive-contacts report, computed by the pure rules."""
 
-
 from datetime import UTC, datetime
 from pathlib import Path
 

@@ -1,6 +1,5 @@
 """Checks between the plan's stages. Blocking ones stop the apply in the same run."""
 
-
 import dagster as dg
 import pandas as pd
 
