@@ -12,7 +12,7 @@ from .errors import (
     MalformedDataError,
 )
 from .graph import GraphClient, TenantLoad, TenantRef
-from .halo import HaloClient
+from .halo import HaloClient, HaloSession
 from .retry import RetryPolicy
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "HaloAuthError",
     "HaloClient",
     "HaloReportError",
+    "HaloSession",
     "HaloWriteError",
     "MalformedDataError",
     "RetryPolicy",

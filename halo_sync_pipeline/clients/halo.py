@@ -88,6 +88,23 @@ class SavedReport:
         return f"{REPORT_NAME_PREFIX} {self.purpose} {digest}"
 
 
+class HaloSession:
+    """Authorisation state of one Halo API application: its auth server URL and current bearer token.
+
+    Several clients may share one (a Dagster run makes one client per asset), so that they ask
+    Halo for a token once instead of once each, against Halo's request rate limit.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.auth_url: str | None = None
+        self.token: str | None = None
+        self.expires_at = 0.0  # time.monotonic() after which the token is renewed
+
+    def __repr__(self) -> str:
+        return f"HaloSession(auth_url={self.auth_url!r}, token={'***' if self.token else None})"
+
+
 class HaloClient:
     """Halo API over one pooled HTTPS connection, with client-credentials tokens and retries.
 
@@ -111,6 +128,7 @@ class HaloClient:
         page_size: int = 250,
         write_batch_size: int = 100,
         contact_details_limit: int = 5000,
+        session: HaloSession | None = None,
     ) -> None:
         if not base_url.startswith(("https://", "http://")):
             raise ValueError(f"Halo base_url must be an http(s) URL, got {base_url!r}")
@@ -131,10 +149,7 @@ class HaloClient:
         self.retry_policy = retry_policy or RetryPolicy(deadline_s=retry_deadline_s)
         self.request_counts = RequestCounts()
         self._scrub = SecretScrubber(client_secret)
-        self._token: str | None = None
-        self._token_expires_at = 0.0
-        self._auth_url: str | None = None
-        self._token_lock = threading.Lock()
+        self._session = session or HaloSession()
         self._report_ids: dict[str, int] = {}
         self._http = httpx.Client(
             base_url=self.base_url,
@@ -161,13 +176,13 @@ class HaloClient:
     # --- tokens ---------------------------------------------------------------------------------
 
     def _discover_auth_url(self) -> str:
-        if self._auth_url is None:
+        if self._session.auth_url is None:
             response = self._send_with_retries("GET", "/api/authinfo", authenticated=False)
             info = self._json(response, "GET /api/authinfo") if response.status_code == 200 else {}
             auth_url = info.get("auth_url") if isinstance(info, dict) else None
             # An instance without authinfo serves its authorisation server under /auth (Halo's default).
-            self._auth_url = str(auth_url).rstrip("/") if auth_url else f"{self.base_url}/auth"
-        return self._auth_url
+            self._session.auth_url = str(auth_url).rstrip("/") if auth_url else f"{self.base_url}/auth"
+        return self._session.auth_url
 
     def _fetch_token(self) -> None:
         token_url = f"{self._discover_auth_url()}/token"
@@ -195,17 +210,18 @@ class HaloClient:
             lifetime = float(body.get("expires_in", 3600))
         except (TypeError, ValueError):
             lifetime = 3600.0
-        self._token = str(token)
-        self._scrub.add(self._token)
+        self._session.token = str(token)
         # Refresh a little early so a token never expires between our check and Halo's.
-        self._token_expires_at = time.monotonic() + max(0.0, lifetime - min(TOKEN_REFRESH_SKEW_S, lifetime / 2))
+        self._session.expires_at = time.monotonic() + max(0.0, lifetime - min(TOKEN_REFRESH_SKEW_S, lifetime / 2))
 
     def _bearer(self, *, force_refresh: bool = False) -> str:
-        with self._token_lock:
-            if force_refresh or self._token is None or time.monotonic() >= self._token_expires_at:
+        session = self._session
+        with session.lock:
+            if force_refresh or session.token is None or time.monotonic() >= session.expires_at:
                 self._fetch_token()
-            assert self._token is not None
-            return self._token
+            assert session.token is not None
+            self._scrub.add(session.token)  # the token may come from another client of the session
+            return session.token
 
     # --- requests -------------------------------------------------------------------------------
 

@@ -11,10 +11,10 @@ import os
 from typing import Literal
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from halo_sync_pipeline.clients.graph import GraphClient
-from halo_sync_pipeline.clients.halo import HaloClient
+from halo_sync_pipeline.clients.halo import HaloClient, HaloSession
 from halo_sync_pipeline.settings import SyncSettings
 
 MICROSOFT_LOGIN_URL = "https://login.microsoftonline.com"
@@ -39,6 +39,8 @@ class HaloResource(dg.ConfigurableResource):
     write_batch_size: int = Field(default=100, ge=1, le=1000)
     timeout_s: float = Field(default=30.0, gt=0)
     retry_deadline_s: float = Field(default=120.0, gt=0)
+    # One token for every client of a run (one per asset), not one each: Halo limits requests.
+    _session: HaloSession = PrivateAttr(default_factory=HaloSession)
 
     def client(self) -> HaloClient:
         return HaloClient(
@@ -52,6 +54,7 @@ class HaloResource(dg.ConfigurableResource):
             reports_mode=self.use_reports,
             page_size=self.page_size,
             write_batch_size=self.write_batch_size,
+            session=self._session,
         )
 
 

@@ -10,7 +10,7 @@ from urllib.parse import parse_qs
 import httpx
 import pytest
 
-from halo_sync_pipeline.clients import HaloApiError, HaloAuthError, HaloClient, HaloReportError, HaloWriteError
+from halo_sync_pipeline.clients import HaloApiError, HaloAuthError, HaloClient, HaloReportError, HaloSession, HaloWriteError
 from halo_sync_pipeline.clients.halo import SavedReport, contacts_report_sql
 from halo_sync_pipeline.clients.retry import RetryPolicy
 
@@ -298,3 +298,15 @@ def test_a_server_echoing_the_secret_or_token_never_puts_them_in_error_text(stat
     issued = f"{TOKEN}{fake.tokens_issued}"
     for text in (str(caught.value), repr(caught.value), getattr(caught.value, "halo_message", "")):
         assert SECRET not in text and issued not in text, text
+
+
+def test_clients_sharing_a_session_ask_for_one_token() -> None:
+    fake = FakeHalo(lambda r: httpx.Response(200, json={"record_count": 0, "clients": []}))
+    session = HaloSession()
+    for _ in range(3):
+        with HaloClient("https://halo.test", "client-id", SECRET, "acme", transport=httpx.MockTransport(fake),
+                        retry_policy=FAST, reports_mode=False, session=session) as client:  # fmt: skip
+            assert client.companies() == []
+    paths = [r.url.path for r in fake.requests]
+    assert paths.count("/auth/token") == 1 and paths.count("/api/authinfo") == 1 and paths.count("/api/Client") == 3
+    assert TOKEN not in repr(session)

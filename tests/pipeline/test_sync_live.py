@@ -100,6 +100,14 @@ def test_plan_job_writes_nothing_and_records_a_failed_tenant(sandbox_factory, sm
     warning = next(e for e in result.get_asset_check_evaluations() if e.check_name == "m365_tenants_loaded")
     assert not warning.passed and warning.severity == dg.AssetCheckSeverity.WARN
     assert halo_writes(sandbox) <= 3  # the saved reports created on first use; no contact or company write
+    halo_requests = {
+        (r["method"], r["path"]): r["count"]
+        for r in admin(sandbox, "stats")["requests"]
+        if r["server"] == "halo" and not r["path"].startswith("/_sandbox/")
+    }
+    # The four Halo assets share one token; the reads are 3 saved reports and the tenant mappings.
+    assert halo_requests[("POST", "/auth/token")] == 1 and halo_requests[("GET", "/api/authinfo")] == 1
+    assert sum(halo_requests.values()) == 13
 
 
 def test_when_every_tenant_fails_the_run_stops_before_planning(sandbox_factory, small_estate, instance, monkeypatch):
