@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -237,3 +240,44 @@ def test_done_when_flow_with_plain_httpx(tmp_path: Path) -> None:
             ]).json()
             estate_now = http.get(f"{env['HALO_URL']}/_sandbox/estate").json()
             assert {u["id"] for u in created} <= {u["id"] for u in estate_now["halo"]["users"]}
+
+
+# ----------------------------------------------------------------------------- the sockets
+
+
+def _server_side_socket(client: socket.socket) -> socket.socket:
+    """A duplicate of the server's accepted socket for `client`'s connection (the sandbox runs in this process).
+
+    Linux only: found among this process's open file descriptors by its local and peer address.
+    """
+    wanted = (client.getpeername(), client.getsockname())
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            candidate = socket.socket(fileno=os.dup(int(name)))
+        except OSError:  # not a socket (or closed meanwhile)
+            continue
+        try:
+            if candidate.family == socket.AF_INET and (candidate.getsockname(), candidate.getpeername()) == wanted:
+                return candidate
+        except OSError:  # a listening or unconnected socket has no peer
+            pass
+        candidate.close()
+    raise AssertionError(f"no accepted socket for {wanted} in this process")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the server's socket through /proc")
+def test_every_accepted_connection_has_tcp_nodelay(sandbox_factory: Callable[..., RunningSandbox],
+                                                   small_estate: dict[str, Any]) -> None:
+    """Without TCP_NODELAY, Nagle plus the client's delayed ACK hold back uvicorn's second TLS record ~40 ms."""
+    sandbox = sandbox_factory(small_estate)
+    context = ssl.create_default_context(cafile=str(sandbox.ca_bundle))
+    partner = sandbox.credentials.partner_tenant_id
+    for url, path in ((sandbox.halo_url, "/api/authinfo"),
+                      (sandbox.ms_url, f"/{partner}/v2.0/.well-known/openid-configuration")):
+        port = httpx.URL(url).port
+        with socket.create_connection(("127.0.0.1", port)) as raw, \
+                context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            tls.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+            assert tls.recv(64).startswith(b"HTTP/1.1 200"), url  # served, so accepted and set up
+            with _server_side_socket(tls) as accepted:
+                assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0, url
