@@ -8,14 +8,18 @@ Behaviour follows the real services where the sync depends on it:
   URLs, so the token alone decides whose data is read;
 - `client_credentials` works only in tenants where the app is consented (`consented` in the estate);
   `refresh_token` (the Secure Application Model) exchanges the partner's refresh token for a token in the
-  partner tenant or any of its customer tenants and returns a new refresh token;
+  partner tenant or any customer tenant where the app is consented (else AADSTS65001) and returns a new
+  refresh token; a token for an unconsented tenant that exists anyway (consent withdrawn by a reset) gets
+  Graph's 401 `Authorization_IdentityNotFound`;
 - errors use Microsoft's shapes: `{"error", "error_description": "AADSTS...", "error_codes"}` from identity,
   `{"error": {"code", "message", "innerError"}}` from Graph;
 - Graph collections page with `$top` (1-999, default 100; GDAP relationships up to 300) and an absolute
   `@odata.nextLink` carrying `$skiptoken`; `$select` of an unknown property is a 400; v1.0 users return only
   Graph's default property set unless `$select`ed, beta users return every stored property;
 - faults from the shared runtime: per-tenant throttling (429 + Retry-After), revoked consent (403 on Graph,
-  refused token requests), a users nextLink pointing to a foreign host.
+  refused token requests), a users nextLink pointing to a foreign host, users answers without some
+  properties (`omit_user_properties`, or the tenant's sandbox-only estate field
+  `sandbox_omit_user_properties`), as real Graph sometimes answers even when they were `$select`ed.
 
 The model is replaced as a whole by `app.state.load_m365(m365)` (used on sandbox reset);
 `app.state.export_m365()` returns the estate "m365" object currently served.
@@ -102,6 +106,7 @@ class M365Tenant:
     gdap_status: str | None  # None: the partner has no GDAP relationship with this customer
     domains: tuple[dict[str, Any], ...]
     users: tuple[dict[str, Any], ...]
+    omit_user_properties: frozenset[str] = frozenset()  # sandbox-only: left out of every users answer
 
 
 @dataclass(frozen=True)
@@ -146,6 +151,7 @@ def _tenant_from_estate(index: int, raw: dict[str, Any]) -> M365Tenant:
         for position, user in enumerate(users):
             if not user.get("id"):
                 raise ValueError(f"users[{position}] has no id")
+        omitted = user_property_names(raw.get("sandbox_omit_user_properties", []), "sandbox_omit_user_properties")
         return M365Tenant(
             tenant_id=tenant_id,
             display_name=str(raw["displayName"]),
@@ -154,9 +160,21 @@ def _tenant_from_estate(index: int, raw: dict[str, Any]) -> M365Tenant:
             gdap_status=gdap_status,
             domains=domains,
             users=users,
+            omit_user_properties=omitted,
         )
     except (KeyError, ValueError, TypeError, AttributeError) as exc:
         raise ValueError(f"{label}: {exc}") from None
+
+
+def user_property_names(names: Any, field: str) -> frozenset[str]:
+    """Graph user property names in their canonical spelling; an unknown one is refused (a typo would omit nothing)."""
+    if not isinstance(names, list | tuple | set | frozenset) or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"{field} must be a list of user property names, got {names!r}")
+    canonical = {name.lower(): name for name in USER_PROPERTIES}
+    unknown = sorted(n for n in names if n.lower() not in canonical)
+    if unknown:
+        raise ValueError(f"{field}: {unknown} are not properties of microsoft.graph.user")
+    return frozenset(canonical[n.lower()] for n in names)
 
 
 def _domain_from_estate(raw: dict[str, Any]) -> dict[str, Any]:
@@ -230,6 +248,12 @@ def _unauthenticated(message: str) -> GraphError:
                       {"WWW-Authenticate": 'Bearer realm="", error="invalid_token"'})  # fmt: skip
 
 
+def _identity_not_found() -> GraphError:
+    # What Graph answers when the app has no service principal in the token's tenant.
+    return GraphError(401, "Authorization_IdentityNotFound",
+                      "The identity of the calling application could not be established.")  # fmt: skip
+
+
 def _denied() -> GraphError:
     return GraphError(403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.")
 
@@ -294,8 +318,7 @@ class _Identity:
             raise IdentityError(400, "invalid_scope", 1002012,
                                 f"The provided value for scope {scope} is not valid. Client credential flows must "
                                 "have a scope value with /.default suffixed to the resource identifier.")  # fmt: skip
-        tenant = self.state.model.tenants.get(tenant_id)
-        if tenant is not None and not tenant.consented:
+        if not self._consented(tenant_id):
             raise self._not_consented(tenant_id, "client_credentials")
         claims = {"kind": "access", "tid": tenant_id, "idtyp": "app", "appid": self.state.credentials.m365_client_id}
         return JSONResponse(self._access_token(claims))
@@ -308,6 +331,9 @@ class _Identity:
         is_partner_token = hmac.compare_digest(presented.encode(), credentials.m365_refresh_token.encode())
         if not is_partner_token and (issued is None or issued.get("kind") != "refresh"):
             raise IdentityError(400, "invalid_grant", 9002313, "Invalid request. Request is malformed or invalid.")
+        # GDAP/DAP give the partner's admin access, but the app itself still needs consent in the customer tenant.
+        if not self._consented(tenant_id):
+            raise self._not_consented(tenant_id, "refresh_token")
         admin_oid = str(uuid.uuid5(_SANDBOX_NAMESPACE, f"partner-admin:{self.state.model.partner_tenant_id}"))
         claims = {"kind": "access", "tid": tenant_id, "idtyp": "user", "oid": admin_oid,
                   "appid": credentials.m365_client_id}  # fmt: skip
@@ -351,6 +377,11 @@ class _Identity:
                                 "Invalid client secret provided. Ensure the secret being sent in the request is the "
                                 f"client secret value, not the client secret ID, for a secret added to app "
                                 f"'{client_id}'.")  # fmt: skip
+
+    def _consented(self, tenant_id: str) -> bool:
+        """Whether the app is consented in the tenant (the partner tenant is the app's home: always)."""
+        tenant = self.state.model.tenants.get(tenant_id)
+        return tenant is None or tenant.consented
 
     def _not_consented(self, tenant_id: str, grant_type: str) -> IdentityError:
         app = self.state.credentials.m365_client_id
@@ -413,6 +444,7 @@ class _Collection:
     max_top: int = MAX_PAGE_SIZE
     v1_default: tuple[str, ...] | None = None  # v1.0 property set without $select; None: every property
     foreign_next_link: bool = False  # subject to the runtime's foreign nextLink fault
+    omittable: bool = False  # subject to omitted user properties (estate field and runtime fault)
 
 
 def _contracts(model: M365Model, _tenant_id: str) -> list[dict[str, Any]]:
@@ -467,7 +499,7 @@ _COLLECTIONS = (
                 GDAP_PROPERTIES, _gdap_relationships, partner_only=True, max_top=MAX_GDAP_PAGE_SIZE),
     _Collection("domains", "microsoft.graph.domain", DOMAIN_PROPERTIES, _domains),
     _Collection("users", "microsoft.graph.user", USER_PROPERTIES, _users, v1_default=DEFAULT_USER_PROPERTIES,
-                foreign_next_link=True),
+                foreign_next_link=True, omittable=True),
 )  # fmt: skip
 
 
@@ -489,12 +521,13 @@ class _Graph:
         rows = collection.rows(self.state.model, tenant_id)
         page = rows[query.offset : query.offset + query.top]
         properties = query.select or (collection.v1_default if version == "v1.0" else None)
+        omitted = self._omitted(collection, tenant_id)
         context = f"{_base_url(request)}/{version}/$metadata#{collection.path}"
         if query.select:
             context += f"({','.join(query.select)})"
         body: dict[str, Any] = {
             "@odata.context": context,
-            "value": [_shape(row, properties) for row in page],
+            "value": [_shape(row, properties, omitted) for row in page],
         }
         if query.offset + query.top < len(rows):
             body["@odata.nextLink"] = self._next_link(request, collection, version, query, tenant_id)
@@ -512,16 +545,24 @@ class _Graph:
         tenant_id = claims["tid"]
         if tenant_id != model.partner_tenant_id and tenant_id not in model.tenants:
             raise _unauthenticated("Access token validation failure. Invalid audience.")
+        tenant = model.tenants.get(tenant_id)
+        if tenant is not None and not tenant.consented:  # any token, app-only or delegated
+            raise _identity_not_found()
         wait = runtime.graph_throttle(tenant_id)
         if wait is not None:
             raise GraphError(429, "TooManyRequests", "Too many requests. Please retry after some time.",
                              {"Retry-After": str(max(1, math.ceil(wait)))})  # fmt: skip
-        tenant = model.tenants.get(tenant_id)
         revoked = tenant_id in runtime.faults.revoked_tenants
-        app_without_consent = tenant is not None and claims.get("idtyp") == "app" and not tenant.consented
-        if revoked or app_without_consent or (collection.partner_only and tenant_id != model.partner_tenant_id):
+        if revoked or (collection.partner_only and tenant_id != model.partner_tenant_id):
             raise _denied()
         return tenant_id
+
+    def _omitted(self, collection: _Collection, tenant_id: str) -> frozenset[str]:
+        if not collection.omittable:
+            return frozenset()
+        tenant = self.state.model.tenants.get(tenant_id)
+        from_estate = tenant.omit_user_properties if tenant is not None else frozenset()
+        return from_estate | self.state.runtime.faults.omit_user_properties.get(tenant_id, frozenset())
 
     def _query(self, request: Request, collection: _Collection, tenant_id: str) -> _Query:
         params = {key.lower(): value for key, value in request.query_params.items()}
@@ -575,10 +616,12 @@ def _select(raw: str | None, collection: _Collection) -> tuple[str, ...] | None:
     return tuple(chosen)
 
 
-def _shape(row: dict[str, Any], properties: tuple[str, ...] | None) -> dict[str, Any]:
+def _shape(row: dict[str, Any], properties: tuple[str, ...] | None, omitted: frozenset[str]) -> dict[str, Any]:
+    # A selected (or v1.0 default) property the estate lacks is served as null, Graph's answer for an unset
+    # property; beta serves the stored record as it is. Only an omitted property is left out.
     if properties is None:
-        return dict(row)
-    return {name: row.get(name) for name in properties}
+        return {name: value for name, value in row.items() if name not in omitted}
+    return {name: row.get(name) for name in properties if name not in omitted}
 
 
 def _encode_skiptoken(collection: _Collection, tenant_id: str, offset: int) -> str:

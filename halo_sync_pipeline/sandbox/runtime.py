@@ -49,6 +49,8 @@ class Faults:
     revoked_tenants: set[str] = field(default_factory=set)  # lower-case tenant ids: Graph answers 403
     foreign_next_link_tenants: set[str] = field(default_factory=set)  # their users nextLink points elsewhere
     foreign_host: str = "https://graph.evil.example"
+    # lower-case tenant id -> Graph user properties its users answers leave out, even when $select-ed
+    omit_user_properties: dict[str, frozenset[str]] = field(default_factory=dict)
 
     def update(self, body: dict[str, Any]) -> None:
         """Apply a `POST /_sandbox/faults` body; only the keys given change."""
@@ -76,6 +78,14 @@ class Faults:
             self.foreign_next_link_tenants = {t.lower() for t in body["foreign_next_link_tenants"]}
         if "foreign_host" in body:
             self.foreign_host = body["foreign_host"]
+        if "omit_user_properties" in body:
+            # Lazy: ms_app imports this module. Unknown names are refused, so a typo cannot silently omit nothing.
+            from halo_sync_pipeline.sandbox.ms_app import user_property_names
+
+            self.omit_user_properties = {
+                str(tenant).lower(): user_property_names(names, f"omit_user_properties[{tenant!r}]")
+                for tenant, names in body["omit_user_properties"].items()
+            }
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -87,6 +97,7 @@ class Faults:
             "revoked_tenants": sorted(self.revoked_tenants),
             "foreign_next_link_tenants": sorted(self.foreign_next_link_tenants),
             "foreign_host": self.foreign_host,
+            "omit_user_properties": {t: sorted(names) for t, names in sorted(self.omit_user_properties.items())},
         }
 
 

@@ -222,10 +222,10 @@ def test_missing_parameters_and_unknown_grant_types(client: TestClient, credenti
     _assert_identity_error(response, 400, "invalid_request", 900144)
 
 
-def test_refresh_token_gives_tokens_for_the_partner_and_every_customer_tenant(
+def test_refresh_token_gives_tokens_for_the_partner_and_every_consented_customer_tenant(
     client: TestClient, runtime: SandboxRuntime, credentials: SandboxCredentials
 ) -> None:
-    for tenant in (PARTNER, TENANT_A, TENANT_B, TENANT_C):
+    for tenant in (PARTNER, TENANT_A, TENANT_B):
         response = _refresh(client, credentials, tenant)
         body = response.json()
         assert response.status_code == 200, response.text
@@ -233,6 +233,18 @@ def test_refresh_token_gives_tokens_for_the_partner_and_every_customer_tenant(
         assert body["refresh_token"] not in (credentials.m365_refresh_token, body["access_token"])
         client_info = base64.urlsafe_b64decode(body["client_info"] + "==").decode()
         assert PARTNER in client_info
+
+
+def test_refresh_token_refused_where_the_app_is_not_consented(client: TestClient,
+                                                              credentials: SandboxCredentials) -> None:  # fmt: skip
+    """The Secure Application Model needs the app consented in the customer tenant too (GDAP is not enough)."""
+    response = _refresh(client, credentials, TENANT_C)
+    _assert_identity_error(response, 400, "invalid_grant", 65001)
+    assert credentials.m365_client_id in response.json()["error_description"]
+    _no_secrets(response, credentials)
+    issued = _refresh(client, credentials, PARTNER).json()["refresh_token"]  # a sandbox-issued one is refused too
+    _assert_identity_error(_refresh(client, credentials, TENANT_C, refresh_token=issued), 400, "invalid_grant", 65001)
+    _assert_identity_error(_refresh(client, credentials, "gamma.de"), 400, "invalid_grant", 65001)
 
 
 def test_a_refresh_token_issued_by_the_sandbox_can_be_redeemed_again(client: TestClient,
@@ -398,6 +410,20 @@ def test_a_skiptoken_only_works_for_its_own_tenant_and_collection(client: TestCl
 # --- Graph: faults -----------------------------------------------------------------------------------------------
 
 
+def test_a_token_for_a_tenant_without_consent_is_401_identity_not_found(client: TestClient,
+                                                                       credentials: SandboxCredentials) -> None:  # fmt: skip
+    """Tokens issued while the app was consented, then the estate withdraws consent: every kind is refused."""
+    tokens = [_app_token(client, credentials, TENANT_A), _delegated_token(client, credentials, TENANT_A)]
+    withdrawn = _m365()
+    withdrawn["tenants"][0]["consented"] = False
+    client.app.state.load_m365(withdrawn)
+    for token in tokens:
+        for path in ("/v1.0/users", "/v1.0/domains", "/beta/users"):
+            response = _get(client, path, token)
+            assert "could not be established" in _graph_error(response, 401, "Authorization_IdentityNotFound")
+    assert _get(client, "/v1.0/users", _delegated_token(client, credentials, TENANT_B)).status_code == 200
+
+
 def test_revoked_consent_is_403_on_graph_and_refuses_new_tokens(client: TestClient, runtime: SandboxRuntime,
                                                                 credentials: SandboxCredentials) -> None:  # fmt: skip
     token = _app_token(client, credentials, TENANT_A)
@@ -431,6 +457,50 @@ def test_foreign_next_link_fault_points_users_paging_elsewhere(client: TestClien
     assert next_link.startswith("https://graph.evil.example/v1.0/users?")
     assert _get(client, "/v1.0/domains?$top=1", token_a).json()["@odata.nextLink"].startswith("https://ms.test/")
     assert _get(client, "/v1.0/users?$top=1", token_b).json()["@odata.nextLink"].startswith("https://ms.test/")
+
+
+def test_omitted_user_properties_from_the_estate_and_the_runtime_fault(client: TestClient, runtime: SandboxRuntime,
+                                                                      credentials: SandboxCredentials) -> None:  # fmt: skip
+    m365 = _m365()
+    m365["tenants"][0]["sandbox_omit_user_properties"] = ["assignedLicenses", "MAIL"]
+    client.app.state.load_m365(m365)
+    token_a, token_b = _app_token(client, credentials, TENANT_A), _app_token(client, credentials, TENANT_B)
+    selected = "/v1.0/users?$select=id,userPrincipalName,mail,assignedLicenses,accountEnabled"
+    for path in (selected, "/beta/users", "/v1.0/users"):
+        for user in _get(client, path, token_a).json()["value"]:
+            assert "assignedLicenses" not in user and "mail" not in user and user["id"]
+    assert set(_get(client, selected, token_a).json()["value"][0]) == {"id", "userPrincipalName", "accountEnabled"}
+    assert all("assignedLicenses" in u for u in _get(client, selected, token_b).json()["value"])
+
+    runtime.faults.update({"omit_user_properties": {TENANT_B.upper(): ["accountenabled"]}})
+    assert runtime.faults.as_dict()["omit_user_properties"] == {TENANT_B: ["accountEnabled"]}
+    b_user = _get(client, selected, token_b).json()["value"][0]
+    assert set(b_user) == {"id", "userPrincipalName", "mail", "assignedLicenses"}
+    assert "assignedLicenses" not in _get(client, selected, token_a).json()["value"][0]  # the estate's still applies
+    runtime.faults.update({"omit_user_properties": {}})
+    assert "accountEnabled" in _get(client, selected, token_b).json()["value"][0]
+
+
+def test_unknown_omitted_property_names_are_refused(client: TestClient, runtime: SandboxRuntime) -> None:
+    with pytest.raises(ValueError, match="shoeSize"):
+        runtime.faults.update({"omit_user_properties": {TENANT_A: ["shoeSize"]}})
+    with pytest.raises(ValueError, match="list of user property names"):
+        runtime.faults.update({"omit_user_properties": {TENANT_A: "assignedLicenses"}})
+    assert runtime.faults.omit_user_properties == {}
+    m365 = _m365()
+    m365["tenants"][2]["sandbox_omit_user_properties"] = ["assignedLicences"]
+    with pytest.raises(ValueError, match=r"m365\.tenants\[2\].*assignedLicences"):
+        client.app.state.load_m365(m365)
+
+
+def test_a_user_key_absent_from_the_estate_is_served_as_null_not_omitted(client: TestClient,
+                                                                         credentials: SandboxCredentials) -> None:  # fmt: skip
+    m365 = _m365()
+    del m365["tenants"][0]["users"][0]["assignedLicenses"]
+    client.app.state.load_m365(m365)
+    token = _app_token(client, credentials, TENANT_A)
+    user = _get(client, "/v1.0/users?$select=id,assignedLicenses", token).json()["value"][0]
+    assert user == {"id": m365["tenants"][0]["users"][0]["id"], "assignedLicenses": None}
 
 
 def test_requests_are_counted_by_the_runtime(client: TestClient, runtime: SandboxRuntime,
