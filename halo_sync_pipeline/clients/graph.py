@@ -9,8 +9,10 @@ credentials per customer tenant. msal is blocking, so its calls run in threads.
 Reads: tenants from `contracts` or GDAP `delegatedAdminRelationships`; per tenant `domains` and
 `users` (only the properties the sync uses, `$top=999`), paging sequentially inside a tenant and
 following `@odata.nextLink` only to the configured Graph origin, so a bearer token never leaves it.
-Tenants load concurrently (bounded). A failing tenant never raises: its `TenantLoad` says why and
-carries no partial data.
+Tenants load concurrently (bounded). A failing tenant never raises: its `TenantLoad` says why (naming
+the tenant) and carries no partial data. A record without a property that was `$select`ed fails its
+tenant as malformed: Graph answers null for an unset property, so a missing key means the answer is
+incomplete, and reading it as empty would, say, turn every user of the tenant into an unlicensed one.
 """
 
 from __future__ import annotations
@@ -388,8 +390,10 @@ class GraphClient:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - one tenant's failure is recorded, never fatal for the run
-            error = exc if isinstance(exc, GraphApiError) else f"{type(exc).__name__}: {exc}"
-            return TenantLoad(tenant, "failed", error=self._scrub(str(error)), request_counts=counts.snapshot())
+            error = str(exc) if isinstance(exc, GraphApiError) else f"{type(exc).__name__}: {exc}"
+            if tenant.tenant_id not in error:  # e.g. a Graph refusal: its text names the path, not the tenant
+                error = f"tenant {tenant.tenant_id}: {error}"
+            return TenantLoad(tenant, "failed", error=self._scrub(error), request_counts=counts.snapshot())
         return TenantLoad(tenant, "loaded", domains=domains, users=users, request_counts=counts.snapshot())
 
     async def load_all(self, tenants: Iterable[TenantRef]) -> list[TenantLoad]:
@@ -427,15 +431,26 @@ def _graph_message(response: httpx.Response) -> str:
 
 
 def _check_records(tenant_id: str, domains: list[Any], users: list[Any]) -> None:
-    """Malformed records fail the tenant (rather than a half-typed frame later)."""
+    """Malformed records fail the tenant (rather than a half-typed frame, or wrong defaults, later)."""
     for index, domain in enumerate(domains):
         if not isinstance(domain, dict) or not _clean(domain.get("id")):
             raise MalformedDataError(f"tenant {tenant_id}: domain #{index} has no id")
+        missing = _missing(domain, DOMAIN_SELECT)
+        if missing:
+            raise MalformedDataError(f"tenant {tenant_id}: domain #{index} ({domain.get('id')!r}) lacks {missing}")
     for index, user in enumerate(users):
         if not isinstance(user, dict):
             raise MalformedDataError(f"tenant {tenant_id}: user #{index} is not an object")
+        label = f"tenant {tenant_id}: user #{index} (id {user.get('id')!r}, upn {user.get('userPrincipalName')!r})"
         for required in ("id", "userPrincipalName"):
             if not _clean(user.get(required)):
-                raise MalformedDataError(
-                    f"tenant {tenant_id}: user #{index} (id {user.get('id')!r}, upn {user.get('userPrincipalName')!r}) has no {required}"
-                )
+                raise MalformedDataError(f"{label} has no {required}")
+        missing = _missing(user, USER_SELECT)
+        if missing:
+            raise MalformedDataError(f"{label} lacks {missing}")
+
+
+def _missing(record: dict[str, Any], selected: tuple[str, ...]) -> str:
+    """The $select-ed properties a record does not carry at all (null is a value: Graph's "not set")."""
+    absent = [name for name in selected if name not in record]
+    return f"{', '.join(absent)} (asked for with $select, not in Graph's answer)" if absent else ""

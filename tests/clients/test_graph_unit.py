@@ -86,7 +86,8 @@ class FakeGraph:
 
 
 def _user(n: int) -> dict[str, Any]:
-    return {"id": f"aaaaaaaa-0000-4000-8000-{n:012d}", "userPrincipalName": f"u{n}@x.com"}
+    # Graph answers every $select-ed property, null when unset.
+    return dict.fromkeys(USER_SELECT) | {"id": f"aaaaaaaa-0000-4000-8000-{n:012d}", "userPrincipalName": f"u{n}@x.com"}
 
 
 def make(graph: FakeGraph, identity: FakeIdentity | None = None, **kwargs: Any) -> GraphClient:
@@ -187,6 +188,55 @@ def test_malformed_user_fails_the_tenant_and_its_data_is_dropped() -> None:
     load = run(go())
     assert load.status == "failed" and "user #1 (id 'x-without-upn', upn None) has no userPrincipalName" in (load.error or "")
     assert load.users == [] and load.domains == []
+
+
+def test_a_user_without_a_selected_property_fails_its_tenant_alone() -> None:
+    """Graph left assignedLicenses out: reading it as "no licence" would deactivate everyone, so the tenant fails."""
+    incomplete = _user(2)
+    del incomplete["assignedLicenses"]
+    unset = _user(3) | {"assignedLicenses": None, "accountEnabled": None}  # null is Graph's "not set": fine
+    fake = FakeGraph({T1: [_user(1), incomplete], T2: [unset]})
+
+    async def go() -> Any:
+        async with make(fake) as graph:
+            return await graph.load_all([TenantRef(T1), TenantRef(T2)])
+
+    first, second = run(go())
+    assert first.status == "failed" and first.users == [] and first.domains == []
+    assert f"tenant {T1}: user #1 (id '{incomplete['id']}', upn 'u2@x.com') lacks assignedLicenses" in (first.error or "")
+    assert second.status == "loaded" and second.users == [unset]
+
+
+def test_a_domain_without_a_selected_property_fails_its_tenant() -> None:
+    fake = FakeGraph({T1: [_user(1)]})
+    inner = fake.__call__
+
+    def graph(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1.0/domains":
+            return httpx.Response(200, json={"value": [{"id": "one.com", "isDefault": True}]})
+        return inner(request)
+
+    async def go() -> Any:
+        async with GraphClient(
+            LOGIN, GRAPH, PARTNER, "client-id", SECRET, refresh_token=REFRESH, retry_policy=FAST,
+            transport=httpx.MockTransport(graph), token_transport=httpx.MockTransport(FakeIdentity()),
+        ) as client:  # fmt: skip
+            return await client.load_tenant(TenantRef(T1))
+
+    load = run(go())
+    assert load.status == "failed" and "domain #0 ('one.com') lacks isVerified" in (load.error or "")
+
+
+def test_a_graph_refusal_names_the_tenant() -> None:
+    fake = FakeGraph({T1: [_user(1)]})
+    fake.forbidden = {T1}
+
+    async def go() -> Any:
+        async with make(fake) as graph:
+            return await graph.load_tenant(TenantRef(T1))
+
+    load = run(go())
+    assert (load.error or "").startswith(f"tenant {T1}: Graph GET /v1.0/domains answered 403")
 
 
 def test_401_mid_run_renews_the_token_once() -> None:
