@@ -18,6 +18,11 @@ from typing import Any
 import jsonschema
 
 MAX_PROBLEMS_SHOWN = 20
+# Azure AD connection types of Halo's Microsoft integration.
+PARTNER_CONNECTION_TYPE = 2  # Microsoft Partner: one connection, many customer tenants
+# The connections of an estate without `halo.azure_connections`.
+DEFAULT_AZURE_CONNECTIONS = ({"id": 1, "name": "Microsoft Partner", "type": PARTNER_CONNECTION_TYPE},)
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
 class EstateError(ValueError):
@@ -212,6 +217,17 @@ def _duplicates(records: Iterable[tuple[str, Any]], what: str) -> Iterator[str]:
         seen.add(key)
 
 
+def azure_connections(halo: dict[str, Any]) -> list[dict[str, Any]]:
+    """The estate's Azure AD connections, or the default partner connection when it lists none."""
+    found = halo.get("azure_connections")
+    return [dict(c) for c in (DEFAULT_AZURE_CONNECTIONS if found is None else found)]
+
+
+def default_details_id(connections: Iterable[dict[str, Any]]) -> int | None:
+    """The connection an azure_tenants entry without details_id belongs to: the first type-2 one."""
+    return next((c["id"] for c in connections if c["type"] == PARTNER_CONNECTION_TYPE), None)
+
+
 def _integrity_problems(estate: dict[str, Any]) -> Iterator[str]:
     yield from _halo_problems(estate["halo"])
     yield from _m365_problems(estate["m365"])
@@ -231,8 +247,11 @@ def _halo_problems(halo: dict[str, Any]) -> Iterator[str]:
         main = client.get("main_site_id")
         if main is not None and site_client.get(main) != client["id"]:
             yield f"{label}: main_site_id {main} is not a site of this client"
-        tenant_ids = ((label, t["azure_tenant_id"].lower()) for t in client.get("azure_tenants", []))
+        # Odd tenant ids (n/a, ...) are data real Halo holds, not identities: only GUIDs must be unique.
+        tenant_ids = ((label, t["azure_tenant_id"].lower()) for t in client.get("azure_tenants", [])
+                      if _GUID.match(t["azure_tenant_id"]))
         yield from _duplicates(tenant_ids, "azure_tenant_id")
+    yield from _azure_tenant_problems(halo)
     for i, user in enumerate(users):
         label = f"halo.users[{i}] (id {user['id']})"
         if user["site_id"] not in site_client:
@@ -240,6 +259,25 @@ def _halo_problems(halo: dict[str, Any]) -> Iterator[str]:
         # SQLite column names are case-insensitive, so CFa and cfA would be one column.
         names = ((label, cf["name"].lower()) for cf in user.get("customfields", []))
         yield from _duplicates(names, "custom field")
+
+
+def _azure_tenant_problems(halo: dict[str, Any]) -> Iterator[str]:
+    connections = azure_connections(halo)
+    yield from _duplicates(((f"halo.azure_connections[{i}]", c["id"]) for i, c in enumerate(connections)), "id")
+    known, default = {c["id"] for c in connections}, default_details_id(connections)
+    entry_ids: list[tuple[str, Any]] = []
+    for i, client in enumerate(halo["clients"]):
+        for j, entry in enumerate(client.get("azure_tenants", [])):
+            label = f"halo.clients[{i}] (id {client['id']}): azure_tenants[{j}]"
+            details_id = entry.get("details_id")
+            if details_id is None and default is None:
+                yield f"{label}: no details_id and no type-{PARTNER_CONNECTION_TYPE} connection to default to"
+            elif details_id is not None and details_id not in known:
+                yield f"{label}: details_id {details_id} is not an Azure AD connection"
+            if entry.get("id") is not None:
+                entry_ids.append((label, entry["id"]))
+    # Entry ids are the rows of one Halo table, so they are unique across clients.
+    yield from _duplicates(entry_ids, "azure_tenants entry id")
 
 
 def _m365_problems(m365: dict[str, Any]) -> Iterator[str]:

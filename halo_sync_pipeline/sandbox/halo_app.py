@@ -1,7 +1,10 @@
 """The Halo PSA API of the sandbox (the parts the sync uses) plus the sandbox admin API under /_sandbox/.
 
 Response shapes follow what public Halo clients read: `{record_count, clients|sites|users|reports}`,
-`report.rows` / `report.load_error`, `mappings_client`. POST bodies are JSON arrays validated against
+`report.rows` / `report.load_error`, `mappings_client`. List rows of /api/Users and /api/Site carry
+Halo's list models (Users_List: `azure_id`, no email2/email3; Site_List: `delivery_address_line1`);
+detail GETs carry the detail models (`azureoid`; a client's `azure_tenants` as AreaAzureTenant).
+A client's `azure_tenants` in a POST is its whole new list (see HaloStore._write_azure_tenants). POST bodies are JSON arrays validated against
 Halo's OpenAPI request schemas: a type error rejects the whole request (400, nothing written); a field
 the schema does not know is accepted and counted in the stats, as real Halo silently drops it.
 """
@@ -30,7 +33,6 @@ from halo_sync_pipeline.sandbox.halo_store import HaloStore, ReportSqlError, Wri
 from halo_sync_pipeline.sandbox.runtime import SandboxMiddleware, SandboxRuntime, SlidingWindowLimit, bearer
 
 DEFAULT_PAGE_SIZE = 50
-AZURE_CONNECTION = {"id": 1, "name": "Microsoft CSP (sandbox)", "type": 2}
 MAX_ERRORS_SHOWN = 10
 
 
@@ -181,16 +183,18 @@ class _HaloApi:
 
     async def azure_connections(self, request: Request) -> Response:
         self._authorise(request)
-        wanted = _int_param(request, "type")
-        return JSONResponse([AZURE_CONNECTION] if wanted in (None, AZURE_CONNECTION["type"]) else [])
+        found = await run_in_threadpool(self.store.azure_connections, type_=_int_param(request, "type"))
+        return JSONResponse(found)
 
     async def azure_connection(self, request: Request) -> Response:
         self._authorise(request)
-        if request.path_params["id"] != AZURE_CONNECTION["id"]:
-            raise HttpError(404, {"error": f"no Azure AD connection with id {request.path_params['id']}"})
-        record: dict[str, Any] = dict(AZURE_CONNECTION)
+        connection_id = request.path_params["id"]
+        record = await run_in_threadpool(self.store.azure_connection, connection_id)
+        if record is None:
+            raise HttpError(404, {"error": f"no Azure AD connection with id {connection_id}"})
         if _bool_param(request, "includedetails") or _bool_param(request, "includetenants"):
-            record["mappings_client"] = await run_in_threadpool(self.store.tenant_mappings)
+            # Only the azure_tenants entries of this connection: a type-1 connection's are not the partner's.
+            record["mappings_client"] = await run_in_threadpool(self.store.tenant_mappings, connection_id)
         return JSONResponse(record)
 
     # ------------------------------------------------------------------ writes

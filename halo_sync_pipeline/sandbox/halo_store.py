@@ -2,9 +2,15 @@
 
 Saved report SQL (the seed's, e.g. `SELECT ... FROM USERS LEFT JOIN site ON usite = ssitenum ...`)
 runs directly on these tables, and the REST endpoints read and write the same tables, so the
-report mirror is always consistent with what REST writes. A client's main site is the site with
-SIsInvoiceSite = 1; a user's client is the client of its site. Each user custom field (CF...) is a
-column of USERS, added when a new name first appears.
+report mirror is always consistent with what REST writes. A client's main site is its site with
+SIsInvoiceSite = 1 (the lowest such site id: messy Halo databases flag several); a user's client is
+the client of its site. Each user custom field (CF...) is a column of USERS, added when a new name
+first appears. Azure AD connections are rows of AZUREADDETAILS; a client's azure_tenants entries are
+rows of AREAAZURETENANT (AATid the entry id, AATdetailsid its connection).
+
+Names and ids are stored as the estate gives them, odd ones included (no name, azureoid "n/a"):
+real Halo databases hold such records and the pipeline must meet them. Writes are checked as Halo
+checks them.
 
 One connection guarded by a lock serves every thread; report SQL runs on its own read-only
 connection with an authorizer that allows reads only.
@@ -21,6 +27,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from halo_sync_pipeline.sandbox.estate import PARTNER_CONNECTION_TYPE, azure_connections, default_details_id
+
 DB_FILE = "halo.sqlite3"
 CUSTOM_FIELD_NAME = re.compile(r"^CF[A-Za-z0-9_]{1,100}$")
 # User custom fields the sandbox's Halo defines even when no user has a value yet: the seed's setup
@@ -28,23 +36,24 @@ CUSTOM_FIELD_NAME = re.compile(r"^CF[A-Za-z0-9_]{1,100}$")
 DEFINED_USER_CUSTOM_FIELDS = ("CFM365SyncKeepActive",)
 
 _TABLES = """
-CREATE TABLE AREA (Aarea INTEGER PRIMARY KEY, aareadesc TEXT NOT NULL, AWebsite TEXT,
+CREATE TABLE AREA (Aarea INTEGER PRIMARY KEY, aareadesc TEXT, AWebsite TEXT,
                    AIsInactive INTEGER NOT NULL DEFAULT 0);
-CREATE TABLE SITE (Ssitenum INTEGER PRIMARY KEY, sarea INTEGER NOT NULL, sdesc TEXT NOT NULL,
+CREATE TABLE SITE (Ssitenum INTEGER PRIMARY KEY, sarea INTEGER NOT NULL, sdesc TEXT,
                    SIsInvoiceSite INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX SITE_sarea ON SITE (sarea);
 CREATE TABLE ADDRESSSTORE (ASid INTEGER PRIMARY KEY, ASSiteID INTEGER NOT NULL UNIQUE, ASLine1 TEXT);
-CREATE TABLE USERS (Uid INTEGER PRIMARY KEY, uusername TEXT NOT NULL, Usite INTEGER NOT NULL,
+CREATE TABLE USERS (Uid INTEGER PRIMARY KEY, uusername TEXT, Usite INTEGER NOT NULL,
                     uFirstName TEXT, uLastName TEXT, uemail TEXT, uemail2 TEXT, uemail3 TEXT, uextn TEXT,
                     umobile TEXT, ufax TEXT, utitle TEXT, UAzureOID TEXT, uinactive INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX USERS_Usite ON USERS (Usite);
-CREATE TABLE AREAAZURETENANT (AATid INTEGER PRIMARY KEY, AATarea INTEGER NOT NULL, AATtenantid TEXT NOT NULL,
-                              AATtenantname TEXT);
+CREATE TABLE AZUREADDETAILS (AADid INTEGER PRIMARY KEY, AADname TEXT, AADtype INTEGER NOT NULL);
+CREATE TABLE AREAAZURETENANT (AATid INTEGER PRIMARY KEY AUTOINCREMENT, AATarea INTEGER NOT NULL, AATtenantid TEXT NOT NULL,
+                              AATtenantname TEXT, AATdetailsid INTEGER);
 CREATE INDEX AREAAZURETENANT_AATarea ON AREAAZURETENANT (AATarea);
 CREATE TABLE ANALYZERPROFILE (APid INTEGER PRIMARY KEY, APname TEXT NOT NULL, APsql TEXT NOT NULL);
 """
 _TABLE_STATEMENTS = [statement.strip() for statement in _TABLES.split(";") if statement.strip()]
-_TABLE_NAMES = ("AREA", "SITE", "ADDRESSSTORE", "USERS", "AREAAZURETENANT", "ANALYZERPROFILE")
+_TABLE_NAMES = ("AREA", "SITE", "ADDRESSSTORE", "USERS", "AZUREADDETAILS", "AREAAZURETENANT", "ANALYZERPROFILE")
 
 # Halo REST field -> USERS column, for the plain text fields.
 USER_TEXT_COLUMNS = {
@@ -53,18 +62,26 @@ USER_TEXT_COLUMNS = {
     "fax": "ufax", "title": "utitle", "azureoid": "UAzureOID",
 }
 _USER_BUILTIN_COLUMNS = frozenset(c.lower() for c in [*USER_TEXT_COLUMNS.values(), "Uid", "Usite", "uinactive"])
+# GET /api/Users list rows carry Halo's Users_List model: no email2/email3, the object id as azure_id.
+_USER_LIST_FIELDS = {field: field for field in USER_TEXT_COLUMNS if field not in ("email2", "email3", "azureoid")}
+_USER_LIST_FIELDS["azureoid"] = "azure_id"
 
 _USER_SELECT = """
 SELECT u.*, s.sdesc AS _site_name, s.sarea AS _client_id, a.aareadesc AS _client_name
 FROM USERS u JOIN SITE s ON s.Ssitenum = u.Usite JOIN AREA a ON a.Aarea = s.sarea
 """
 _CLIENT_SELECT = """
-SELECT a.*, (SELECT Ssitenum FROM SITE WHERE sarea = a.Aarea AND SIsInvoiceSite = 1) AS _main_site_id
+SELECT a.*, (SELECT MIN(Ssitenum) FROM SITE WHERE sarea = a.Aarea AND SIsInvoiceSite = 1) AS _main_site_id
 FROM AREA a
 """
 _SITE_SELECT = """
 SELECT s.*, a.aareadesc AS _client_name, ad.ASLine1 AS _line1
 FROM SITE s JOIN AREA a ON a.Aarea = s.sarea LEFT JOIN ADDRESSSTORE ad ON ad.ASSiteID = s.Ssitenum
+"""
+_AZURE_TENANT_SELECT = """
+SELECT t.AATid, t.AATdetailsid, t.AATarea, t.AATtenantid, t.AATtenantname, a.aareadesc AS _client_name,
+       d.AADname AS _details_name
+FROM AREAAZURETENANT t JOIN AREA a ON a.Aarea = t.AATarea LEFT JOIN AZUREADDETAILS d ON d.AADid = t.AATdetailsid
 """
 
 
@@ -92,6 +109,8 @@ class HaloStore:
             with self._transaction() as db:
                 for statement in _TABLE_STATEMENTS:
                     db.execute(statement)
+        else:
+            self._add_azure_connections_to_old_state()
 
     def close(self) -> None:
         with self._lock:
@@ -100,6 +119,18 @@ class HaloStore:
     def _has_tables(self) -> bool:
         found = self._db.execute("SELECT count(*) FROM sqlite_master WHERE type='table' AND name='USERS'").fetchone()
         return found[0] == 1
+
+    def _add_azure_connections_to_old_state(self) -> None:
+        """A state folder from before Azure AD connections were stored resumes with the default one."""
+        columns = {r[1].lower() for r in self._db.execute("PRAGMA table_info(AREAAZURETENANT)")}
+        if "aatdetailsid" in columns:
+            return
+        defaults = azure_connections({})
+        with self._transaction() as db:
+            db.execute("CREATE TABLE AZUREADDETAILS (AADid INTEGER PRIMARY KEY, AADname TEXT, AADtype INTEGER NOT NULL)")
+            self._insert_connections(db, defaults)
+            db.execute("ALTER TABLE AREAAZURETENANT ADD COLUMN AATdetailsid INTEGER")
+            db.execute("UPDATE AREAAZURETENANT SET AATdetailsid = ?", (default_details_id(defaults),))
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -124,28 +155,40 @@ class HaloStore:
             self._load_rows(db, halo)
 
     def _load_rows(self, db: sqlite3.Connection, halo: dict[str, Any]) -> None:
-        main_sites = {c["main_site_id"] for c in halo["clients"] if c.get("main_site_id") is not None}
         db.executemany(
             "INSERT INTO AREA (Aarea, aareadesc, AWebsite, AIsInactive) VALUES (?, ?, ?, ?)",
-            [(c["id"], c["name"], c.get("website"), int(bool(c.get("inactive")))) for c in halo["clients"]],
+            [(c["id"], c.get("name"), c.get("website"), int(bool(c.get("inactive")))) for c in halo["clients"]],
         )
-        db.executemany(
-            "INSERT INTO AREAAZURETENANT (AATarea, AATtenantid, AATtenantname) VALUES (?, ?, ?)",
-            [
-                (c["id"], t["azure_tenant_id"], t.get("azure_tenant_name"))
-                for c in halo["clients"]
-                for t in c.get("azure_tenants", [])
-            ],
-        )
+        connections = azure_connections(halo)
+        self._insert_connections(db, connections)
+        self._load_azure_tenants(db, halo["clients"], default_details_id(connections))
         sites = halo["sites"]
         db.executemany(
             "INSERT INTO SITE (Ssitenum, sarea, sdesc, SIsInvoiceSite) VALUES (?, ?, ?, ?)",
-            [(s["id"], s["client_id"], s["name"], int(s["id"] in main_sites)) for s in sites],
+            [(s["id"], s["client_id"], s.get("name"), int(invoice)) for s, invoice in _invoice_flags(halo)],
         )
         db.executemany(
             "INSERT INTO ADDRESSSTORE (ASSiteID, ASLine1) VALUES (?, ?)", [(s["id"], s.get("line1")) for s in sites]
         )
         self._load_users(db, halo["users"])
+
+    @staticmethod
+    def _insert_connections(db: sqlite3.Connection, connections: list[dict[str, Any]]) -> None:
+        db.executemany(
+            "INSERT INTO AZUREADDETAILS (AADid, AADname, AADtype) VALUES (?, ?, ?)",
+            [(c["id"], c["name"], c["type"]) for c in connections],
+        )
+
+    @staticmethod
+    def _load_azure_tenants(db: sqlite3.Connection, clients: list[dict[str, Any]], default: int | None) -> None:
+        entries = [(t.get("id"), c["id"], t["azure_tenant_id"], t.get("azure_tenant_name"), t.get("details_id", default))
+                   for c in clients for t in c.get("azure_tenants", [])]
+        # Entries with their own id first, so an id SQLite picks for the others never takes one of theirs.
+        entries.sort(key=lambda e: e[0] is None)
+        db.executemany(
+            "INSERT INTO AREAAZURETENANT (AATid, AATarea, AATtenantid, AATtenantname, AATdetailsid) VALUES (?, ?, ?, ?, ?)",
+            entries,
+        )
 
     def _load_users(self, db: sqlite3.Connection, users: list[dict[str, Any]]) -> None:
         field_names = list(
@@ -168,44 +211,52 @@ class HaloStore:
     def export(self) -> dict[str, Any]:
         """All Halo state in the estate format (every optional field present, null where unset)."""
         with self._lock:
-            clients = [self._client_record(r, details=True)
+            clients = [self._client_record(r, details=True, estate=True)
                        for r in self._db.execute(_CLIENT_SELECT + " ORDER BY a.Aarea")]
             sites = [self._site_record(r, estate=True) for r in self._db.execute(_SITE_SELECT + " ORDER BY s.Ssitenum")]
             custom_fields = self._custom_field_names()
             users = [self._user_record(r, custom_fields=custom_fields, estate=True)
                      for r in self._db.execute(_USER_SELECT + " ORDER BY u.Uid")]
-        return {"clients": clients, "sites": sites, "users": users}
+            connections = self.azure_connections(type_=None)
+        return {"clients": clients, "sites": sites, "users": users, "azure_connections": connections}
 
     # ----------------------------------------------------------------- records
 
-    def _azure_tenants(self, client_id: int) -> list[dict[str, Any]]:
-        rows = self._db.execute(
-            "SELECT AATtenantid, AATtenantname FROM AREAAZURETENANT WHERE AATarea = ? ORDER BY AATid", (client_id,)
-        )
-        return [{"azure_tenant_id": r[0], "azure_tenant_name": r[1]} for r in rows]
+    def _azure_tenants(self, client_id: int, *, estate: bool) -> list[dict[str, Any]]:
+        rows = self._db.execute(_AZURE_TENANT_SELECT + " WHERE t.AATarea = ? ORDER BY t.AATid", (client_id,))
+        return [_estate_azure_tenant(r) if estate else _area_azure_tenant(r) for r in rows]
 
-    def _client_record(self, row: sqlite3.Row, *, details: bool) -> dict[str, Any]:
+    def _client_record(self, row: sqlite3.Row, *, details: bool, estate: bool = False) -> dict[str, Any]:
         record = {
             "id": row["Aarea"], "name": row["aareadesc"], "website": row["AWebsite"],
             "inactive": bool(row["AIsInactive"]), "main_site_id": row["_main_site_id"],
         }
         if details:
-            record["azure_tenants"] = self._azure_tenants(row["Aarea"])
+            record["azure_tenants"] = self._azure_tenants(row["Aarea"], estate=estate)
         return record
 
     def _site_record(self, row: sqlite3.Row, *, estate: bool = False) -> dict[str, Any]:
-        record = {"id": row["Ssitenum"], "client_id": row["sarea"], "name": row["sdesc"], "line1": row["_line1"]}
-        if not estate:
-            record |= {"client_name": row["_client_name"], "isinvoicesite": bool(row["SIsInvoiceSite"])}
-        return record
+        """A site in the estate format, or as a GET /api/Site list row (Halo's Site_List model)."""
+        if estate:
+            return {"id": row["Ssitenum"], "client_id": row["sarea"], "name": row["sdesc"], "line1": row["_line1"],
+                    "isinvoicesite": bool(row["SIsInvoiceSite"])}
+        return {"id": row["Ssitenum"], "client_id": row["sarea"], "client_name": row["_client_name"],
+                "name": row["sdesc"], "delivery_address_line1": row["_line1"]}
 
-    def _user_record(self, row: sqlite3.Row, *, custom_fields: list[str] | None, estate: bool = False) -> dict[str, Any]:
-        """A user as the API shows it; with `custom_fields` (the CF column names) its customfields too."""
+    def _user_record(self, row: sqlite3.Row, *, custom_fields: list[str] | None, estate: bool = False,
+                     list_row: bool = False) -> dict[str, Any]:
+        """A user as the API shows it; with `custom_fields` (the CF column names) its customfields too.
+
+        `list_row`: as a GET /api/Users list row, under the Users_List model's names and fields.
+        """
         record: dict[str, Any] = {"id": row["Uid"], "site_id": row["Usite"]}
         if not estate:
             record |= {"site_name": row["_site_name"], "client_id": row["_client_id"],
                        "client_name": row["_client_name"]}
-        record |= {field: row[column] for field, column in USER_TEXT_COLUMNS.items()}
+        if list_row:
+            record |= {name: row[USER_TEXT_COLUMNS[field]] for field, name in _USER_LIST_FIELDS.items()}
+        else:
+            record |= {field: row[column] for field, column in USER_TEXT_COLUMNS.items()}
         record["inactive"] = bool(row["uinactive"])
         if custom_fields is not None:
             record["customfields"] = [{"name": n, "value": row[n]} for n in custom_fields if row[n] is not None]
@@ -256,7 +307,7 @@ class HaloStore:
         where = (" WHERE " + " AND ".join(conditions)) if conditions else ""
         with self._lock:
             rows = self._db.execute(_USER_SELECT + where + " ORDER BY u.Uid", args).fetchall()
-            return [self._user_record(r, custom_fields=None) for r in rows]
+            return [self._user_record(r, custom_fields=None, list_row=True) for r in rows]
 
     def user(self, user_id: int, *, details: bool) -> dict[str, Any] | None:
         with self._lock:
@@ -264,15 +315,23 @@ class HaloStore:
             custom_fields = self._custom_field_names() if details else None
             return None if row is None else self._user_record(row, custom_fields=custom_fields)
 
-    def tenant_mappings(self) -> list[dict[str, Any]]:
-        """The type-2 Azure AD connection's client mappings, from the clients' azure tenants."""
+    def azure_connections(self, *, type_: int | None) -> list[dict[str, Any]]:
+        """The Azure AD connections (of one type when given), as {id, name, type}."""
+        where, args = (" WHERE AADtype = ?", (type_,)) if type_ is not None else ("", ())
         with self._lock:
-            rows = self._db.execute(
-                "SELECT t.AATtenantid, t.AATtenantname, a.Aarea, a.aareadesc FROM AREAAZURETENANT t "
-                "JOIN AREA a ON a.Aarea = t.AATarea ORDER BY t.AATid"
-            )
+            rows = self._db.execute(f"SELECT AADid, AADname, AADtype FROM AZUREADDETAILS{where} ORDER BY AADid", args)
+            return [{"id": r[0], "name": r[1], "type": r[2]} for r in rows]
+
+    def azure_connection(self, connection_id: int) -> dict[str, Any] | None:
+        return next((c for c in self.azure_connections(type_=None) if c["id"] == connection_id), None)
+
+    def tenant_mappings(self, details_id: int) -> list[dict[str, Any]]:
+        """The client mappings of one Azure AD connection: the azure_tenants entries that belong to it."""
+        with self._lock:
+            rows = self._db.execute(_AZURE_TENANT_SELECT + " WHERE t.AATdetailsid = ? ORDER BY t.AATid", (details_id,))
             return [
-                {"azure_tenant_id": r[0], "azure_tenant_name": r[1], "client_id": r[2], "client_name": r[3]}
+                {"id": r["AATid"], "details_id": r["AATdetailsid"], "azure_tenant_id": r["AATtenantid"],
+                 "azure_tenant_name": r["AATtenantname"], "client_id": r["AATarea"], "client_name": r["_client_name"]}
                 for r in rows
             ]
 
@@ -310,7 +369,7 @@ class HaloStore:
         if element.get("main_site_id"):
             self._set_main_site(db, index, client_id, element["main_site_id"])
         if element.get("azure_tenants") is not None:
-            self._replace_azure_tenants(db, index, client_id, element["azure_tenants"])
+            self._write_azure_tenants(db, f"element [{index}] (id {client_id})", client_id, element["azure_tenants"])
         return client_id
 
     def _set_main_site(self, db: sqlite3.Connection, index: int, client_id: int, site_id: int) -> None:
@@ -319,17 +378,44 @@ class HaloStore:
             raise WriteRejected(f"element [{index}] (id {client_id}): main_site_id {site_id} is not a site of it")
         db.execute("UPDATE SITE SET SIsInvoiceSite = (Ssitenum = ?) WHERE sarea = ?", (site_id, client_id))
 
-    def _replace_azure_tenants(self, db: sqlite3.Connection, index: int, client_id: int, tenants: list[Any]) -> None:
-        rows = []
-        for j, tenant in enumerate(tenants):
-            tenant_id = tenant.get("azure_tenant_id")
-            if not _is_guid(tenant_id):
-                raise WriteRejected(
-                    f"element [{index}] (id {client_id}): azure_tenants[{j}].azure_tenant_id {tenant_id!r} is not a GUID"
-                )
-            rows.append((client_id, tenant_id, tenant.get("azure_tenant_name")))
-        db.execute("DELETE FROM AREAAZURETENANT WHERE AATarea = ?", (client_id,))
-        db.executemany("INSERT INTO AREAAZURETENANT (AATarea, AATtenantid, AATtenantname) VALUES (?, ?, ?)", rows)
+    def _write_azure_tenants(self, db: sqlite3.Connection, label: str, client_id: int, entries: list[Any]) -> None:
+        """The harsh reading of Halo: the body's list is the client's whole new list of entries.
+
+        An entry with an id updates that entry (the fields it gives); one without id is added (to the
+        first type-2 connection unless it names one); every entry of the client missing from the list
+        is removed. A write that means to keep an entry must send it, best with its id.
+        """
+        existing = {r[0] for r in db.execute("SELECT AATid FROM AREAAZURETENANT WHERE AATarea = ?", (client_id,))}
+        connections = dict(db.execute("SELECT AADid, AADtype FROM AZUREADDETAILS ORDER BY AADid").fetchall())
+        default = next((cid for cid, ctype in connections.items() if ctype == PARTNER_CONNECTION_TYPE), None)
+        updates: dict[int, dict[str, Any]] = {}
+        added: list[tuple[Any, ...]] = []
+        for j, entry in enumerate(entries):
+            where = f"{label}: azure_tenants[{j}]"
+            if not isinstance(entry, dict):
+                raise WriteRejected(f"{where} is not an object")
+            entry_id, details_id = entry.get("id") or 0, entry.get("details_id")
+            # An update may leave the tenant id out (it is kept); whatever is written must be a GUID.
+            if (not entry_id or "azure_tenant_id" in entry) and not _is_guid(entry.get("azure_tenant_id")):
+                raise WriteRejected(f"{where}.azure_tenant_id {entry.get('azure_tenant_id')!r} is not a GUID")
+            if details_id is not None and details_id not in connections:
+                raise WriteRejected(f"{where}: details_id {details_id} is not an Azure AD connection")
+            if entry_id:
+                if entry_id not in existing or entry_id in updates:
+                    twice = " (listed twice)" if entry_id in updates else ""
+                    raise WriteRejected(f"{where}: id {entry_id} is not an azure_tenants entry of this client{twice}")
+                updates[entry_id] = {column: entry[field] for field, column in _AZURE_TENANT_COLUMNS.items()
+                                     if field in entry and not (field == "details_id" and entry[field] is None)}
+                continue
+            if details_id is None and default is None:
+                raise WriteRejected(f"{where}: no details_id and no type-{PARTNER_CONNECTION_TYPE} connection")
+            added.append((client_id, entry["azure_tenant_id"], entry.get("azure_tenant_name"), details_id or default))
+        db.executemany("DELETE FROM AREAAZURETENANT WHERE AATid = ?", [(i,) for i in existing - set(updates)])
+        for entry_id, columns in updates.items():
+            self._update(db, "AREAAZURETENANT", "AATid", entry_id, columns)
+        db.executemany(
+            "INSERT INTO AREAAZURETENANT (AATarea, AATtenantid, AATtenantname, AATdetailsid) VALUES (?, ?, ?, ?)", added
+        )
 
     def _upsert_user(self, db: sqlite3.Connection, index: int, element: dict[str, Any]) -> int:
         user_id = element.get("id") or 0
@@ -443,6 +529,35 @@ class HaloStore:
             raise ReportSqlError(str(exc)) from None
         finally:
             db.close()
+
+
+# azure_tenants entry field -> AREAAZURETENANT column, for updates of an entry by its id.
+_AZURE_TENANT_COLUMNS = {"azure_tenant_id": "AATtenantid", "azure_tenant_name": "AATtenantname",
+                         "details_id": "AATdetailsid"}
+
+
+def _invoice_flags(halo: dict[str, Any]) -> Iterator[tuple[dict[str, Any], bool]]:
+    """Each site with whether it is an invoice site: by the client's own site flags when any of its
+    sites carries one (several may be set, as in messy Halo databases), else by its main_site_id."""
+    main_sites = {c["main_site_id"] for c in halo["clients"] if c.get("main_site_id") is not None}
+    flagged_clients = {s["client_id"] for s in halo["sites"] if s.get("isinvoicesite") is not None}
+    for site in halo["sites"]:
+        if site["client_id"] in flagged_clients:
+            yield site, bool(site.get("isinvoicesite"))
+        else:
+            yield site, site["id"] in main_sites
+
+
+def _area_azure_tenant(row: sqlite3.Row) -> dict[str, Any]:
+    """An azure_tenants entry as GET /api/Client/{id} shows it (Halo's AreaAzureTenant model)."""
+    return {"id": row["AATid"], "details_id": row["AATdetailsid"], "details_name": row["_details_name"],
+            "client_id": row["AATarea"], "client_name": row["_client_name"],
+            "azure_tenant_id": row["AATtenantid"], "azure_tenant_name": row["AATtenantname"]}
+
+
+def _estate_azure_tenant(row: sqlite3.Row) -> dict[str, Any]:
+    return {"id": row["AATid"], "details_id": row["AATdetailsid"], "azure_tenant_id": row["AATtenantid"],
+            "azure_tenant_name": row["AATtenantname"]}
 
 
 _READ_ACTIONS = frozenset({sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE})

@@ -116,7 +116,9 @@ def test_clients_active_by_default_and_inactive_on_request(halo: httpx.Client) -
 
 def test_client_details_carry_azure_tenants(halo: httpx.Client) -> None:
     detail = halo.get("/api/Client/1", params={"includedetails": "true"}).json()
-    assert detail["azure_tenants"] == [{"azure_tenant_id": "11111111-1111-4111-8111-111111111111",
+    assert detail["azure_tenants"] == [{"id": 1, "details_id": 1, "details_name": "Microsoft Partner",
+                                        "client_id": 1, "client_name": "Contoso Ltd",
+                                        "azure_tenant_id": "11111111-1111-4111-8111-111111111111",
                                         "azure_tenant_name": "Contoso"}]
     assert "azure_tenants" not in halo.get("/api/Client/1").json()
     assert halo.get("/api/Client/99").status_code == 404
@@ -152,8 +154,8 @@ def test_user_list_has_client_but_customfields_only_in_details(halo: httpx.Clien
 def test_sites(halo: httpx.Client) -> None:
     sites = halo.get("/api/Site", params={"client_id": 1}).json()
     assert sites["record_count"] == 2
-    assert sites["sites"][0] == {"id": 10, "client_id": 1, "name": "Main", "line1": "1 Contoso Way",
-                                 "client_name": "Contoso Ltd", "isinvoicesite": True}
+    assert sites["sites"][0] == {"id": 10, "client_id": 1, "client_name": "Contoso Ltd", "name": "Main",
+                                 "delivery_address_line1": "1 Contoso Way"}
 
 
 def test_paths_are_case_insensitive_like_halo(halo: httpx.Client) -> None:
@@ -167,8 +169,9 @@ def test_azure_ad_connection_mappings(halo: httpx.Client) -> None:
     assert halo.get("/api/azureadconnection", params={"type": 1}).json() == []
     detail = halo.get("/api/azureadconnection/1", params={"includedetails": "true", "includetenants": "true"}).json()
     assert detail["mappings_client"] == [
-        {"azure_tenant_id": "11111111-1111-4111-8111-111111111111", "azure_tenant_name": "Contoso",
-         "client_id": 1, "client_name": "Contoso Ltd"}]
+        {"id": 1, "details_id": 1, "azure_tenant_id": "11111111-1111-4111-8111-111111111111",
+         "azure_tenant_name": "Contoso", "client_id": 1, "client_name": "Contoso Ltd"}]
+    assert halo.get("/api/azureadconnection/2").status_code == 404
 
 
 # ----------------------------------------------------------------------------- writes

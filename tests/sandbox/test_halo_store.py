@@ -15,20 +15,32 @@ USER_OPTIONAL = ("firstname", "surname", "emailaddress", "email2", "email3", "ph
 
 
 def _normalised(halo: dict[str, Any]) -> dict[str, Any]:
-    """An estate's halo part with absent optional fields filled in as the export writes them."""
+    """An estate's halo part with absent optional fields filled in as the export writes them
+    (azure_tenants entries without id numbered from 1 in order, on the default connection 1)."""
     halo = copy.deepcopy(halo)
+    main_sites = {c.get("main_site_id") for c in halo["clients"]}
+    entry_id = 0
     for client in halo["clients"]:
+        client.setdefault("name", None)
         client.setdefault("website", None)
         client.setdefault("inactive", False)
         client.setdefault("main_site_id", None)
-        client["azure_tenants"] = [{"azure_tenant_name": None} | t for t in client.get("azure_tenants", [])]
+        entries = []
+        for t in client.get("azure_tenants", []):
+            entry_id += 1
+            entries.append({"id": entry_id, "details_id": 1, "azure_tenant_name": None} | t)
+        client["azure_tenants"] = entries
     for site in halo["sites"]:
+        site.setdefault("name", None)
         site.setdefault("line1", None)
+        site.setdefault("isinvoicesite", site["id"] in main_sites)
     for user in halo["users"]:
         for name in USER_OPTIONAL:
             user.setdefault(name, None)
+        user.setdefault("name", None)
         user.setdefault("inactive", False)
         user["customfields"] = [cf for cf in user.get("customfields", []) if cf.get("value") is not None]
+    halo.setdefault("azure_connections", [{"id": 1, "name": "Microsoft Partner", "type": 2}])
     return halo
 
 
@@ -59,7 +71,8 @@ def test_load_replaces_everything(store: HaloStore) -> None:
     store.save_reports([{"name": "r", "sql": "SELECT 1"}])
     store.load({"clients": [{"id": 1, "name": "Only"}], "sites": [], "users": []})
     assert store.export() == {"clients": [{"id": 1, "name": "Only", "website": None, "inactive": False,
-                                           "main_site_id": None, "azure_tenants": []}], "sites": [], "users": []}
+                                           "main_site_id": None, "azure_tenants": []}], "sites": [], "users": [],
+                              "azure_connections": [{"id": 1, "name": "Microsoft Partner", "type": 2}]}
     assert store.reports(None) == []
 
 
@@ -114,7 +127,10 @@ def test_client_azure_tenants_are_replaced_and_main_site_moves(store: HaloStore)
     tenant = "44444444-4444-4444-8444-444444444444"
     [saved] = store.upsert_clients([{"id": 1, "main_site_id": 11,
                                      "azure_tenants": [{"azure_tenant_id": tenant, "azure_tenant_name": "New"}]}])
-    assert saved["azure_tenants"] == [{"azure_tenant_id": tenant, "azure_tenant_name": "New"}]
+    # The entry left out of the list (Contoso, id 1) is removed; the new one gets a new id.
+    assert saved["azure_tenants"] == [{"id": 2, "details_id": 1, "details_name": "Microsoft Partner",
+                                       "client_id": 1, "client_name": "Contoso Ltd",
+                                       "azure_tenant_id": tenant, "azure_tenant_name": "New"}]
     assert saved["main_site_id"] == 11 and saved["name"] == "Contoso Ltd"
     assert store.run_report_sql("SELECT Ssitenum FROM SITE WHERE SIsInvoiceSite = 1 AND sarea = 1") == [
         {"Ssitenum": 11}]
@@ -125,6 +141,11 @@ def test_client_azure_tenants_are_replaced_and_main_site_moves(store: HaloStore)
     [
         ({"id": 1, "main_site_id": 20}, "main_site_id 20 is not a site of it"),
         ({"id": 1, "azure_tenants": [{"azure_tenant_id": None}]}, "is not a GUID"),
+        ({"id": 1, "azure_tenants": [{"id": 1, "azure_tenant_id": "n/a"}]}, r"azure_tenants\[0\]\.azure_tenant_id 'n/a'"),
+        ({"id": 2, "azure_tenants": [{"id": 1}]}, r"azure_tenants\[0\]: id 1 is not an azure_tenants entry of this client"),
+        ({"id": 1, "azure_tenants": [{"id": 1}, {"id": 1}]}, r"\(listed twice\)"),
+        ({"id": 1, "azure_tenants": [{"azure_tenant_id": "44444444-4444-4444-8444-444444444444", "details_id": 9}]},
+         "details_id 9 is not an Azure AD connection"),
         ({"website": "x.com"}, "a new client needs a name"),
         ({"id": 42, "name": "x"}, "no client with id 42"),
     ],
