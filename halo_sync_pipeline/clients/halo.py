@@ -6,12 +6,19 @@ Reads come back as plain records with one shape whatever the read path:
 - contacts:  id, client_id, site_id, name, firstname, surname, emailaddress, email2, email3,
              phonenumber, mobilenumber, title, azureoid, inactive, keep_active
 - sites:     id, client_id, name, line1, is_main
+- tenant mappings (`tenant_mappings()`): id (the azure_tenants entry id), details_id (its Azure AD
+             connection), azure_tenant_id, azure_tenant_name, client_id, client_name
+- Azure AD connections (`azure_connections()`): id, name, type
 
 In reports mode (the default, like the seed) each is one saved SQL report, so a full read is a
 constant number of requests whatever the estate size. The report SQL aliases Halo's table columns
 to the names above. In REST mode (API apps without reporting rights) the list endpoints are paged
-and their records normalised into the same shape; the keep-active custom field is not on list rows,
-so it costs one `GET /api/Users/{id}?includedetails=true` per *active* contact.
+and their records normalised into the same shape. List rows carry Halo's list models (Users_List:
+the object id as `azure_id`, no email2/email3; Site_List: `delivery_address_line1`, no invoice-site
+flag, so the main site comes from the companies' main_site_id); the detail names (`azureoid`, `line1`)
+are accepted too. The keep-active custom field is not on list rows either, so it costs one
+`GET /api/Users/{id}?includedetails=true` per *active* contact; that answer also fills in the active
+contacts' email2/email3 (inactive contacts have none in REST mode).
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from .retry import (
 )
 
 UpsertEndpoint = Literal["Users", "Client"]
+PARTNER_CONNECTION_TYPE = 2  # Halo's Azure AD connection type "Microsoft Partner"
 TOKEN_REFRESH_SKEW_S = 60.0
 REPORT_NAME_PREFIX = "halo-sync-pipeline"
 
@@ -151,6 +159,8 @@ class HaloClient:
         self._scrub = SecretScrubber(client_secret)
         self._session = session or HaloSession()
         self._report_ids: dict[str, int] = {}
+        # Messages naming the Azure AD records the last connection/mapping read skipped (not an object, no id).
+        self.skipped_records: list[str] = []
         self._http = httpx.Client(
             base_url=self.base_url,
             verify=ssl_verify(verify),
@@ -402,24 +412,65 @@ class HaloClient:
         for record in active:
             details = self._get(f"/api/Users/{record['id']}", {"includedetails": "true"})
             record["keep_active"] = _custom_field(details, keep_active_field)
+            _fill_from_details(record, details)
         return records
 
-    def tenant_mappings(self) -> list[dict[str, Any]]:
-        """The type-2 Azure AD connection mappings: azure_tenant_id, azure_tenant_name, client_id, client_name."""
-        listed = self._get("/api/azureadconnection", {"type": 2})
-        connections = listed.get("azureadconnections", listed.get("records", [])) if isinstance(listed, dict) else listed
+    def company_details(self, company_id: int) -> dict[str, Any]:
+        """`GET /api/Client/{id}?includedetails=true`: the client's detail record, with its azure_tenants."""
+        path = f"/api/Client/{int(company_id)}"
+        record = self._get(path, {"includedetails": "true"})
+        if not isinstance(record, dict):
+            raise HaloApiError(f"Halo GET {path}: answer is not a record", method="GET", path=path)
+        return record
+
+    def azure_connections(self, type_: int = PARTNER_CONNECTION_TYPE) -> list[dict[str, Any]]:
+        """The Azure AD connections of one type (2 = Microsoft Partner) as {id, name, type}.
+
+        A listed record that is not an object or has no id is skipped and named in `skipped_records`.
+        """
+        self.skipped_records = []
+        return self._connections(type_)
+
+    def partner_connections_and_mappings(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The type-2 connections and their client mappings, for one list request plus one per connection.
+
+        Mappings are {id, details_id, azure_tenant_id, azure_tenant_name, client_id, client_name}: `id` is
+        the azure_tenants entry's own id, `details_id` its connection (the connection read when Halo
+        leaves it out). A record that is not an object or has no id is skipped, not fatal: its message
+        is in `skipped_records` (reset by each call), so one odd record never hides every mapping.
+        """
+        self.skipped_records = []
+        connections = self._connections(PARTNER_CONNECTION_TYPE)
         mappings: list[dict[str, Any]] = []
-        for connection in connections or []:
-            if not isinstance(connection, dict) or "id" not in connection:
-                raise HaloApiError(
-                    f"Halo azureadconnection list has a record without id: {self._scrub(short_detail(str(connection)))}"
-                )
-            details = self._get(
-                f"/api/azureadconnection/{connection['id']}", {"includedetails": "true", "includetenants": "true"}
-            )
-            found = details.get("mappings_client", []) if isinstance(details, dict) else []
-            mappings.extend(m for m in found or [] if isinstance(m, dict))
-        return mappings
+        for connection in connections:
+            path = f"/api/azureadconnection/{connection['id']}"
+            details = self._get(path, {"includedetails": "true", "includetenants": "true"})
+            found = details.get("mappings_client") if isinstance(details, dict) else None
+            for index, record in enumerate(found or []):
+                if _has_id(record):
+                    mappings.append(_mapping_from_rest(record, connection["id"]))
+                else:
+                    self._skip(f"{path} mappings_client[{index}]", record)
+        return connections, mappings
+
+    def tenant_mappings(self) -> list[dict[str, Any]]:
+        """The type-2 connections' client mappings (see `partner_connections_and_mappings`)."""
+        return self.partner_connections_and_mappings()[1]
+
+    def _connections(self, type_: int) -> list[dict[str, Any]]:
+        listed = self._get("/api/azureadconnection", {"type": type_})
+        records = listed.get("azureadconnections", listed.get("records", [])) if isinstance(listed, dict) else listed
+        connections = []
+        for index, record in enumerate(records or []):
+            if _has_id(record):
+                connections.append({"id": record["id"], "name": record.get("name"), "type": record.get("type", type_)})
+            else:
+                self._skip(f"/api/azureadconnection record [{index}]", record)
+        return connections
+
+    def _skip(self, where: str, record: Any) -> None:
+        why = "has no id" if isinstance(record, dict) else "is not an object"
+        self.skipped_records.append(f"Halo {where} {why}, skipped: {self._scrub(short_detail(str(record)))}")
 
     # --- writes ---------------------------------------------------------------------------------
 
@@ -475,6 +526,36 @@ def _custom_field(details: Any, name: str) -> Any:
     return None
 
 
+def _has_id(record: Any) -> bool:
+    return isinstance(record, dict) and record.get("id") not in (None, "")
+
+
+def _mapping_from_rest(record: dict[str, Any], connection_id: Any) -> dict[str, Any]:
+    details_id = record.get("details_id")
+    return {
+        "id": record["id"],
+        "details_id": connection_id if details_id is None else details_id,
+        "azure_tenant_id": record.get("azure_tenant_id"),
+        "azure_tenant_name": record.get("azure_tenant_name"),
+        "client_id": record.get("client_id"),
+        "client_name": record.get("client_name"),
+    }
+
+
+def _first_present(record: dict[str, Any], *names: str) -> Any:
+    """The value under the first of `names` the record has (list model name first, then the detail name)."""
+    return next((record[name] for name in names if name in record), None)
+
+
+def _fill_from_details(contact: dict[str, Any], details: Any) -> None:
+    """Fields a Users_List row lacks, from the contact's detail record."""
+    if not isinstance(details, dict):
+        return
+    for field in ("email2", "email3", "azureoid"):
+        if contact.get(field) is None and details.get(field) is not None:
+            contact[field] = details[field]
+
+
 def _company_from_rest(client: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": client.get("id"),
@@ -486,7 +567,7 @@ def _company_from_rest(client: dict[str, Any]) -> dict[str, Any]:
 
 
 def _site_from_rest(site: dict[str, Any], main_sites: dict[Any, Any]) -> dict[str, Any]:
-    line1 = site.get("line1")
+    line1 = _first_present(site, "delivery_address_line1", "line1")
     if line1 is None:
         for address_key in ("delivery_address", "invoice_address"):
             address = site.get(address_key)
@@ -516,7 +597,7 @@ def _contact_from_rest(user: dict[str, Any]) -> dict[str, Any]:
         "phonenumber": user.get("phonenumber"),
         "mobilenumber": user.get("mobilenumber"),
         "title": user.get("title"),
-        "azureoid": user.get("azureoid"),
+        "azureoid": _first_present(user, "azure_id", "azureoid"),
         "inactive": user.get("inactive", False),
         "keep_active": None,
     }

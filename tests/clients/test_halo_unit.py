@@ -212,19 +212,81 @@ def test_contacts_report_refuses_an_injected_field_name() -> None:
 
 
 def test_tenant_mappings_from_the_type_2_connection() -> None:
-    mapping = {"azure_tenant_id": "T", "azure_tenant_name": "Contoso", "client_id": 1, "client_name": "Contoso Ltd"}
+    mapping = {"id": 7, "details_id": 4, "azure_tenant_id": "T", "azure_tenant_name": "Contoso", "client_id": 1,
+               "client_name": "Contoso Ltd"}
 
     def api(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/api/azureadconnection":
             assert request.url.params["type"] == "2"
-            return httpx.Response(200, json=[{"id": 4, "type": 2}])
+            return httpx.Response(200, json=[{"id": 4, "name": "Partner", "type": 2}])
         assert request.url.path == "/api/azureadconnection/4"
         assert request.url.params["includedetails"] == "true" and request.url.params["includetenants"] == "true"
-        return httpx.Response(200, json={"id": 4, "mappings_client": [mapping]})
+        return httpx.Response(200, json={"id": 4, "mappings_client": [mapping | {"extra": 1}]})
+
+    client, fake = make_client(api)
+    with client:
+        assert client.tenant_mappings() == [mapping]
+        assert client.skipped_records == []
+        requests = len(fake.requests)
+        connections, mappings = client.partner_connections_and_mappings()
+        # Both for the cost of the mappings alone: one list request and one per connection.
+        assert len(fake.requests) - requests == 2
+        assert connections == [{"id": 4, "name": "Partner", "type": 2}] and mappings == [mapping]
+
+
+def test_odd_connection_and_mapping_records_are_skipped_and_named() -> None:
+    def api(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/azureadconnection":
+            return httpx.Response(200, json={"records": ["junk", {"name": "no id"}, {"id": 4}]})
+        # An older answer without details_id: the entry belongs to the connection it was read from.
+        return httpx.Response(200, json={"mappings_client": [
+            {"id": 8, "azure_tenant_id": "T", "client_id": 1}, {"azure_tenant_id": "U"}, 5]})
 
     client, _ = make_client(api)
     with client:
-        assert client.tenant_mappings() == [mapping]
+        connections, mappings = client.partner_connections_and_mappings()
+        assert connections == [{"id": 4, "name": None, "type": 2}]
+        assert mappings == [{"id": 8, "details_id": 4, "azure_tenant_id": "T", "azure_tenant_name": None,
+                             "client_id": 1, "client_name": None}]
+        assert client.skipped_records == [
+            "Halo /api/azureadconnection record [0] is not an object, skipped: junk",
+            "Halo /api/azureadconnection record [1] has no id, skipped: {'name': 'no id'}",
+            "Halo /api/azureadconnection/4 mappings_client[1] has no id, skipped: {'azure_tenant_id': 'U'}",
+            "Halo /api/azureadconnection/4 mappings_client[2] is not an object, skipped: 5",
+        ]
+        assert client.azure_connections(type_=1) == [{"id": 4, "name": None, "type": 1}]
+        assert len(client.skipped_records) == 2  # reset by each read
+
+
+def test_company_details_reads_the_detail_record() -> None:
+    def api(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/api/Client/3" and request.url.params["includedetails"] == "true"
+        return httpx.Response(200, json={"id": 3, "azure_tenants": []})
+
+    client, _ = make_client(api)
+    with client:
+        assert client.company_details(3) == {"id": 3, "azure_tenants": []}
+
+
+def test_rest_rows_under_list_or_detail_names() -> None:
+    def api(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/Users":
+            return httpx.Response(200, json={"record_count": 2, "users": [
+                {"id": 1, "client_id": 1, "azure_id": "oid-1", "inactive": False},
+                {"id": 2, "client_id": 1, "azureoid": "oid-2", "inactive": True}]})
+        if request.url.path == "/api/Users/1":
+            return httpx.Response(200, json={"id": 1, "azureoid": "oid-1", "email2": "a2@x.com", "customfields": []})
+        if request.url.path == "/api/Site":
+            return httpx.Response(200, json={"record_count": 2, "sites": [
+                {"id": 10, "client_id": 1, "delivery_address_line1": "1 Way", "isinvoicesite": True},
+                {"id": 11, "client_id": 1, "line1": "2 Way", "isinvoicesite": False}]})
+        raise AssertionError(request.url)
+
+    client, _ = make_client(api, reports_mode=False)
+    with client:
+        contacts = client.contacts("CFKeep")
+        assert [(c["azureoid"], c["email2"]) for c in contacts] == [("oid-1", "a2@x.com"), ("oid-2", None)]
+        assert [(s["line1"], s["is_main"]) for s in client.sites()] == [("1 Way", True), ("2 Way", False)]
 
 
 def test_upsert_posts_an_array_and_accepts_object_or_array_answers() -> None:
