@@ -20,7 +20,8 @@ import shlex
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -204,6 +205,18 @@ class _ServerThread:
             sock.close()
 
 
+@contextmanager
+def _as_estate_error() -> Iterator[None]:
+    """The Microsoft model's own checks (e.g. an unknown name in sandbox_omit_user_properties) refuse an estate
+    like the schema does: as an EstateError naming the record, which the CLI and the reset API report."""
+    try:
+        yield
+    except EstateError:
+        raise
+    except ValueError as exc:
+        raise EstateError([str(exc)]) from None
+
+
 def start_sandbox(
     state_dir: str | Path,
     estate: str | Path | dict[str, Any] | None = None,
@@ -228,12 +241,6 @@ def start_sandbox(
     state_dir.mkdir(parents=True, exist_ok=True)
     state = _State(state_dir)
     fresh = _initial_state(state, estate, reset)
-    if fresh is not None:
-        state.drop_halo_db()
-    store = HaloStore(state_dir)
-    if fresh is not None:
-        store.load(fresh["halo"])
-        state.write_estate(fresh, initial=True)
     m365 = fresh["m365"] if fresh is not None else state.m365()
     credentials = state.credentials(m365["partner_tenant_id"])
 
@@ -246,13 +253,22 @@ def start_sandbox(
     )
     runtime.faults.update({"latency_ms": latency_ms, "jitter_ms": jitter_ms} | (faults or {}))
 
-    ms_app = build_ms_app(m365, runtime, credentials)
+    # Before the Halo state is touched: the Microsoft model's own checks may still refuse the estate.
+    with _as_estate_error():
+        ms_app = build_ms_app(m365, runtime, credentials)
+    if fresh is not None:
+        state.drop_halo_db()
+    store = HaloStore(state_dir)
+    if fresh is not None:
+        store.load(fresh["halo"])
+        state.write_estate(fresh, initial=True)
 
     def reset_to(new_estate: dict[str, Any] | None) -> None:
         target = state.initial_estate() if new_estate is None else load_estate(new_estate)
         if target["m365"]["partner_tenant_id"].lower() != credentials.partner_tenant_id:
             raise EstateError(["m365.partner_tenant_id: a reset cannot change the partner tenant; restart instead"])
-        ms_app.state.load_m365(target["m365"])
+        with _as_estate_error():
+            ms_app.state.load_m365(target["m365"])
         store.load(target["halo"])
         state.write_estate(target, initial=new_estate is not None)
         runtime.stats.reset()

@@ -115,6 +115,20 @@ def test_client_credentials_refused_where_not_consented(sandbox: RunningSandbox,
     assert result.get("error_codes") == [7000229]
 
 
+def test_refresh_token_refused_where_not_consented(sandbox: RunningSandbox, session: requests.Session) -> None:
+    """The Secure Application Model too: without the app's consent in the customer tenant, AADSTS65001."""
+    credentials = sandbox.credentials
+    result = _app(sandbox, session, NORTHWIND_TENANT_ID).acquire_token_by_refresh_token(
+        credentials.m365_refresh_token, scopes=GRAPH_SCOPES)
+    assert "access_token" not in result
+    assert result.get("error") == "invalid_grant" and result.get("error_codes") == [65001]
+    assert result["error_description"].startswith("AADSTS65001: The user or administrator has not consented")
+    assert credentials.m365_refresh_token not in str(result) and credentials.m365_client_secret not in str(result)
+    by_domain = _app(sandbox, session, "northwind.net").acquire_token_by_refresh_token(
+        credentials.m365_refresh_token, scopes=GRAPH_SCOPES)
+    assert by_domain.get("error_codes") == [65001]
+
+
 def test_wrong_secret_is_an_msal_error_without_the_secret(sandbox: RunningSandbox, session: requests.Session) -> None:
     result = _app(sandbox, session, CONTOSO_TENANT_ID, secret="wrong-secret").acquire_token_for_client(
         scopes=GRAPH_SCOPES)
@@ -135,7 +149,8 @@ def test_a_generated_estate_serves_every_tenant(sandbox_factory: Callable[..., R
             sandbox.credentials.m365_refresh_token, scopes=GRAPH_SCOPES)
         contracts = _graph_pages(sandbox, http, partner["access_token"], "/v1.0/contracts?$top=5")
         assert len(contracts) == 3 and sum(map(len, contracts)) == 12
-        biggest = max(estate["m365"]["tenants"], key=lambda t: len(t["users"]))
+        consented = (t for t in estate["m365"]["tenants"] if t.get("consented", True))
+        biggest = max(consented, key=lambda t: len(t["users"]))
         token = _app(sandbox, http, biggest["customerId"]).acquire_token_by_refresh_token(
             sandbox.credentials.m365_refresh_token, scopes=GRAPH_SCOPES)["access_token"]
         pages = _graph_pages(sandbox, http, token, "/v1.0/users?$top=2&$select=id,accountEnabled,assignedLicenses")
