@@ -10,6 +10,8 @@ import pytest
 
 from halo_sync_pipeline.sandbox.estate import EstateError, compile_checker, estate_schema, load_estate
 
+CONTOSO = "11111111-1111-4111-8111-111111111111"
+
 
 def _problems(estate: dict[str, Any]) -> list[str]:
     with pytest.raises(EstateError) as caught:
@@ -63,6 +65,21 @@ def test_missing_site_names_the_user(small_estate: dict[str, Any]) -> None:
         (lambda e: e["m365"]["tenants"][1]["users"][1].update(id=e["m365"]["tenants"][1]["users"][0]["id"]),
          "m365.tenants[1] (id 22222222-2222-4222-8222-222222222222): duplicate user id"),
         (lambda e: e.pop("m365"), "(estate): 'm365' is a required property"),
+        (lambda e: e["halo"]["clients"][0]["azure_tenants"][0].update(details_id=9),
+         "halo.clients[0] (id 1): azure_tenants[0]: details_id 9 is not an Azure AD connection"),
+        (lambda e: e["halo"].update(azure_connections=[{"id": 3, "name": "Own", "type": 1}]),
+         "halo.clients[0] (id 1): azure_tenants[0]: no details_id and no type-2 connection to default to"),
+        (lambda e: e["halo"].update(azure_connections=[{"id": 1, "name": "A", "type": 2}, {"id": 1, "name": "B", "type": 1}]),
+         "halo.azure_connections[1]: duplicate id 1"),
+        (lambda e: e["halo"].update(azure_connections=[{"id": 1, "type": 2}]),
+         "halo.azure_connections[0] (id 1): 'name' is a required property"),
+        (lambda e: (e["halo"]["clients"][0]["azure_tenants"][0].update(id=5),
+                    e["halo"]["clients"][1]["azure_tenants"].append({"id": 5, "azure_tenant_id": "x"})),
+         "halo.clients[1] (id 2): azure_tenants[0]: duplicate azure_tenants entry id 5"),
+        (lambda e: e["halo"]["clients"][0]["azure_tenants"].append({"azure_tenant_id": CONTOSO.upper()}),
+         "halo.clients[0] (id 1): duplicate azure_tenant_id"),
+        (lambda e: e["halo"]["sites"][0].update(isinvoicesite="yes"),
+         "halo.sites[0] (id 10): isinvoicesite: 'yes' is not of type 'boolean'"),
     ],
 )
 def test_bad_records_are_named(small_estate: dict[str, Any], mutate: Any, expected: str) -> None:
@@ -78,6 +95,21 @@ def test_every_problem_is_reported_and_message_lists_them(small_estate: dict[str
         load_estate(small_estate)
     assert len(caught.value.problems) == 5
     assert "halo.users[4] (id 201): site_id 99 does not exist" in str(caught.value)
+
+
+def test_odd_records_real_halo_holds_are_accepted(small_estate: dict[str, Any]) -> None:
+    halo = small_estate["halo"]
+    halo["azure_connections"] = [{"id": 1, "name": "Microsoft Partner", "type": 2}, {"id": 2, "name": "Own", "type": 1}]
+    halo["clients"][0]["azure_tenants"] += [{"id": 9, "details_id": 2, "azure_tenant_id": "n/a"},
+                                            {"azure_tenant_id": "n/a"}]  # odd values may repeat
+    halo["clients"][1]["name"] = ""
+    del halo["clients"][2]["name"]
+    halo["sites"][0]["name"] = None
+    halo["sites"][1]["isinvoicesite"] = True
+    del halo["users"][0]["name"]
+    halo["users"][1]["azureoid"] = "n/a"
+    halo["users"][2]["azureoid"] = "{5F1C0A2B-0000-4000-8000-0000000000AA}"
+    assert load_estate(small_estate) is small_estate
 
 
 def test_m365_tenants_may_carry_extra_optional_fields(small_estate: dict[str, Any]) -> None:

@@ -171,3 +171,24 @@ def test_report_sql_cannot_write(store: HaloStore, sql: str) -> None:
 def test_report_sql_errors_are_reported(store: HaloStore) -> None:
     with pytest.raises(ReportSqlError, match="no such column: nope"):
         store.run_report_sql("SELECT nope FROM USERS")
+
+
+def test_a_state_folder_from_before_azure_connections_resumes(tmp_path: Path) -> None:
+    import sqlite3
+
+    old = sqlite3.connect(tmp_path / "halo.sqlite3")
+    old.executescript(
+        "CREATE TABLE AREA (Aarea INTEGER PRIMARY KEY, aareadesc TEXT NOT NULL, AWebsite TEXT, AIsInactive INTEGER);"
+        "CREATE TABLE USERS (Uid INTEGER PRIMARY KEY, uusername TEXT NOT NULL, Usite INTEGER NOT NULL);"
+        "CREATE TABLE AREAAZURETENANT (AATid INTEGER PRIMARY KEY, AATarea INTEGER NOT NULL, AATtenantid TEXT NOT NULL,"
+        " AATtenantname TEXT);"
+        "INSERT INTO AREA VALUES (1, 'Contoso', NULL, 0);"
+        "INSERT INTO AREAAZURETENANT VALUES (3, 1, '11111111-1111-4111-8111-111111111111', 'Contoso');"
+    )
+    old.commit()
+    old.close()
+    resumed = HaloStore(tmp_path)
+    assert resumed.azure_connections(type_=2) == [{"id": 1, "name": "Microsoft Partner", "type": 2}]
+    assert resumed.tenant_mappings(1) == [{"id": 3, "details_id": 1, "azure_tenant_id": "11111111-1111-4111-8111-111111111111",
+                                          "azure_tenant_name": "Contoso", "client_id": 1, "client_name": "Contoso"}]
+    resumed.close()
