@@ -4,9 +4,10 @@ Response shapes follow what public Halo clients read: `{record_count, clients|si
 `report.rows` / `report.load_error`, `mappings_client`. List rows of /api/Users and /api/Site carry
 Halo's list models (Users_List: `azure_id`, no email2/email3; Site_List: `delivery_address_line1`);
 detail GETs carry the detail models (`azureoid`; a client's `azure_tenants` as AreaAzureTenant).
-A client's `azure_tenants` in a POST is its whole new list (see HaloStore._write_azure_tenants). POST bodies are JSON arrays validated against
-Halo's OpenAPI request schemas: a type error rejects the whole request (400, nothing written); a field
-the schema does not know is accepted and counted in the stats, as real Halo silently drops it.
+POST bodies are JSON arrays validated against Halo's OpenAPI request schemas: a type error rejects
+the whole request (400, nothing written); a field the schema does not know is accepted and counted in
+the stats, as real Halo silently drops it. A client's `azure_tenants` in a POST is its whole new list
+(see HaloStore._write_azure_tenants).
 """
 
 from __future__ import annotations
