@@ -15,7 +15,7 @@ the rest are drawn at random in realistic proportions.
 Only `random.Random(seed)` is used (GUIDs included), so one seed always gives the same estate.
 
 Regenerate the committed example estate with:
-    halo-sync-sandbox generate --tenants 12 --users-per-tenant 8 --seed 7 --pretty \\
+    halo-sync-sandbox generate --tenants 17 --users-per-tenant 8 --seed 7 --pretty \\
         > halo_sync_pipeline/sandbox/example_estate.json
 """
 
@@ -30,10 +30,22 @@ from typing import Any
 
 KEEP_ACTIVE_FIELD = "CFM365SyncKeepActive"
 KEEP_ACTIVE_VALUE = "2"
+KEEP_ACTIVE_VARIANTS = (" 2 ", "02", "2.0")  # the keep-active value as people type it into Halo
 GENERAL_USER_NAME = "General User"
+# Halo's Azure AD connections in every generated estate: the partner connection the sync maps tenants under,
+# and a single-tenant connection whose entries the tenant-id write-back must keep.
+PARTNER_CONNECTION_ID = 1
+SINGLE_TENANT_CONNECTION_ID = 2
+AZURE_CONNECTIONS = (
+    {"id": PARTNER_CONNECTION_ID, "name": "Microsoft Partner", "type": 2},
+    {"id": SINGLE_TENANT_CONNECTION_ID, "name": "Lantern IT Azure AD", "type": 1},
+)
+NOT_A_GUID_OID = "n/a"
+NOT_A_GUID_TENANT_ID = "not-a-guid"
+DIRTY_DISPLAY_NAME_LENGTH = 5000
 
 # name -> (kind of id listed: tenant = customerId, client = Halo client id, contact = Halo user id,
-#          user = Graph user id; what was planted)
+#          user = Graph user id, record = "client:<id>" / "site:<id>" / "user:<id>" (Halo); what was planted)
 SITUATIONS: dict[str, tuple[str, str]] = {
     # company matching (issue 4, company_mappings)
     "match_tenant_id": ("tenant", "the company lists the tenant in azure_tenants"),
@@ -56,6 +68,20 @@ SITUATIONS: dict[str, tuple[str, str]] = {
     "default_domain_onmicrosoft": ("tenant", "the default domain is the .onmicrosoft.com one"),
     "unverified_domain": ("tenant", "the tenant has an unverified domain"),
     "halo_only_client": ("client", "a Halo company with no Microsoft 365 tenant"),
+    "conflict_mapped_elsewhere": ("tenant", "the company named like the tenant is mapped to a tenant no longer in "
+                                           "the run (contract ended): conflict"),
+    "conflict_two_unmapped": ("tenant", "two unmapped tenants reach one active company (one by name, one by "
+                                       "website = its default domain): both conflict"),
+    "mapped_company_inactive": ("tenant", "the tenant is mapped to an inactive company; an active sister company "
+                                         "carries its name: unmatched"),
+    "write_back_keeps_entries": ("tenant", "matched by name; its company already has an azure_tenants entry under "
+                                          "the single-tenant (type 1) connection, which the write-back must keep"),
+    "several_invoice_sites": ("client", "two sites flagged isinvoicesite: the lowest site id is the main site"),
+    "licences_omitted": ("tenant", "Graph users answers omit assignedLicenses (sandbox_omit_user_properties): "
+                                  "the tenant fails to load"),
+    "not_consented_sam": ("tenant", "consented false, read with the partner refresh token: fails, no writes "
+                                   "(the same tenants as not_consented: the sandbox refuses both token paths)"),
+    "mapping_tenant_not_guid": ("client", f"an azure_tenants entry whose azure_tenant_id is {NOT_A_GUID_TENANT_ID!r}"),
     # contact situations (issue 4, contact_changes)
     "linked": ("contact", "contact linked to its user by azureoid"),
     "linked_oid_upper_case": ("contact", "linked, with the azureoid in upper case"),
@@ -75,6 +101,13 @@ SITUATIONS: dict[str, tuple[str, str]] = {
     "no_contact_details": ("contact", "active contact with no email, phone or mobile"),
     "external_email_contact": ("contact", "contact at a domain the tenant does not own"),
     "inactive_contact_gone": ("contact", "inactive contact whose user is gone"),
+    "contact_owned_by_other_tenant": ("contact", "active contact whose azureoid is a selected user of another "
+                                                "tenant (with its own contact there); email at this tenant's domain"),
+    "keep_active_variants": ("contact", f"gone, {KEEP_ACTIVE_FIELD} = {KEEP_ACTIVE_VALUE!r} written otherwise "
+                                       f"({', '.join(map(repr, KEEP_ACTIVE_VARIANTS))})"),
+    "contact_oid_not_guid": ("contact", f"active contact with azureoid {NOT_A_GUID_OID!r} and a selected user's mail"),
+    "contact_oid_braced": ("contact", "linked, azureoid written {GUID} in upper case"),
+    "missing_name": ("record", "a company, a site and a contact without a name (empty, null or absent)"),
     # user situations
     "create_new_contact": ("user", "selected user without a contact"),
     "create_at_site_address": ("user", "new user whose street address is a non-main site's line 1 (case/spaces differ)"),
@@ -85,21 +118,37 @@ SITUATIONS: dict[str, tuple[str, str]] = {
     "guest_user": ("user", "guest account"),
     "disabled_user": ("user", "disabled account without a contact"),
     "admin_account": ("user", "admin account (admin@, it.admin@, ...)"),
+    "upn_differs_from_mail": ("user", "UPN at .onmicrosoft.com, mail at a verified domain; an unlinked active "
+                                     "contact has the mail"),
+    "pair_by_proxy_alias": ("user", "an unlinked contact's email is one of the user's smtp: aliases"),
+    "ambiguous_by_aliases": ("user", "two unlinked contacts carry two addresses of the user (mail, smtp alias)"),
+    "moved_person": ("user", "no contact in its company; its id is the azureoid of an active contact elsewhere"),
+    "dirty_m365_values": ("user", f"new user: {DIRTY_DISPLAY_NAME_LENGTH}-character displayName, NUL in surname, "
+                                 "bidi override and spaces in givenName"),
 }
 
 MATCH_PATHS = ("tenant_id", "name", "default_domain_website", "verified_domain_website", "contact_email_domain",
-               "ambiguous_name", "no_candidate")  # fmt: skip
+               "ambiguous_name", "no_candidate", "conflict_mapped_elsewhere", "conflict_two_unmapped",
+               "mapped_company_inactive")  # fmt: skip
 _MATCH_SITUATION = {
     "tenant_id": "match_tenant_id", "name": "match_name", "default_domain_website": "match_default_domain_website",
     "verified_domain_website": "match_verified_domain_website", "contact_email_domain": "match_contact_email_domain",
     "ambiguous_name": "unmatched_ambiguous_name", "no_candidate": "unmatched_no_candidate",
+    "conflict_mapped_elsewhere": "conflict_mapped_elsewhere", "conflict_two_unmapped": "conflict_two_unmapped",
+    "mapped_company_inactive": "mapped_company_inactive",
 }  # fmt: skip
-_MATCH_WEIGHTS = (0.60, 0.14, 0.08, 0.05, 0.05, 0.02, 0.06)
+# conflict_two_unmapped is drawn once per pair of tenants (the next tenant completes the pair).
+_MATCH_WEIGHTS = (0.60, 0.14, 0.08, 0.05, 0.05, 0.02, 0.06, 0.008, 0.005, 0.005)
+# Tenants whose users the pipeline cannot read: planned contact situations are not spent on them.
+_FAILING_EXTRAS = frozenset({"not_consented", "licences_omitted"})
+# Companies that must not receive another tenant's person (their own counts and guard are planted exactly).
+_UNHOMELY_EXTRAS = _FAILING_EXTRAS | {"mass_deactivation", "tenant_shares_company"}
+_HOME_MATCHES = frozenset({"tenant_id", "name", "default_domain_website", "verified_domain_website"})
 
 # The first tenants, planned so that every tenant-level situation appears: (match path, extra situations).
 _PLANNED_TENANTS: tuple[tuple[str, frozenset[str]], ...] = (
-    ("tenant_id", frozenset({"admin_in_domain_name"})),
-    ("name", frozenset({"inactive_duplicate_company"})),
+    ("tenant_id", frozenset({"admin_in_domain_name", "several_invoice_sites", "mapping_tenant_not_guid"})),
+    ("name", frozenset({"inactive_duplicate_company", "write_back_keeps_entries"})),
     ("default_domain_website", frozenset({"gdap_expired"})),
     ("verified_domain_website", frozenset({"default_domain_onmicrosoft"})),
     ("contact_email_domain", frozenset({"gdap_terminated"})),
@@ -109,7 +158,12 @@ _PLANNED_TENANTS: tuple[tuple[str, frozenset[str]], ...] = (
     ("tenant_id", frozenset({"tenant_shares_company"})),
     ("tenant_id", frozenset({"mass_deactivation"})),
     ("tenant_id", frozenset({"not_consented", "unverified_domain"})),
-    ("default_domain_website", frozenset({"website_host_starts_with_www"})),
+    ("conflict_mapped_elsewhere", frozenset()),
+    ("conflict_two_unmapped", frozenset()),
+    ("conflict_two_unmapped", frozenset()),  # completes the pair
+    ("mapped_company_inactive", frozenset()),
+    ("tenant_id", frozenset({"licences_omitted"})),
+    ("default_domain_website", frozenset({"website_host_starts_with_www"})),  # last: takes every planned leftover
 )
 MIN_TENANTS_FOR_FULL_COVERAGE = len(_PLANNED_TENANTS)
 
@@ -131,12 +185,27 @@ _ROLES: dict[str, tuple[str, str | None]] = {
     "admin_account": ("admin", None),
     "admin_with_contact": ("admin_unlicensed", "linked"),
     "disabled_no_contact": ("disabled", None),
+    "pair_by_mail": ("member_mail_differs", "unlinked_mail"),
+    "pair_by_alias": ("member_aliased", "unlinked_alias"),
+    "ambiguous_by_aliases": ("member_aliased", "mail_and_alias"),
+    "moved_person": ("member", None),  # its contact is planted in another company
+    "owned_by_other": ("member", "linked"),  # plus a contact in another company with its id
+    "linked_oid_braced": ("member", "linked_braced"),
+    "oid_not_guid": ("member", "not_guid_oid_email"),
+    "create_dirty": ("member_dirty", None),
 }
+_MEMBER_KINDS = frozenset({"member", "member_mail_differs", "member_aliased", "member_dirty"})
+# Roles that need a contact in another tenant's company, and what they become while there is none.
+_OTHER_COMPANY_ROLES = {"moved_person": "create", "owned_by_other": "linked"}
+# Roles whose situation lists the user (the others list the contacts planted for it).
+_USER_TAGGED_ROLES = frozenset({"pair_by_mail", "pair_by_alias", "ambiguous_by_aliases", "moved_person"})
 _ROLE_WEIGHTS = {
     "linked": 0.62, "create": 0.09, "create_at_site_address": 0.03, "create_at_tied_site_address": 0.004,
     "pair_unlinked": 0.04, "pair_stale_oid": 0.01, "reactivate": 0.02, "ambiguous_email": 0.005,
     "leaver_unlicensed": 0.03, "leaver_disabled": 0.03, "leaver_guest": 0.005, "guest": 0.035,
     "shared_mailbox": 0.04, "admin_account": 0.02, "admin_with_contact": 0.005, "disabled_no_contact": 0.02,
+    "pair_by_mail": 0.01, "pair_by_alias": 0.01, "ambiguous_by_aliases": 0.002, "moved_person": 0.002,
+    "owned_by_other": 0.002, "linked_oid_braced": 0.003, "oid_not_guid": 0.002, "create_dirty": 0.001,
 }  # fmt: skip
 _ROLE_NAMES = tuple(_ROLE_WEIGHTS)
 _ROLE_CUM_WEIGHTS = tuple(accumulate(_ROLE_WEIGHTS.values()))
@@ -147,15 +216,20 @@ _ROLE_SITUATION = {
     "leaver_unlicensed": "leaver_unlicensed", "leaver_disabled": "leaver_disabled", "leaver_guest": "leaver_guest",
     "guest": "guest_user", "shared_mailbox": "shared_mailbox_unlicensed", "admin_account": "admin_account",
     "admin_with_contact": "admin_contact_untouched", "disabled_no_contact": "disabled_user",
+    "pair_by_mail": "upn_differs_from_mail", "pair_by_alias": "pair_by_proxy_alias",
+    "ambiguous_by_aliases": "ambiguous_by_aliases", "moved_person": "moved_person",
+    "owned_by_other": "contact_owned_by_other_tenant", "linked_oid_braced": "contact_oid_braced",
+    "oid_not_guid": "contact_oid_not_guid", "create_dirty": "dirty_m365_values",
 }  # fmt: skip
 # User situations that are about the account alone, whatever company (if any) the tenant maps to.
 _ACCOUNT_SITUATIONS = frozenset({"guest_user", "shared_mailbox_unlicensed", "admin_account", "disabled_user"})
 # Contacts planted without a user: situation -> expected count per user of the tenant (plus one at random).
 _CONTACT_ONLY_RATES = {
     "gone_from_m365": 0.04, "keep_active": 0.01, "keep_active_other_value": 0.005, "no_contact_details": 0.02,
-    "external_email_contact": 0.02, "inactive_contact_gone": 0.03,
+    "external_email_contact": 0.02, "inactive_contact_gone": 0.03, "keep_active_variants": 0.003,
 }  # fmt: skip
 GENERAL_USER_SHARE = 0.35  # of companies that have a "General User" contact
+TENANTS_PER_NAMELESS_SET = 100  # one company, one site and one contact without a name per this many tenants
 
 _FIRST_NAMES = (
     "Olivia Amelia Isla Ava Mia Ivy Lily Isabella Rosie Sophia Grace Willow Freya Florence Emily Ella Poppy Evie "
@@ -224,6 +298,7 @@ class _Tenant:
     domains: list[dict[str, Any]]
     users: list[dict[str, Any]] = field(default_factory=list)
     locals: set[str] = field(default_factory=set)  # mailbox names used by users and planted contacts
+    addresses: set[str] = field(default_factory=set)  # every UPN, mail and smtp alias of its users (lower case)
 
     @property
     def verified_domains(self) -> list[str]:
@@ -258,6 +333,9 @@ class _EstateBuilder:
         self._names: set[str] = set()  # normalised company names in use
         self._slugs: set[str] = set()
         self._domains: set[str] = set()
+        # Healthy matched companies (one tenant, with sites) that can hold another tenant's person.
+        self.homes: list[tuple[_Tenant, _Client]] = []
+        self._open_pair: _Client | None = None  # conflict_two_unmapped company waiting for its second tenant
 
     # --- small helpers ---------------------------------------------------------------------------------------
 
@@ -304,11 +382,18 @@ class _EstateBuilder:
         scale = users_per_tenant * tenants / sum(raw)
         return [max(1, round(r * scale)) for r in raw]
 
-    def plan(self, index: int) -> tuple[str, frozenset[str]]:
+    def plan(self, index: int, tenants: int) -> tuple[str, frozenset[str]]:
         if index < len(_PLANNED_TENANTS):
-            return _PLANNED_TENANTS[index]
+            match, extras = _PLANNED_TENANTS[index]
+            if match == "conflict_two_unmapped" and self._open_pair is None and index == tenants - 1:
+                return "name", extras  # no tenant left to complete the pair
+            return match, extras
         rng = self.rng
         match = rng.choices(MATCH_PATHS, weights=_MATCH_WEIGHTS)[0]
+        if self._open_pair is not None:
+            match = "conflict_two_unmapped"  # the second tenant of the pair
+        elif match == "conflict_two_unmapped" and index == tenants - 1:
+            match = "name"  # no tenant left to complete a pair
         extras: set[str] = set()
         roll = rng.random()
         if roll < 0.03:
@@ -319,7 +404,7 @@ class _EstateBuilder:
             extras.add("gdap_missing")
         if rng.random() < 0.02:
             extras.add("not_consented")
-        if rng.random() < 0.08 and match != "default_domain_website":
+        if rng.random() < 0.08 and match not in ("default_domain_website", "conflict_two_unmapped"):
             extras.add("default_domain_onmicrosoft")
         if match == "tenant_id":
             roll = rng.random()
@@ -329,8 +414,19 @@ class _EstateBuilder:
                 extras.add("tenant_shares_company")
             elif roll < 0.015:
                 extras.add("mass_deactivation")
-        if match == "name" and rng.random() < 0.1:
-            extras.add("inactive_duplicate_company")
+            elif roll < 0.02:
+                extras.add("licences_omitted")
+            roll = rng.random()
+            if roll < 0.02:
+                extras.add("several_invoice_sites")
+            elif roll < 0.03:
+                extras.add("mapping_tenant_not_guid")
+        if match == "name":
+            roll = rng.random()
+            if roll < 0.1:
+                extras.add("inactive_duplicate_company")
+            elif roll < 0.15:
+                extras.add("write_back_keeps_entries")
         return match, frozenset(extras)
 
     def new_tenant(self, match: str, extras: frozenset[str]) -> _Tenant:
@@ -417,16 +513,31 @@ class _EstateBuilder:
         if "tenant_shares_company" in tenant.extras and shared_with is not None:
             shared_with.record["azure_tenants"].append(
                 {"azure_tenant_id": tenant.tenant_id, "azure_tenant_name": tenant.display_name})
+            self.homes = [(t, c) for t, c in self.homes if c is not shared_with]  # no longer one tenant's
             return shared_with
         sites = 0 if "client_without_site" in tenant.extras else rng.choices((1, 2, 3), weights=(65, 25, 10))[0]
         if match == "tenant_id":
             website = _website(rng, tenant.primary_domain) if rng.random() < 0.5 else None
-            return self.new_client(self._altered_name(tenant.display_name), website=website, tenants=(tenant,),
-                                   sites=sites)  # fmt: skip
+            if "several_invoice_sites" in tenant.extras:
+                sites = 2
+            client = self.new_client(self._altered_name(tenant.display_name), website=website, tenants=(tenant,),
+                                     sites=sites)  # fmt: skip
+            self._odd_company_extras(tenant, client)
+            return client
         if match == "name":
             if "inactive_duplicate_company" in tenant.extras:
                 self.new_client(tenant.display_name, inactive=True)
-            return self.new_client(_name_variant(rng, tenant.display_name), sites=sites)
+            client = self.new_client(_name_variant(rng, tenant.display_name), sites=sites)
+            if "write_back_keeps_entries" in tenant.extras:
+                # The customer's own directory, connected to Halo directly: not a partner mapping.
+                client.record["azure_tenants"].append({
+                    "azure_tenant_id": self.guid(), "azure_tenant_name": f"{tenant.display_name} (direct)",
+                    "details_id": SINGLE_TENANT_CONNECTION_ID,
+                })  # fmt: skip
+            return client
+        if match in ("conflict_mapped_elsewhere", "conflict_two_unmapped", "mapped_company_inactive"):
+            self._conflict_companies(tenant)
+            return None
         if match == "default_domain_website":
             return self.new_client(self._altered_name(tenant.display_name),
                                    website=_website(rng, tenant.default_domain), sites=sites)  # fmt: skip
@@ -441,6 +552,34 @@ class _EstateBuilder:
                 twin = self.new_client(name)
                 self.contact(twin.sites[0], *self._person(), email=f"{self._fresh_local(tenant)}@{tenant.primary_domain}")
         return None
+
+    def _odd_company_extras(self, tenant: _Tenant, client: _Client) -> None:
+        """Invoice-site flags and odd tenant mappings on a tenant-id-matched company."""
+        if "several_invoice_sites" in tenant.extras:
+            for site in client.sites:  # both flagged; the client's main site is the lowest id
+                site["isinvoicesite"] = True
+            self.tag("several_invoice_sites", client.client_id)
+        if "mapping_tenant_not_guid" in tenant.extras:
+            client.record["azure_tenants"].append({"azure_tenant_id": NOT_A_GUID_TENANT_ID, "azure_tenant_name": None})
+            self.tag("mapping_tenant_not_guid", client.client_id)
+
+    def _conflict_companies(self, tenant: _Tenant) -> None:
+        """The companies that make the tenant a conflict or leave it unmatched; it gets none of its own."""
+        rng, match = self.rng, tenant.plan_match
+        if match == "conflict_mapped_elsewhere":
+            client = self.new_client(_name_variant(rng, tenant.display_name))
+            # A tenant whose contract ended: it is not among the partner's tenants any more.
+            ended = {"azure_tenant_id": self.guid(), "azure_tenant_name": tenant.display_name}
+            client.record["azure_tenants"].append(ended)
+        elif match == "conflict_two_unmapped":
+            if self._open_pair is None:  # the first tenant reaches the company by name ...
+                self._open_pair = self.new_client(_name_variant(rng, tenant.display_name))
+            else:  # ... the second by website = its default domain
+                self._open_pair.record["website"] = _website(rng, tenant.default_domain)
+                self._open_pair = None
+        else:  # mapped_company_inactive: the mapped company was retired, a new one carries the name
+            self.new_client(self._altered_name(tenant.display_name), inactive=True, tenants=(tenant,))
+            self.new_client(_name_variant(rng, tenant.display_name))
 
     def _altered_name(self, display: str) -> str:
         """A name no matching rule equates with `display` (Halo names drift from tenant names)."""
@@ -463,6 +602,21 @@ class _EstateBuilder:
             first, last = self._person()
             self.contact(client.sites[0], first, last, email=f"{first}.{last}@{domain}".lower(), phone=self._phone())
         self.tag("halo_only_client", client.client_id)
+
+    def nameless_records(self) -> None:
+        """A company, a site and a contact without a name (empty, null, absent), as old Halo databases hold."""
+        rng = self.rng
+        client = self.new_client("")
+        self.tag("missing_name", f"client:{client.client_id}")
+        _, home = rng.choice(self.homes) if self.homes else (None, client)
+        site = self.add_site(home, "", self._address({s["line1"].lower() for s in home.sites}))
+        site["name"] = None
+        self.tag("missing_name", f"site:{site['id']}")
+        first, last = self._person()
+        email = f"{first}.{last}@{rng.choice(_FREEMAIL)}".lower()
+        contact_id = self.contact(rng.choice(home.sites), "", "", email=email, phone=self._phone())
+        del self.contacts[-1]["name"]
+        self.tag("missing_name", f"user:{contact_id}")
 
     # --- Halo contacts ---------------------------------------------------------------------------------------
 
@@ -506,7 +660,7 @@ class _EstateBuilder:
     def user(self, tenant: _Tenant, kind: str, street: str | None) -> dict[str, Any]:
         rng = self.rng
         first, last = self._person()
-        licensed = kind in ("member", "disabled", "admin")
+        licensed = kind in _MEMBER_KINDS or kind in ("disabled", "admin")
         display, given, surname = f"{first} {last}", first, last
         if kind == "shared":
             local = self._fresh_local(tenant, rng.choice(_SHARED_MAILBOXES))
@@ -523,9 +677,15 @@ class _EstateBuilder:
             mail = f"{first}.{last}{rng.randint(1, 99)}@{rng.choice(_FREEMAIL)}".lower()
             upn = f"{mail.replace('@', '_')}#EXT#@{tenant.slug}.onmicrosoft.com"
             proxies = [f"SMTP:{mail}"]
+        elif kind == "member_mail_differs":  # signs in with the initial domain, mails with the vanity one
+            upn = f"{local}@{tenant.slug}.onmicrosoft.com"
+            proxies = [f"SMTP:{mail}", f"smtp:{upn}"]
+        elif kind == "member_aliased":
+            proxies.append(f"smtp:{self._fresh_alias(tenant, f'{first[0]}{last}'.lower())}")
         elif kind in ("member", "disabled", "unlicensed") and (rng.random() < 0.35 or not self.situations["user_with_aliases"]):
             aliases = [f"{first[0]}{last}@{d}".lower() for d in tenant.verified_domains if "onmicrosoft" not in d]
-            proxies += [f"smtp:{a}" for a in aliases[:2]]
+            # An address belongs to one mailbox: a namesake's alias is not given twice.
+            proxies += [f"smtp:{a}" for a in aliases[:2] if a not in tenant.addresses]
             proxies += rng.choice(([f"sip:{upn}"], [_x500(rng, local)], []))
         record = {
             "id": self.guid(),
@@ -544,10 +704,23 @@ class _EstateBuilder:
             "accountEnabled": kind not in ("disabled", "shared"),
             "userType": "Guest" if kind == "guest" else "Member",
         }
+        if kind == "member_dirty":
+            _make_dirty(record)
         tenant.users.append(record)
+        tenant.addresses |= {upn.lower(), (mail or "").lower()}
+        tenant.addresses |= {p[5:].lower() for p in proxies if p.lower().startswith("smtp:")}
         if any(p.startswith("smtp:") and ".onmicrosoft.com" not in p for p in proxies):
             self.tag("user_with_aliases", record["id"])
         return record
+
+    def _fresh_alias(self, tenant: _Tenant, local: str) -> str:
+        """A secondary address at the tenant's last vanity domain that no user of the tenant has yet."""
+        domain = [d for d in tenant.verified_domains if "onmicrosoft" not in d][-1]
+        candidate, n = local, 2
+        while f"{candidate}@{domain}" in tenant.addresses or candidate in tenant.locals:
+            candidate, n = f"{local}{n}", n + 1
+        tenant.locals.add(candidate)
+        return f"{candidate}@{domain}"
 
     # --- one tenant's users and contacts ---------------------------------------------------------------------
 
@@ -559,10 +732,13 @@ class _EstateBuilder:
         rng = self.rng
         roles = rng.choices(_ROLE_NAMES, cum_weights=_ROLE_CUM_WEIGHTS, k=size)
         has_contacts = client is not None and bool(client.sites)
+        elsewhere = has_contacts and any(c is not client for _, c in self.homes)
+        roles = [r if elsewhere or r not in _OTHER_COMPANY_ROLES else _OTHER_COMPANY_ROLES[r] for r in roles]
         extras: list[str] = []
-        if has_contacts:
-            take = len(planned.roles) if drain else min(len(planned.roles), math.ceil(size / 2))
-            forced = [planned.roles.pop(0) for _ in range(take)]
+        if has_contacts and (drain or not tenant.extras & _FAILING_EXTRAS):
+            ready = [r for r in planned.roles if elsewhere or r not in _OTHER_COMPANY_ROLES]
+            forced = ready if drain else ready[: math.ceil(size / 2)]
+            planned.roles[:] = [r for r in planned.roles if r not in forced]
             roles = forced + roles[len(forced) :]
             take = len(planned.contacts) if drain else min(2, len(planned.contacts))
             extras = [planned.contacts.pop(0) for _ in range(take)]
@@ -588,19 +764,29 @@ class _EstateBuilder:
     def _user_with_contact(self, tenant: _Tenant, client: _Client | None, role: str, company: _Client | None) -> None:
         """One user for `role`; its contact(s) go to `client` (None: the tenant's users get no contacts)."""
         kind, contact_kind = _ROLES[role]
-        user = self.user(tenant, kind, self._street_for(client, role) if kind == "member" else None)
+        user = self.user(tenant, kind, self._street_for(client, role) if kind in _MEMBER_KINDS else None)
         situation = _ROLE_SITUATION[role]
         if client is None:
-            if company is not None and kind == "member":  # matched company without a site
+            if company is not None and kind in _MEMBER_KINDS:  # matched company without a site
                 self.tag("create_without_site", user["id"])
             elif situation in _ACCOUNT_SITUATIONS:
                 self.tag(situation, user["id"])
             return
-        if contact_kind is None:
+        contact_ids = self._contacts_for_user(client, user, contact_kind, role) if contact_kind else []
+        if role in _OTHER_COMPANY_ROLES:
+            contact_ids = [self._contact_elsewhere(client, user)]
+        if contact_kind is None or role in _USER_TAGGED_ROLES:
             self.tag(situation, user["id"])
             return
-        for contact_id in self._contacts_for_user(client, user, contact_kind, role):
+        for contact_id in contact_ids:
             self.tag(situation, contact_id)
+
+    def _contact_elsewhere(self, client: _Client, user: dict[str, Any]) -> int:
+        """An active contact with the user's id in another tenant's company, at that tenant's domain."""
+        home_tenant, home = self.rng.choice([(t, c) for t, c in self.homes if c is not client])
+        first, last = user["givenName"], user["surname"]
+        email = f"{self._fresh_local(home_tenant, f'{first}.{last}'.lower())}@{home_tenant.primary_domain}"
+        return self.contact(home.sites[0], first, last, email=email, azureoid=user["id"], phone=self._phone())
 
     def _street_for(self, client: _Client | None, role: str) -> str | None:
         rng = self.rng
@@ -665,6 +851,18 @@ class _EstateBuilder:
             return [self.contact(site, first, last, email=email, inactive=rng.random() < 0.3, **fields)]
         if contact_kind == "stale_oid_email":
             return [self.contact(site, first, last, email=upn.lower(), azureoid=self.guid(), **fields)]
+        mail, alias = user["mail"], _aliases(user)[-1] if _aliases(user) else ""
+        if contact_kind == "linked_braced":
+            return [self.contact(site, first, last, email=upn.lower(), azureoid=f"{{{user['id'].upper()}}}", **fields)]
+        if contact_kind == "not_guid_oid_email":
+            return [self.contact(site, first, last, email=mail, azureoid=NOT_A_GUID_OID, **fields)]
+        if contact_kind == "unlinked_mail":
+            return [self.contact(site, first, last, email=rng.choice((mail, mail.title())), **fields)]
+        if contact_kind == "unlinked_alias":
+            return [self.contact(site, first, last, email=alias, **fields)]
+        if contact_kind == "mail_and_alias":  # entered twice, under two of the person's addresses
+            return [self.contact(site, first, last, email=mail, **fields),
+                    self.contact(site, first, last, email=alias, **fields)]  # fmt: skip
         # two_unlinked_email: the same person entered twice
         return [self.contact(site, first, last, email=upn.lower(), **fields),
                 self.contact(site, first, last, email=upn.title(), **fields)]  # fmt: skip
@@ -683,12 +881,27 @@ class _EstateBuilder:
                                       phone=self._phone())  # fmt: skip
         else:  # gone from Microsoft 365, possibly kept active or already inactive
             domain = tenant.primary_domain if rng.random() < 0.8 else rng.choice(tenant.verified_domains)
-            keep = {"keep_active": KEEP_ACTIVE_VALUE, "keep_active_other_value": rng.choice(("1", "0", "Yes"))}
+            variant = KEEP_ACTIVE_VARIANTS[len(self.situations["keep_active_variants"]) % len(KEEP_ACTIVE_VARIANTS)]
+            keep = {"keep_active": KEEP_ACTIVE_VALUE, "keep_active_other_value": rng.choice(("1", "0", "Yes")),
+                    "keep_active_variants": variant}  # fmt: skip
             contact_id = self.contact(site, first, last, email=f"{self._fresh_local(tenant)}@{domain}",
                                       azureoid=self.guid() if rng.random() < 0.6 else "", phone=self._phone(),
                                       inactive=situation == "inactive_contact_gone",
                                       keep_active=keep.get(situation))  # fmt: skip
         self.tag(situation, contact_id)
+
+
+def _aliases(user: dict[str, Any]) -> list[str]:
+    """The user's secondary smtp: addresses at its own vanity domains."""
+    return [p[5:] for p in user["proxyAddresses"] if p.startswith("smtp:") and ".onmicrosoft.com" not in p]
+
+
+def _make_dirty(user: dict[str, Any]) -> None:
+    """Values real directories hold: a runaway display name, a NUL, a bidi override with stray spaces."""
+    first, last = user["givenName"], user["surname"]
+    user["displayName"] = (f"{first} {last} " * DIRTY_DISPLAY_NAME_LENGTH)[:DIRTY_DISPLAY_NAME_LENGTH]
+    user["surname"] = f"{last[:2]}\x00{last[2:]}"
+    user["givenName"] = f"  \u202e{first} "
 
 
 def _x500(rng: random.Random, local: str) -> str:
@@ -727,20 +940,26 @@ def generate_estate(tenants: int, users_per_tenant: int, seed: int) -> dict[str,
     partner_tenant_id = builder.guid()
     sizes = builder.tenant_sizes(tenants, users_per_tenant)
     planned = _Planned(roles=[r for r in _ROLE_NAMES if r != "linked"],
-                       contacts=[*_CONTACT_ONLY_RATES, "general_user"])  # fmt: skip
+                       contacts=[*_CONTACT_ONLY_RATES, "general_user",
+                                 *["keep_active_variants"] * (len(KEEP_ACTIVE_VARIANTS) - 1)])  # fmt: skip
     m365_tenants, shared_with = [], None
     for index, size in enumerate(sizes):
-        match, extras = builder.plan(index)
+        match, extras = builder.plan(index, tenants)
         tenant = builder.new_tenant(match, extras)
         client = builder.client_for(tenant, shared_with)
         if client is not None and match == "tenant_id" and client.sites:
             shared_with = client
         builder.populate(tenant, client, size, planned, drain=index == MIN_TENANTS_FOR_FULL_COVERAGE - 1)
+        if client is not None and match in _HOME_MATCHES and client.sites and not tenant.extras & _UNHOMELY_EXTRAS:
+            builder.homes.append((tenant, client))
         m365_tenants.append(_tenant_record(builder, tenant))
     for _ in range(max(1, tenants // 10)):
         builder.halo_only_client()
+    for _ in range(max(1, round(tenants / TENANTS_PER_NAMELESS_SET))):
+        builder.nameless_records()
     return {
-        "halo": {"clients": builder.clients, "sites": builder.sites, "users": builder.contacts},
+        "halo": {"clients": builder.clients, "sites": builder.sites, "users": builder.contacts,
+                 "azure_connections": [dict(c) for c in AZURE_CONNECTIONS]},
         "m365": {"partner_tenant_id": partner_tenant_id, "tenants": m365_tenants},
         "_generator": {"seed": seed, "tenants": tenants, "users_per_tenant": users_per_tenant,
                        "situations": builder.situations},  # fmt: skip
@@ -754,11 +973,16 @@ def _tenant_record(builder: _EstateBuilder, tenant: _Tenant) -> dict[str, Any]:
             gdap = status
     for situation in ("not_consented", "default_domain_onmicrosoft", "unverified_domain", "admin_in_domain_name",
                       "client_without_site", "tenant_shares_company", "mass_deactivation", "inactive_duplicate_company",
-                      "website_host_starts_with_www", "gdap_expired", "gdap_terminated", "gdap_missing"):  # fmt: skip
+                      "website_host_starts_with_www", "gdap_expired", "gdap_terminated", "gdap_missing",
+                      "write_back_keeps_entries", "licences_omitted"):  # fmt: skip
         if situation in tenant.extras:
             builder.tag(situation, tenant.tenant_id)
+    if "not_consented" in tenant.extras:
+        # The sandbox refuses an unconsented tenant's tokens on both paths (app-only and the partner's
+        # refresh token), so the same tenants stand for the Secure Application Model case.
+        builder.tag("not_consented_sam", tenant.tenant_id)
     builder.tag(_MATCH_SITUATION[tenant.plan_match], tenant.tenant_id)
-    return {
+    record = {
         "customerId": tenant.tenant_id,
         "displayName": tenant.display_name,
         "defaultDomainName": tenant.default_domain,
@@ -767,6 +991,9 @@ def _tenant_record(builder: _EstateBuilder, tenant: _Tenant) -> dict[str, Any]:
         "domains": tenant.domains,
         "users": tenant.users,
     }
+    if "licences_omitted" in tenant.extras:
+        record["sandbox_omit_user_properties"] = ["assignedLicenses"]  # Graph's users answers lack the property
+    return record
 
 
 def describe_coverage(estate: dict[str, Any]) -> dict[str, int]:
