@@ -5,6 +5,12 @@ Microsoft 365 halves overlap the way a real MSP's do: most customer tenants are 
 by tenant id, some only by name, website or contacts' email domains, a few ambiguously or not at all; most
 users have a linked contact, some are new, left, disabled, guests, shared mailboxes or admin accounts, and
 Halo holds contacts that are gone from Microsoft 365, kept active on purpose, or catch-alls ("General User").
+It also plants the messy records real estates hold: companies two tenants claim or mapped to a tenant that left,
+inactive mapped companies, mappings under a non-partner Azure AD connection (every estate carries
+`halo.azure_connections`: the partner connection and a single-tenant one), several invoice sites, contacts
+carrying another tenant's user id, people found by mail or alias rather than UPN, keep-active values spelled
+otherwise, non-GUID ids, records without a name, Graph answers without assignedLicenses
+(`sandbox_omit_user_properties`) and directory values no Halo field should take as they are.
 
 Every record planted for a situation is listed in the estate's top-level `_generator` record
 (`{"seed", "tenants", "users_per_tenant", "situations": {name: [ids]}}`; SITUATIONS says what each name
