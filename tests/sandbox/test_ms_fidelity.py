@@ -106,7 +106,7 @@ def test_consent_withdrawn_after_a_token_was_issued_is_401_identity_not_found(
     withdrawn = copy.deepcopy(small_estate)
     withdrawn["m365"]["tenants"][0]["consented"] = False  # Contoso
 
-    async def go() -> tuple[list[TenantLoad], list[TenantLoad], int]:
+    async def go() -> tuple[list[TenantLoad], list[TenantLoad], int, dict[str, Any]]:
         async with _graph_client(sandbox) as graph:
             tenants = await graph.tenants()
             before = await graph.load_all(tenants)  # Contoso's token is now cached in the client
