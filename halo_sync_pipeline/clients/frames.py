@@ -16,13 +16,14 @@ import pandas as pd
 
 from .graph import TenantLoad
 
-COMPANY_COLUMNS = ["company_id", "name", "website", "inactive", "main_site_id"]
-TENANT_MAPPING_COLUMNS = ["tenant_id", "tenant_name", "company_id", "company_name"]
+# `quarantine` (Halo frames): what is odd about the record (NA = nothing); see rules/quarantine.py.
+COMPANY_COLUMNS = ["company_id", "name", "website", "inactive", "main_site_id", "quarantine"]
+TENANT_MAPPING_COLUMNS = ["tenant_id", "tenant_name", "company_id", "company_name", "entry_id", "connection_id", "quarantine"]
 CONTACT_COLUMNS = [
     "contact_id", "company_id", "site_id", "name", "firstname", "surname", "email", "email2", "email3",
-    "phonenumber", "mobilenumber", "title", "azureoid", "inactive", "keep_active",
+    "phonenumber", "mobilenumber", "title", "azureoid", "inactive", "keep_active", "quarantine",
 ]  # fmt: skip
-SITE_COLUMNS = ["site_id", "company_id", "name", "line1", "is_main"]
+SITE_COLUMNS = ["site_id", "company_id", "name", "line1", "is_main", "quarantine"]
 TENANT_COLUMNS = ["tenant_id", "display_name", "default_domain", "status", "error", "user_count", "domain_count"]
 DOMAIN_COLUMNS = ["tenant_id", "domain", "is_verified", "is_default"]
 USER_COLUMNS = [
@@ -105,6 +106,49 @@ def _empty(columns: list[str], dtypes: Mapping[str, str]) -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series([], dtype=dtypes[c]) for c in columns})
 
 
+def _build_lenient(
+    records: Iterable[Any], columns: list[str], dtypes: Mapping[str, str], row: Callable[[Any, "_Reader"], dict[str, Any]],
+    what: Callable[[int, Any], str],
+) -> pd.DataFrame:
+    """Like `_build`, but one odd record never stops the frame: a field that cannot be typed becomes NA
+    and the record carries the reason in `quarantine`; a record without a readable id (or not an object)
+    is left out and listed in `frame.attrs["unreadable_records"]` for the asset to report."""
+    built, unreadable = [], []
+    for index, record in enumerate(records):
+        reader = _Reader(record if isinstance(record, Mapping) else {})
+        try:
+            if not isinstance(record, Mapping):
+                raise ValueError(f"expected an object, got {type(record).__name__}")
+            values = row(record, reader)
+        except (ValueError, TypeError) as exc:
+            unreadable.append(f"{what(index, record)}: {exc}")
+            continue
+        values["quarantine"] = "; ".join(reader.problems) or pd.NA
+        built.append(values)
+    frame = pd.DataFrame(built, columns=columns)
+    frame = frame.astype({c: dtypes[c] for c in columns}) if len(frame) else _empty(columns, dtypes)
+    frame.attrs["unreadable_records"] = unreadable
+    return frame
+
+
+class _Reader:
+    """Reads a record's optional fields; a value that cannot be typed is noted and read as `fallback`."""
+
+    def __init__(self, record: Mapping[str, Any]) -> None:
+        self.record = record
+        self.problems: list[str] = []
+
+    def get(self, key: str, convert: Callable[[Any], Any], fallback: Any = pd.NA) -> Any:
+        return self.value(key, self.record.get(key), convert, fallback)
+
+    def value(self, key: str, value: Any, convert: Callable[[Any], Any], fallback: Any = pd.NA) -> Any:
+        try:
+            return convert(value)
+        except ValueError as exc:
+            self.problems.append(f"{key}: {exc}")
+            return fallback
+
+
 def _field(record: Mapping[str, Any], key: str, convert: Callable[[Any], Any]) -> Any:
     try:
         return convert(record.get(key))
@@ -126,34 +170,39 @@ _STRING, _BOOL, _INT, _NINT = "string", "bool", "int64", "Int64"
 
 
 def halo_companies_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
-    dtypes = {"company_id": _INT, "name": _STRING, "website": _STRING, "inactive": _BOOL, "main_site_id": _NINT}
-    return _build(
+    dtypes = {"company_id": _INT, "name": _STRING, "website": _STRING, "inactive": _BOOL, "main_site_id": _NINT,
+              "quarantine": _STRING}
+    return _build_lenient(
         records,
         COMPANY_COLUMNS,
         dtypes,
-        lambda r: {
+        lambda r, read: {
             "company_id": _field(r, "id", integer),
-            "name": _field(r, "name", text),
-            "website": _field(r, "website", text),
-            "inactive": _field(r, "inactive", boolean),
-            "main_site_id": _field(r, "main_site_id", optional_integer),
+            "name": read.get("name", text),
+            "website": read.get("website", text),
+            "inactive": read.get("inactive", boolean, fallback=False),
+            "main_site_id": read.get("main_site_id", optional_integer),
         },
         _label("Halo company", "id"),
     )
 
 
 def halo_tenant_mappings_frame(mappings: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
-    """From `HaloClient.tenant_mappings()` (azure_tenant_id, azure_tenant_name, client_id, client_name)."""
-    dtypes = {"tenant_id": _STRING, "tenant_name": _STRING, "company_id": _INT, "company_name": _STRING}
-    return _build(
+    """From `HaloClient.tenant_mappings()` (id, details_id, azure_tenant_id, azure_tenant_name, client_id,
+    client_name). The tenant id is kept as Halo has it (lower-cased); rules/quarantine.py judges it."""
+    dtypes = {"tenant_id": _STRING, "tenant_name": _STRING, "company_id": _INT, "company_name": _STRING,
+              "entry_id": _NINT, "connection_id": _NINT, "quarantine": _STRING}
+    return _build_lenient(
         mappings,
         TENANT_MAPPING_COLUMNS,
         dtypes,
-        lambda r: {
-            "tenant_id": _field(r, "azure_tenant_id", _required(lower_text)),
-            "tenant_name": _field(r, "azure_tenant_name", text),
+        lambda r, read: {
+            "tenant_id": read.get("azure_tenant_id", lower_text),
+            "tenant_name": read.get("azure_tenant_name", text),
             "company_id": _field(r, "client_id", integer),
-            "company_name": _field(r, "client_name", text),
+            "company_name": read.get("client_name", text),
+            "entry_id": read.get("id", optional_integer),
+            "connection_id": read.get("details_id", optional_integer),
         },
         _label("Halo tenant mapping", "azure_tenant_id"),
     )
@@ -163,45 +212,49 @@ def halo_contacts_frame(records: Iterable[Mapping[str, Any]], keep_active_field:
     """From `HaloClient.contacts(field)`; the keep-active value is the record's `keep_active`
     (or, for records carrying Halo custom fields, the field named `keep_active_field`)."""
     strings = ("name", "firstname", "surname", "email", "email2", "email3", "phonenumber", "mobilenumber", "title", "azureoid", "keep_active")
-    dtypes = {"contact_id": _INT, "company_id": _INT, "site_id": _NINT, "inactive": _BOOL} | {c: _STRING for c in strings}
+    dtypes = {"contact_id": _INT, "company_id": _INT, "site_id": _NINT, "inactive": _BOOL} | {
+        c: _STRING for c in (*strings, "quarantine")
+    }
 
-    def row(r: Mapping[str, Any]) -> dict[str, Any]:
+    def row(r: Mapping[str, Any], read: _Reader) -> dict[str, Any]:
         keep_active = r.get("keep_active")
         if keep_active is None and keep_active_field:
             keep_active = r.get(keep_active_field)
         return {
             "contact_id": _field(r, "id", integer),
             "company_id": _field(r, "client_id", integer),
-            "site_id": _field(r, "site_id", optional_integer),
-            "name": _field(r, "name", text),
-            "firstname": _field(r, "firstname", text),
-            "surname": _field(r, "surname", text),
-            "email": _field(r, "emailaddress", lower_text),
-            "email2": _field(r, "email2", lower_text),
-            "email3": _field(r, "email3", lower_text),
-            "phonenumber": _field(r, "phonenumber", text),
-            "mobilenumber": _field(r, "mobilenumber", text),
-            "title": _field(r, "title", text),
-            "azureoid": _field(r, "azureoid", lower_text),
-            "inactive": _field(r, "inactive", boolean),
-            "keep_active": _field({"keep_active": keep_active}, "keep_active", _number_text),
+            "site_id": read.get("site_id", optional_integer),
+            "name": read.get("name", text),
+            "firstname": read.get("firstname", text),
+            "surname": read.get("surname", text),
+            "email": read.get("emailaddress", lower_text),
+            "email2": read.get("email2", lower_text),
+            "email3": read.get("email3", lower_text),
+            "phonenumber": read.get("phonenumber", text),
+            "mobilenumber": read.get("mobilenumber", text),
+            "title": read.get("title", text),
+            "azureoid": read.get("azureoid", lower_text),
+            # Unreadable: the record is quarantined, and a quarantined contact is never written.
+            "inactive": read.get("inactive", boolean, fallback=False),
+            "keep_active": read.value("keep_active", keep_active, _number_text),
         }
 
-    return _build(records, CONTACT_COLUMNS, dtypes, row, _label("Halo contact", "id"))
+    return _build_lenient(records, CONTACT_COLUMNS, dtypes, row, _label("Halo contact", "id"))
 
 
 def halo_sites_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
-    dtypes = {"site_id": _INT, "company_id": _INT, "name": _STRING, "line1": _STRING, "is_main": _BOOL}
-    return _build(
+    dtypes = {"site_id": _INT, "company_id": _INT, "name": _STRING, "line1": _STRING, "is_main": _BOOL,
+              "quarantine": _STRING}
+    return _build_lenient(
         records,
         SITE_COLUMNS,
         dtypes,
-        lambda r: {
+        lambda r, read: {
             "site_id": _field(r, "id", integer),
             "company_id": _field(r, "client_id", integer),
-            "name": _field(r, "name", text),
-            "line1": _field(r, "line1", text),
-            "is_main": _field(r, "is_main", boolean),
+            "name": read.get("name", text),
+            "line1": read.get("line1", text),
+            "is_main": read.get("is_main", boolean, fallback=False),
         },
         _label("Halo site", "id"),
     )
@@ -283,7 +336,8 @@ def _first(values: Any) -> Any:
 
 
 def smtp_aliases(proxy_addresses: Any) -> Any:
-    """Secondary SMTP addresses (`smtp:` lower-case prefix; `SMTP:` is the primary), prefix stripped, `;`-joined."""
+    """Every SMTP proxy address (`SMTP:` primary and `smtp:` secondary, prefix case-insensitive), prefix
+    stripped, lower-cased, in Graph's order without repeats, `;`-joined. Other kinds (`sip:`, `x500:`) are dropped."""
     if proxy_addresses is None:
         return pd.NA
     if not isinstance(proxy_addresses, list):
@@ -291,19 +345,21 @@ def smtp_aliases(proxy_addresses: Any) -> Any:
     aliases: list[str] = []
     for entry in proxy_addresses:
         entry_text = str(entry).strip()
-        if entry_text.startswith("smtp:"):
+        if entry_text[:5].lower() == "smtp:":
             alias = entry_text[5:].strip().lower()
             if alias and alias not in aliases:
                 aliases.append(alias)
     return ";".join(aliases) if aliases else pd.NA
 
 
-def _licence_count(value: Any) -> int:
+def _licence_count(value: Any) -> Any:
+    # null or absent is an unknown count, not zero licences (see m365_frames' required properties).
     if value is None:
-        return 0
+        return pd.NA
     if not isinstance(value, list):
         raise ValueError(f"expected a list, got {type(value).__name__}")
     return len(value)
+
 
 
 def m365_users_frame(loads: Sequence[TenantLoad]) -> pd.DataFrame:
@@ -311,7 +367,7 @@ def m365_users_frame(loads: Sequence[TenantLoad]) -> pd.DataFrame:
         "tenant_id", "user_id", "upn", "display_name", "given_name", "surname", "mail", "job_title", "business_phone",
         "mobile_phone", "fax", "street_address", "smtp_aliases", "user_type",
     )  # fmt: skip
-    dtypes = {c: _STRING for c in strings} | {"licence_count": _INT, "account_enabled": _BOOL, "is_guest": _BOOL}
+    dtypes = {c: _STRING for c in strings} | {"licence_count": _NINT, "account_enabled": _BOOL, "is_guest": _BOOL}
     records = [
         {"@tenant": load.tenant.tenant_id, **user} for load in loads if load.status == "loaded" for user in load.users
     ]
@@ -333,7 +389,8 @@ def m365_users_frame(loads: Sequence[TenantLoad]) -> pd.DataFrame:
             "street_address": _field(r, "streetAddress", text),
             "smtp_aliases": _field(r, "proxyAddresses", smtp_aliases),
             "licence_count": _field(r, "assignedLicenses", _licence_count),
-            # Graph omits accountEnabled only when not selected; treat a missing value as enabled like Graph's default.
+            # null reads as Graph's default (enabled); an absent property fails the tenant when the
+            # disabled-account filter needs it (see m365_frames).
             "account_enabled": _field(r, "accountEnabled", lambda v: boolean(v, default=True)),
             "user_type": user_type,
             "is_guest": user_type is not pd.NA and str(user_type).lower() == "guest",
@@ -348,13 +405,38 @@ def m365_users_frame(loads: Sequence[TenantLoad]) -> pd.DataFrame:
     )
 
 
-def m365_frames(loads: Sequence[TenantLoad]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def missing_user_property(load: TenantLoad, required: Sequence[str]) -> str | None:
+    """The first user of a loaded tenant that lacks (or has null) one of the `required` Graph properties,
+    as an error text; None when every user has them all."""
+    for user in load.users:
+        for name in required:
+            # Absent is unknown; so is a null licence list (Graph always sends a list, empty or not).
+            if name not in user or (name == "assignedLicenses" and user[name] is None):
+                return (
+                    f"malformed data: M365 user {user.get('id')!r} ({user.get('userPrincipalName')!r}) of tenant "
+                    f"{load.tenant.tenant_id!r} has no {name} property; the sync's filters need it, so the tenant "
+                    "is not planned (an unknown value is not an empty one)"
+                )
+    return None
+
+
+def m365_frames(
+    loads: Sequence[TenantLoad], required_user_properties: Sequence[str] = ()
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """The tenants, domains and users frames; a tenant whose data cannot be typed becomes a failed tenant.
 
     One tenant's malformed record (say `businessPhones` as a string) must fail that tenant, not the
-    whole directory read: its data is dropped and the error names the record. The common case (all
-    well-formed) builds each frame once; only a failure pays for a tenant-by-tenant pass.
+    whole directory read: its data is dropped and the error names the record. So must a user without
+    a property the filters need (`required_user_properties`, e.g. `assignedLicenses` when only licensed
+    users are synced): counting such users as unlicensed would deactivate the whole company. The
+    common case (all well-formed) builds each frame once; only a failure pays for a tenant-by-tenant pass.
     """
+    loads = [
+        replace(load, status="failed", error=problem, domains=[], users=[])
+        if load.status == "loaded" and (problem := missing_user_property(load, required_user_properties))
+        else load
+        for load in loads
+    ]
     try:
         return m365_tenants_frame(loads), m365_domains_frame(loads), m365_users_frame(loads)
     except ValueError:

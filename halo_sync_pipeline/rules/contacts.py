@@ -1,9 +1,15 @@
-"""What to do with each Halo contact of a matched company (issue 4, `contact_changes`).
+"""What to do with each Halo contact of a matched company (`contact_changes`).
 
 Per matched tenant whose users loaded, for its selected users and its company's contacts:
-`link_by_azureoid` → reactivate / update, else `pair_by_email` → pair / ambiguous, else
-`plan_creates`; then `plan_deactivations` for the company's remaining active contacts, and
-finally `apply_deactivation_guard`. Every row says why (`evidence`).
+`link_by_azureoid` → reactivate / update, else `email_candidates` (any of the user's addresses) →
+pair / ambiguous, else `plan_creates`; then `plan_deactivations` for the company's remaining active
+contacts, the deactivation guard, and a last safety net. Every row says why it exists (`reason`,
+`evidence`) and, when held, why it is held and what releases it (`hold_reason`).
+
+One contact, one owner: a contact whose azureoid is the id of a user loaded from *any* tenant belongs
+to that user's tenant (`contact_owners`). No other tenant pairs, reactivates or deactivates it, and
+every contact gets at most one action by construction (`plan_deactivations` picks one tenant per
+contact); `hold_contacts_acted_on_twice` holds the tenants involved should that ever break.
 """
 
 from __future__ import annotations
@@ -14,15 +20,15 @@ from collections.abc import Iterable, Mapping
 
 import pandas as pd
 
-from halo_sync_pipeline.rules.guard import apply_deactivation_guard
-from halo_sync_pipeline.rules.normalise import email_domains, normalise_company_name, normalise_company_names
+from halo_sync_pipeline.rules.guard import apply_deactivation_guard, is_general_user
+from halo_sync_pipeline.rules.normalise import clean_text_for_halo, email_domains, keep_active_equals
 from halo_sync_pipeline.rules.users import select_users
 from halo_sync_pipeline.schemas.plan import MATCHED_METHODS
 from halo_sync_pipeline.settings import SyncSettings
 
 CHANGE_COLUMNS = [
     "tenant_id", "tenant_name", "company_id", "company_name", "contact_id", "user_id", "action", "held",
-    "reason", "name", "email", "phonenumber", "mobilenumber", "body", "evidence",
+    "reason", "hold_reason", "name", "email", "phonenumber", "mobilenumber", "body", "evidence",
 ]
 # Halo contact field <- Microsoft 365 user column (users' `surname` is renamed to avoid the clash).
 UPDATED_FIELDS = {
@@ -32,6 +38,7 @@ UPDATED_FIELDS = {
     "phonenumber": "business_phone",
     "mobilenumber": "mobile_phone",
 }
+CONTACT_ADDRESS_COLUMNS = ("email", "email2", "email3")
 _PLAIN_ADDRESS = re.compile(r"^[^\s:;@]+@[^\s:;@]+$")
 
 
@@ -53,31 +60,58 @@ def _key(values: pd.Series) -> pd.Series:
     return values.astype("string").str.strip().str.lower().replace("", pd.NA)
 
 
-def tenant_users(users: pd.DataFrame, tenants: pd.DataFrame, settings: SyncSettings) -> pd.DataFrame:
-    """All users of the actionable tenants with their company, selection and match keys."""
-    found = select_users(users.loc[users["tenant_id"].isin(tenants["tenant_id"])], settings)
+def keyed_users(users: pd.DataFrame, settings: SyncSettings) -> pd.DataFrame:
+    """Every loaded user of every tenant with its selection (`select_users`) and match keys."""
+    found = select_users(users, settings)
     missing = found["user_id"].isna() | found["upn"].isna()
     if missing.any():
         bad = found.loc[missing, ["tenant_id", "user_id", "upn"]].head(5).to_dict("records")
         raise ValueError(f"m365_users rows without user_id or upn (first {len(bad)}): {bad}")
-    found = found.rename(columns={"surname": "user_surname"}).merge(tenants[["tenant_id", "company_id"]], on="tenant_id")
+    found = found.rename(columns={"surname": "user_surname"})
     return found.assign(user_key=_key(found["user_id"]), upn_key=_key(found["upn"]))
 
 
-def tenant_contacts(contacts: pd.DataFrame, tenants: pd.DataFrame) -> pd.DataFrame:
-    """The matched companies' contacts (active and inactive), once per tenant mapped to the company."""
-    found = contacts.merge(tenants[["tenant_id", "company_id"]], on="company_id")
-    return found.assign(oid_key=_key(found["azureoid"]), email_key=_key(found["email"]))
+def user_addresses(users: pd.DataFrame) -> pd.DataFrame:
+    """One row per (tenant_id, user_key, address): the UPN, `mail` and every smtp proxy address,
+    trimmed and lower-cased. UPN ≠ primary SMTP is common after renames and in hybrid setups."""
+    parts = [
+        users[["tenant_id", "user_key"]].assign(address=_key(users["upn"])),
+        users[["tenant_id", "user_key"]].assign(address=_key(users["mail"])),
+    ]
+    aliases = users[["tenant_id", "user_key"]].assign(address=users["smtp_aliases"].astype("string").str.split(";"))
+    parts.append(aliases.explode("address").assign(address=lambda f: _key(f["address"])))
+    found = pd.concat(parts, ignore_index=True).dropna(subset=["address"])
+    return found.drop_duplicates(["tenant_id", "user_key", "address"]).reset_index(drop=True)
 
 
-def _changes(frame: pd.DataFrame, action: str, reason: object, held: object, body: Iterable, evidence: object,
+def contact_owners(contacts: pd.DataFrame, users: pd.DataFrame) -> pd.DataFrame:
+    """`contacts` plus `oid_key` and `owner_tenant` / `owner_user`: the tenant and user whose id is the
+    contact's azureoid, among the users loaded from any tenant (NA when nobody owns it)."""
+    out = contacts.assign(oid_key=_key(contacts["azureoid"]))
+    ids = users[["user_key", "tenant_id"]].drop_duplicates("user_key").set_index("user_key")["tenant_id"]
+    owner = out["oid_key"].map(ids).astype("string")
+    return out.assign(owner_tenant=owner, owner_user=out["oid_key"].where(owner.notna()).astype("string"))
+
+
+def contact_addresses(contacts: pd.DataFrame) -> pd.DataFrame:
+    """One row per (contact_id, address) of a contact's emailaddress, email2 and email3."""
+    parts = [
+        contacts[["contact_id"]].assign(address=_key(contacts[column]), field=column)
+        for column in CONTACT_ADDRESS_COLUMNS
+    ]
+    found = pd.concat(parts, ignore_index=True).dropna(subset=["address"])
+    return found.drop_duplicates(["contact_id", "address"]).reset_index(drop=True)
+
+
+def _changes(frame: pd.DataFrame, action: str, reason: object, hold_reason: object, body: Iterable, evidence: object,
              contact_fields: bool = True) -> pd.DataFrame:
-    """Change rows (without tenant/company names) for `frame`'s rows."""
+    """Change rows (without tenant/company names) for `frame`'s rows; held iff `hold_reason` is set."""
     source = (
         {"name": "name", "email": "email", "phonenumber": "phonenumber", "mobilenumber": "mobilenumber"}
         if contact_fields
-        else {"name": "display_name", "email": "upn", "phonenumber": "business_phone", "mobilenumber": "mobile_phone"}
+        else {"name": "display_name", "email": "mail_or_upn", "phonenumber": "business_phone", "mobilenumber": "mobile_phone"}
     )
+    hold = pd.Series(hold_reason, index=frame.index, dtype="string") if not isinstance(hold_reason, pd.Series) else hold_reason
     out = pd.DataFrame(
         {
             "tenant_id": frame["tenant_id"].astype("string"),
@@ -85,52 +119,79 @@ def _changes(frame: pd.DataFrame, action: str, reason: object, held: object, bod
             "contact_id": pd.array(frame["contact_id"] if contact_fields else [pd.NA] * len(frame), dtype="Int64"),
             "user_id": frame["user_id"].astype("string") if "user_id" in frame else pd.NA,
             "action": action,
-            "held": held,
+            "held": hold.notna().to_numpy(),
             "reason": reason,
+            "hold_reason": hold.astype("string"),
             **{column: frame[src].astype("string") for column, src in source.items()},
             "body": pd.Series(list(body), index=frame.index, dtype="string"),
             "evidence": evidence,
         },
         index=frame.index,
     )
-    return out.astype({"user_id": "string", "action": "string", "reason": "string", "evidence": "string", "held": bool})
+    return out.astype(
+        {"user_id": "string", "action": "string", "reason": "string", "evidence": "string", "held": bool,
+         "hold_reason": "string"}
+    )
 
 
 def _json(body: Mapping[str, object]) -> str:
     return json.dumps(body, ensure_ascii=False)
 
 
+def _quarantine_hold(contacts: pd.DataFrame) -> pd.Series:
+    return (
+        "contact " + contacts["contact_id"].astype("string") + " is quarantined (" + contacts["quarantine"].astype("string")
+        + "): it is never written; fix the record in Halo to release"
+    )
+
+
 # ---------------------------------------------------------------- linked by azureoid
 
 
 def link_by_azureoid(selected_users: pd.DataFrame, contacts: pd.DataFrame) -> pd.DataFrame:
-    """(user, contact) pairs where the contact's azureoid is the selected user's id (case-insensitive)."""
+    """(user, contact) pairs where the company's contact's azureoid is the selected user's id."""
     users = selected_users.drop(columns=["company_id"])
     return users.merge(contacts, left_on=["tenant_id", "user_key"], right_on=["tenant_id", "oid_key"])
 
 
 def plan_reactivations(links: pd.DataFrame) -> pd.DataFrame:
-    """`reactivate` for a user whose linked contacts are all inactive (the highest contact id)."""
+    """`reactivate` for a user whose linked contacts are all inactive (the highest contact id); held
+    when that contact is quarantined."""
     any_active = (~links["inactive"]).groupby([links["tenant_id"], links["user_id"]]).transform("any")
     inactive_only = links.loc[~any_active].sort_values("contact_id")
     chosen = inactive_only.drop_duplicates(["tenant_id", "user_id"], keep="last")
+    quarantined = chosen["quarantine"].notna()
     bodies = (_json({"id": int(c), "inactive": False}) for c in chosen["contact_id"])
     evidence = (
         "inactive contact " + chosen["contact_id"].astype("string") + " has azureoid " + chosen["user_key"]
         + " of selected user " + chosen["upn"]
     )
-    return _changes(chosen, "reactivate", "azureoid_matches_user", False, bodies, evidence)
+    hold = _quarantine_hold(chosen).where(quarantined)
+    return _changes(chosen, "reactivate", "azureoid_matches_user", hold, bodies, evidence)
+
+
+def _cleaned(value: object) -> tuple[object, str | None]:
+    cleaned, note = clean_text_for_halo(value)
+    return (pd.NA if cleaned is None else cleaned), note
 
 
 def plan_updates(links: pd.DataFrame, settings: SyncSettings) -> pd.DataFrame:
     """`update` of an active linked contact whose mapped fields differ from the user's, when
-    `update_contact_fields` is on. A blank Microsoft 365 value never overwrites a Halo value."""
-    active = links.loc[~links["inactive"]]
+    `update_contact_fields` is on. A blank Microsoft 365 value never overwrites a Halo value; values
+    are cleaned for Halo first (`clean_text_for_halo`)."""
+    active = links.loc[~links["inactive"] & links["quarantine"].isna()]
     if not settings.update_contact_fields or active.empty:
-        return _changes(active.iloc[0:0], "update", "fields_differ", False, [], "")
+        return _changes(active.iloc[0:0], "update", "fields_differ", pd.NA, [], "")
     changed = pd.DataFrame(index=active.index)
+    cut_notes: dict[object, list[str]] = {}
     for field, source in UPDATED_FIELDS.items():
-        new = active[source].astype("string").str.strip().replace("", pd.NA)
+        values, notes = [], []
+        for index, value in zip(active.index, active[source]):
+            cleaned, note = _cleaned(value)
+            values.append(cleaned)
+            if note:
+                cut_notes.setdefault(index, []).append(f"{field}: {note}")
+        new = pd.Series(values, index=active.index, dtype="string")
         old = active[field].astype("string").str.strip().fillna("")
         changed[field] = new.where((new != old).fillna(False))
     rows = active.loc[changed.notna().any(axis=1)]
@@ -141,47 +202,63 @@ def plan_updates(links: pd.DataFrame, settings: SyncSettings) -> pd.DataFrame:
         evidence.append(
             f"contact {contact_id} linked by azureoid to user {rows.at[index, 'upn']}; "
             + "; ".join(f'{f} "{_text(rows.at[index, f])}" → "{v}"' for f, v in diffs.items())
+            + "".join(f"; {note}" for note in cut_notes.get(index, []))
         )
-    return _changes(rows, "update", "fields_differ", False, bodies, pd.Series(evidence, index=rows.index))
+    return _changes(rows, "update", "fields_differ", pd.NA, bodies, pd.Series(evidence, index=rows.index))
 
 
 def _text(value: object) -> str:
     return "" if pd.isna(value) else str(value)
 
 
-# ---------------------------------------------------------------- paired by email
+# ---------------------------------------------------------------- paired by address
 
 
-def pair_by_email(unlinked_users: pd.DataFrame, contacts: pd.DataFrame, all_users: pd.DataFrame) -> pd.DataFrame:
-    """(user, contact) candidates: the contact's email equals the user's UPN (case-insensitive,
-    trimmed) and its azureoid is empty or stale (not the id of any user of the tenant), with
-    `n_candidates` per user."""
-    user_ids = all_users[["tenant_id", "user_key"]].drop_duplicates().assign(current=True)
-    with_oid = contacts.merge(user_ids, left_on=["tenant_id", "oid_key"], right_on=["tenant_id", "user_key"], how="left")
-    pairable = contacts.loc[with_oid["current"].isna().to_numpy()]
+def email_candidates(
+    unlinked_users: pd.DataFrame, contacts: pd.DataFrame, addresses: pd.DataFrame, contact_emails: pd.DataFrame
+) -> pd.DataFrame:
+    """(user, contact) candidates: an unowned contact of the user's company (azureoid empty or of no
+    loaded user) carrying one of the user's addresses in emailaddress, email2 or email3, with
+    `matched_address` and `n_candidates` per user. Quarantined contacts are candidates too: their
+    addresses must block a duplicate create."""
+    unowned = contacts.loc[contacts["owner_tenant"].isna()]
+    carried = unowned[["tenant_id", "contact_id"]].merge(contact_emails, on="contact_id")
+    wanted = unlinked_users[["tenant_id", "user_key"]].merge(addresses, on=["tenant_id", "user_key"])
+    hits = wanted.merge(carried, on=["tenant_id", "address"])
+    hits = hits.sort_values(["tenant_id", "user_key", "contact_id", "address"])
+    hits = hits.groupby(["tenant_id", "user_key", "contact_id"], as_index=False).agg(
+        matched_address=("address", ", ".join)
+    )
     users = unlinked_users.drop(columns=["company_id"])
-    found = users.merge(pairable, left_on=["tenant_id", "upn_key"], right_on=["tenant_id", "email_key"])
+    found = users.merge(hits, on=["tenant_id", "user_key"]).merge(unowned, on=["tenant_id", "contact_id"])
     found["n_candidates"] = found.groupby(["tenant_id", "user_id"])["contact_id"].transform("size")
     return found
 
 
 def plan_pairs(candidates: pd.DataFrame) -> pd.DataFrame:
-    """`pair` (set azureoid, inactive=false) for a user's only candidate; `ambiguous` (held, no
-    body) on every candidate of a user with several."""
-    single = candidates.loc[candidates["n_candidates"] == 1]
-    old_oid = ("its azureoid " + single["oid_key"] + " is no user of this tenant").fillna("its azureoid is empty")
+    """`pair` (set azureoid, inactive=false) for a user's only candidate; `ambiguous` (held, no body)
+    on every candidate of a user with several. A user's only candidate that is quarantined is not
+    paired: `plan_creates` holds the user's create instead."""
+    single = candidates.loc[(candidates["n_candidates"] == 1) & candidates["quarantine"].isna()]
+    old_oid = ("its azureoid " + single["oid_key"] + " is no loaded user's").fillna("its azureoid is empty")
     pairs = _changes(
-        single, "pair", "email_matches_upn", False,
+        single, "pair", "email_matches_upn", pd.NA,
         (_json({"id": int(c), "azureoid": u, "inactive": False}) for c, u in zip(single["contact_id"], single["user_key"])),
-        "contact " + single["contact_id"].astype("string") + " email " + single["email_key"]
-        + " = UPN of selected user " + single["user_key"] + "; " + old_oid,
+        "contact " + single["contact_id"].astype("string") + " carries " + single["matched_address"]
+        + ", an address (UPN, mail or smtp alias) of selected user " + single["upn"] + "; " + old_oid,
     )
     several = candidates.loc[candidates["n_candidates"] > 1]
     ids = several.groupby(["tenant_id", "user_id"])["contact_id"].transform(lambda s: ", ".join(map(str, sorted(s))))
+    hold = (
+        "ambiguous: contacts " + ids.astype("string") + " all carry addresses of user " + several["upn"]
+        + "; give the right one the user's azureoid (" + several["user_key"] + ") in Halo, or remove the address "
+        "from the others, to release"
+    )
     ambiguous = _changes(
-        several, "ambiguous", "several_contacts_match_upn", True, [pd.NA] * len(several),
-        "contacts " + ids.astype("string") + " all have email " + several["email_key"] + " = UPN of selected user "
-        + several["user_key"] + " and an empty or stale azureoid: none is written and no contact is created",
+        several, "ambiguous", "several_contacts_match_upn", hold, [pd.NA] * len(several),
+        "contact " + several["contact_id"].astype("string") + " carries " + several["matched_address"]
+        + " of selected user " + several["upn"] + " and so do other contacts of the company: none is written "
+        "and no contact is created",
     )
     return pd.concat([pairs, ambiguous])
 
@@ -193,7 +270,10 @@ def choose_site(users: pd.DataFrame, sites: pd.DataFrame) -> pd.DataFrame:
     """Per user (same index): `site_id` (Int64, NA when none) and `site_evidence`.
 
     The company's site whose address line 1 equals the user's street address (case-insensitive,
-    trimmed; highest site id on ties), else the company's main site (highest id if several)."""
+    trimmed; highest site id on ties), else the company's main site (highest id if several).
+    Quarantined sites get no new contacts."""
+    if "quarantine" in sites:
+        sites = sites.loc[sites["quarantine"].isna()]
     # pandas merges missing keys as equal: a user without a street address must not land on a site
     # without an address line, so both sides drop their missing keys first.
     keyed_sites = sites.assign(line1_key=_key(sites["line1"])).dropna(subset=["line1_key"])
@@ -222,77 +302,137 @@ def choose_site(users: pd.DataFrame, sites: pd.DataFrame) -> pd.DataFrame:
     main_note = ("site " + main_site.astype("string") + " " + ('"' + main_name + '"').fillna("")
                  + ": the company's main site").astype("string")
     count = users["company_id"].map(site_count).fillna(0).astype("int64")
-    no_site_note = pd.Series("the company has no site", index=users.index, dtype="string").mask(
-        count > 0, "the company has " + count.astype("string") + " site(s) but no main site and none at the user's street address"
+    no_site_note = pd.Series("the company has no usable site", index=users.index, dtype="string").mask(
+        count > 0, "the company has " + count.astype("string") + " usable site(s) but no main site and none at the user's street address"
     )
     evidence = address_note.fillna(main_note).fillna(no_site_note)
     return pd.DataFrame({"site_id": site_id, "site_evidence": evidence.astype("string")}, index=users.index)
 
 
-def secondary_emails(smtp_aliases: object, upn: str) -> list[str]:
-    """The user's secondary SMTP addresses for email2/email3: plain addresses only (seed bug: it also
-    took `sip:` and `x500:` proxy addresses), not `*.onmicrosoft.com`, not the UPN, no repeats."""
-    if pd.isna(smtp_aliases):
-        return []
+def _is_onmicrosoft(address: str) -> bool:
+    return address.endswith(".onmicrosoft.com")
+
+
+def primary_email(mail: object, upn: object) -> str:
+    """A new contact's `emailaddress`: the user's mail when set, else the UPN (lower-case, trimmed)."""
+    for value in (mail, upn):
+        if not pd.isna(value) and str(value).strip():
+            return str(value).strip().lower()
+    return ""
+
+
+def secondary_emails(smtp_aliases: object, upn: object, primary: str) -> list[str]:
+    """email2/email3 candidates in order: the UPN first (when it differs from the primary address and is
+    not `*.onmicrosoft.com`), then the smtp aliases in Graph's order. Plain addresses only (seed bug: it
+    also took `sip:` and `x500:`), never `*.onmicrosoft.com`, never the primary address, no repeats."""
+    candidates = [] if pd.isna(upn) else [str(upn)]
+    if not pd.isna(smtp_aliases):
+        candidates += str(smtp_aliases).split(";")
     found: list[str] = []
-    for alias in str(smtp_aliases).split(";"):
-        address = alias.strip().lower()
-        if _PLAIN_ADDRESS.match(address) and not address.endswith(".onmicrosoft.com") and address != upn:
-            if address not in found:
-                found.append(address)
+    for candidate in candidates:
+        address = candidate.strip().lower()
+        if (_PLAIN_ADDRESS.match(address) and not _is_onmicrosoft(address) and address != primary
+                and address not in found):
+            found.append(address)
     return found
 
 
-def create_contact_body(user: Mapping[str, object], company_id: int, site_id: int | None) -> dict[str, object]:
-    """POST /api/Users element creating the contact, with Halo's real field names (seed bug: it sent
-    `companyID`/`lastName`, which Halo silently drops). Blank fields are omitted."""
-    upn = str(user["upn"]).strip().lower()
-    aliases = secondary_emails(user["smtp_aliases"], upn)
-    body: dict[str, object] = {
-        "client_id": int(company_id),
-        "site_id": None if site_id is None or pd.isna(site_id) else int(site_id),
+CREATE_TEXT_FIELDS = ("name", "firstname", "surname", "title", "phonenumber", "mobilenumber", "fax")
+
+
+def create_contact_body(user: Mapping[str, object], company_id: int, site_id: int | None) -> tuple[dict[str, object], list[str]]:
+    """(POST /api/Users element creating the contact, notes on cleaned values). Halo's real field names
+    (seed bug: it sent `companyID`/`lastName`, which Halo silently drops); text from Microsoft 365 is
+    cleaned and capped (`clean_text_for_halo`); blank fields are omitted."""
+    primary = primary_email(user["mail"], user["upn"])
+    aliases = secondary_emails(user["smtp_aliases"], user["upn"], primary)
+    raw = {
         "name": user["display_name"],
         "firstname": user["given_name"],
         "surname": user["user_surname"],
         "title": user["job_title"],
-        "emailaddress": upn,
-        "email2": aliases[0] if aliases else None,
-        "email3": aliases[1] if len(aliases) > 1 else None,
         "phonenumber": user["business_phone"],
         "mobilenumber": user["mobile_phone"],
         "fax": user["fax"],
+    }
+    body: dict[str, object] = {
+        "client_id": int(company_id),
+        "site_id": None if site_id is None or pd.isna(site_id) else int(site_id),
+    }
+    notes: list[str] = []
+    for field in CREATE_TEXT_FIELDS:
+        cleaned, note = clean_text_for_halo(raw[field])
+        body[field] = cleaned
+        if note:
+            notes.append(f"{field}: {note}")
+    body |= {
+        "emailaddress": primary,
+        "email2": aliases[0] if aliases else None,
+        "email3": aliases[1] if len(aliases) > 1 else None,
         "azureoid": user["user_key"],
     }
-    return {field: _strip(value) for field, value in body.items() if not _blank(value)}
+    return {field: value for field, value in body.items() if not _blank(value)}, notes
 
 
 def _blank(value: object) -> bool:
     return value is None or value is pd.NA or (isinstance(value, str) and not value.strip())
 
 
-def _strip(value: object) -> object:
-    return value.strip() if isinstance(value, str) else value
-
-
-BODY_USER_COLUMNS = ["upn", "smtp_aliases", "display_name", "given_name", "user_surname", "job_title",
+BODY_USER_COLUMNS = ["upn", "mail", "smtp_aliases", "display_name", "given_name", "user_surname", "job_title",
                      "business_phone", "mobile_phone", "fax", "user_key"]
 
 
-def plan_creates(users: pd.DataFrame, sites: pd.DataFrame) -> pd.DataFrame:
-    """`create` for each of `users` (selected, neither linked nor an email candidate); held with
-    reason `no_site` when the company has no site to put the contact in."""
+def create_holds(users: pd.DataFrame, blockers: pd.DataFrame, moved: pd.DataFrame) -> pd.Series:
+    """Per user to create (same index): why the create is held, or NA.
+
+    - `blockers` (tenant_id, user_key, contact_id, company_id, matched_address, why): a contact of the
+      company carries one of the user's addresses but cannot be paired (quarantined, or linked to another
+      user): creating would give the company a second contact with that address.
+    - `moved` (user_key, contact_id, company_id, company_name): an active contact in another company
+      already has the user's azureoid (a person who moved): a create would make a second one."""
+    hold = pd.Series(pd.NA, index=users.index, dtype="string")
+    keyed = users[["tenant_id", "user_key"]].reset_index(names="row")
+    blocked = keyed.merge(blockers, on=["tenant_id", "user_key"])
+    if not blocked.empty:
+        text = (
+            "contact " + blocked["contact_id"].astype("string") + " of this company carries " + blocked["matched_address"]
+            + " but " + blocked["why"] + "; creating would duplicate it: resolve that contact in Halo to release"
+        )
+        hold = hold.fillna(text.groupby(blocked["row"]).agg(" | ".join).astype("string").reindex(users.index))
+    moved_rows = keyed.merge(moved, on="user_key")
+    moved_rows = moved_rows.loc[moved_rows["company_id"].to_numpy() != users.loc[moved_rows["row"], "company_id"].to_numpy()]
+    if not moved_rows.empty:
+        text = (
+            "moved person: active contact " + moved_rows["contact_id"].astype("string") + " of company "
+            + moved_rows["company_id"].astype("string") + ' "' + moved_rows["company_name"].fillna("") + '"'
+            + " already has this user's azureoid; deactivate or re-home it in Halo (or clear its azureoid) to release"
+        )
+        hold = hold.fillna(text.groupby(moved_rows["row"]).agg(" | ".join).astype("string").reindex(users.index))
+    return hold
+
+
+def plan_creates(users: pd.DataFrame, sites: pd.DataFrame, hold: pd.Series | None = None) -> pd.DataFrame:
+    """`create` for each of `users` (selected, neither linked nor a pair candidate). Held with `hold`'s
+    reason when given (see `create_holds`), else when the company has no usable site (`no_site`)."""
     site = choose_site(users, sites)
     records = users[BODY_USER_COLUMNS].astype(object).where(users[BODY_USER_COLUMNS].notna(), None)
-    bodies = (
-        _json(create_contact_body(user, company_id, site_id))
-        for user, company_id, site_id in zip(records.to_dict("records"), users["company_id"], site["site_id"])
-    )
+    bodies, notes = [], []
+    for user, company_id, site_id in zip(records.to_dict("records"), users["company_id"], site["site_id"]):
+        body, cleaned = create_contact_body(user, company_id, site_id)
+        bodies.append(_json(body))
+        notes.append("".join(f"; {note}" for note in cleaned))
     no_site = site["site_id"].isna()
+    given_hold = pd.Series(pd.NA, index=users.index, dtype="string") if hold is None else hold
+    site_hold = ("no site: " + site["site_evidence"] + "; add a site (or an invoice site) to the company in Halo to release")
+    hold_reason = given_hold.fillna(site_hold.where(no_site)).astype("string")
+    addresses = users["mail"].astype("string").fillna(users["upn"])
     evidence = (
-        "no contact has azureoid " + users["user_key"] + " or email " + users["upn_key"] + "; " + site["site_evidence"]
+        "no contact has azureoid " + users["user_key"] + " or carries address " + addresses + "; "
+        + site["site_evidence"] + pd.Series(notes, index=users.index, dtype="string")
     )
-    reason = pd.Series("new_user", index=users.index, dtype="string").mask(no_site, "no_site")
-    return _changes(users, "create", reason, no_site.to_numpy(), bodies, evidence, contact_fields=False)
+    reason = pd.Series("new_user", index=users.index, dtype="string").mask(no_site & given_hold.isna(), "no_site")
+    with_primary = users.assign(mail_or_upn=[primary_email(m, u) for m, u in zip(users["mail"], users["upn"])])
+    return _changes(with_primary, "create", reason, hold_reason, bodies, evidence, contact_fields=False)
 
 
 # ---------------------------------------------------------------- deactivated
@@ -314,40 +454,58 @@ def _in_pairs(left: pd.DataFrame, left_on: list[str], right: pd.DataFrame, right
 
 
 def deactivation_candidates(
-    contacts: pd.DataFrame, users: pd.DataFrame, handled_contact_ids: pd.Series, settings: SyncSettings
+    contacts: pd.DataFrame,
+    users: pd.DataFrame,
+    addresses: pd.DataFrame,
+    contact_emails: pd.DataFrame,
+    handled_contact_ids: pd.Series,
+    settings: SyncSettings,
 ) -> pd.DataFrame:
-    """Active contacts the sync may deactivate: not linked, paired or ambiguous, email not a selected
-    user's UPN, not keep-active (compared as text), not the General User, not an excluded-pattern user's."""
-    selected = users.loc[users["selected"]]
+    """(tenant, contact) rows the tenant may deactivate: active, not quarantined, owned by nobody or by
+    this tenant, not linked, paired or ambiguous, carrying no address of a selected user of any tenant
+    of the company, not keep-active (`keep_active_equals`), not the General User, not an
+    excluded-pattern user's."""
+    selected_addresses = addresses.merge(users.loc[users["selected"], ["tenant_id", "user_key"]])
     excluded = users.loc[users["excluded_by_pattern"]]
-    keep_active = (contacts["keep_active"].astype("string").str.strip() == settings.keep_active_value.strip())
-    # Same folding as company names: case, surrounding and repeated inner whitespace do not matter.
-    general_user = normalise_company_names(contacts["name"]) == normalise_company_name(settings.general_user_name)
+    excluded_addresses = addresses.merge(excluded[["tenant_id", "user_key"]])
+    tenants_of_company = contacts[["tenant_id", "company_id"]].drop_duplicates()
+    company_addresses = selected_addresses.merge(tenants_of_company, on="tenant_id")[["company_id", "address"]]
+    emails = contact_emails.merge(contacts[["contact_id", "company_id", "tenant_id"]].drop_duplicates(), on="contact_id")
+    address_in_company = emails.loc[_in_pairs(emails, ["company_id", "address"], company_addresses, ["company_id", "address"])]
+    address_excluded = emails.loc[_in_pairs(emails, ["tenant_id", "address"], excluded_addresses, ["tenant_id", "address"])]
     protected = (
         contacts["inactive"]
+        | contacts["quarantine"].notna()
+        | (contacts["owner_tenant"].notna() & (contacts["owner_tenant"] != contacts["tenant_id"])).fillna(False)
         | contacts["contact_id"].isin(handled_contact_ids)
-        | _in_pairs(contacts, ["tenant_id", "email_key"], selected, ["tenant_id", "upn_key"])
-        | keep_active.fillna(False)
-        | general_user.fillna(False)
+        | contacts["contact_id"].isin(address_in_company["contact_id"])
+        | keep_active_equals(contacts["keep_active"], settings.keep_active_value)
+        | is_general_user(contacts["name"], settings)
         | _in_pairs(contacts, ["tenant_id", "oid_key"], excluded, ["tenant_id", "user_key"])
-        | _in_pairs(contacts, ["tenant_id", "email_key"], excluded, ["tenant_id", "upn_key"])
+        | _in_pairs(contacts, ["tenant_id", "contact_id"], address_excluded, ["tenant_id", "contact_id"])
     )
-    return contacts.loc[~protected]
+    return contacts.loc[~protected.astype(bool)]
 
 
 def plan_deactivations(
     contacts: pd.DataFrame,
     users: pd.DataFrame,
+    addresses: pd.DataFrame,
+    contact_emails: pd.DataFrame,
     domains: pd.DataFrame,
     handled_contact_ids: pd.Series,
     settings: SyncSettings,
 ) -> pd.DataFrame:
     """`deactivate` a candidate contact (see `deactivation_candidates`) whose azureoid is not a selected
     user's and whose email domain is verified in the tenant (reason: the user's filter reason, else
-    `gone_from_m365`), or that has no email, phone or mobile (`no_contact_details`)."""
-    candidates = deactivation_candidates(contacts, users, handled_contact_ids, settings)
-    if not settings.deactivate_contacts:
-        candidates = candidates.iloc[0:0]
+    `gone_from_m365`), or that has no email, phone or mobile (`no_contact_details`).
+
+    A contact seen by several tenants of one company gets one row: its owner's, else the first tenant's
+    (by id) that finds it gone. With `deactivate_contacts` off the rows stay, held, for the report."""
+    candidates = deactivation_candidates(contacts, users, addresses, contact_emails, handled_contact_ids, settings)
+    # A contact protected in one tenant's view is protected: keep only contacts unprotected in every view.
+    protected_somewhere = contacts.loc[~contacts.index.isin(candidates.index), "contact_id"]
+    candidates = candidates.loc[~candidates["contact_id"].isin(protected_somewhere)]
     candidates = candidates.assign(domain=email_domains(candidates["email"]))
     verified = domains.loc[domains["is_verified"]].assign(domain=_key(domains.loc[domains["is_verified"], "domain"]))
     selected = users.loc[users["selected"]]
@@ -357,44 +515,111 @@ def plan_deactivations(
     )
     blank = [candidates[c].astype("string").str.strip().replace("", pd.NA).isna() for c in ("email", "phonenumber", "mobilenumber")]
     no_details = ~gone & blank[0] & blank[1] & blank[2]
+    acted = (gone | no_details).to_numpy()
+    own = (candidates["owner_tenant"] == candidates["tenant_id"]).fillna(False).to_numpy()
+    # Arrays, not Series: assigning a Series to an empty frame would adopt the Series' index.
+    chosen = candidates.loc[acted].assign(gone=gone.to_numpy()[acted], own=own[acted])
+    chosen = chosen.sort_values(["contact_id", "own", "gone", "tenant_id"], ascending=[True, False, False, True])
+    chosen = chosen.drop_duplicates("contact_id", keep="first")
+    off_hold = pd.NA if settings.deactivate_contacts else (
+        "deactivate_contacts is off: listed for review only; turn the setting on to deactivate"
+    )
+    gone_rows = chosen.loc[chosen["gone"]]
+    blank_rows = chosen.loc[~chosen["gone"]]
     return pd.concat([
-        _gone_deactivations(candidates.loc[gone], users),
+        _gone_deactivations(gone_rows, users, addresses, contact_emails, off_hold),
         _changes(
-            candidates.loc[no_details].assign(user_id=pd.NA), "deactivate", "no_contact_details", False,
-            (_json({"id": int(c), "inactive": True}) for c in candidates.loc[no_details, "contact_id"]),
-            "active contact " + candidates.loc[no_details, "contact_id"].astype("string") + " has no email, phone or mobile",
+            blank_rows.assign(user_id=pd.NA), "deactivate", "no_contact_details", off_hold,
+            (_json({"id": int(c), "inactive": True}) for c in blank_rows["contact_id"]),
+            "active contact " + blank_rows["contact_id"].astype("string") + " has no email, phone or mobile",
         ),
     ])
 
 
-def _gone_deactivations(contacts: pd.DataFrame, users: pd.DataFrame) -> pd.DataFrame:
+def _gone_deactivations(
+    contacts: pd.DataFrame, users: pd.DataFrame, addresses: pd.DataFrame, contact_emails: pd.DataFrame, hold: object
+) -> pd.DataFrame:
     """Deactivations of contacts at a verified domain with no selected user; the reason is found by
-    looking the contact up among all the tenant's users (azureoid first, then email = UPN)."""
-    lookup = users[["tenant_id", "user_key", "upn_key", "upn", "filter_reason"]]
+    looking the contact up among all the tenant's users (azureoid first, then any address)."""
+    lookup = users[["tenant_id", "user_key", "upn", "filter_reason"]]
     by_oid = contacts[["tenant_id", "oid_key"]].merge(
         lookup, left_on=["tenant_id", "oid_key"], right_on=["tenant_id", "user_key"], how="left"
     ).set_index(contacts.index)
-    by_upn = contacts[["tenant_id", "email_key"]].merge(
-        lookup.drop_duplicates(["tenant_id", "upn_key"]), left_on=["tenant_id", "email_key"],
-        right_on=["tenant_id", "upn_key"], how="left",
-    ).set_index(contacts.index)
-    found = by_oid[["user_key", "upn", "filter_reason"]].fillna(by_upn[["user_key", "upn", "filter_reason"]])
+    by_address = (
+        contacts[["tenant_id", "contact_id"]].reset_index(names="row")
+        .merge(contact_emails, on="contact_id")
+        .merge(addresses, on=["tenant_id", "address"])
+        .merge(lookup, on=["tenant_id", "user_key"])
+        .sort_values(["row", "user_key"])
+        .drop_duplicates("row")
+        .set_index("row")
+    )
+    columns = ["user_key", "upn", "filter_reason"]
+    found = by_oid[columns].fillna(by_address[columns].reindex(contacts.index))
     reason = found["filter_reason"].astype("string").fillna("gone_from_m365")
     who = ("user " + found["upn"].astype("string") + " is " + reason).fillna(
-        "no user of the tenant has azureoid " + contacts["oid_key"].fillna("(empty)") + " or UPN "
-        + contacts["email_key"]
+        "no user of the tenant has azureoid " + contacts["oid_key"].fillna("(empty)") + " or address "
+        + contacts["email"].astype("string").str.strip().str.lower()
     )
     evidence = (
         "active contact " + contacts["contact_id"].astype("string") + " email domain " + contacts["domain"]
-        + " is verified in the tenant and no selected user has its azureoid; " + who
+        + " is verified in the tenant and no selected user has its azureoid or address; " + who
     )
     return _changes(
-        contacts.assign(user_id=found["user_key"]), "deactivate", reason, False,
+        contacts.assign(user_id=found["user_key"]), "deactivate", reason, hold,
         (_json({"id": int(c), "inactive": True}) for c in contacts["contact_id"]), evidence,
     )
 
 
+# ---------------------------------------------------------------- safety net
+
+
+def hold_contacts_acted_on_twice(changes: pd.DataFrame) -> pd.DataFrame:
+    """Safety net: if one contact ever gets several unheld actions, every action of the tenants involved
+    is held (never the whole estate). The rules above make it impossible; this keeps it so."""
+    live = changes.loc[~changes["held"] & changes["contact_id"].notna()]
+    twice = live.loc[live["contact_id"].duplicated(keep=False)]
+    if twice.empty:
+        return changes
+    per_tenant = twice.groupby("tenant_id")["contact_id"].agg(lambda ids: ", ".join(map(str, sorted(set(ids)))))
+    note = ("safety net: contact(s) " + per_tenant + " would get several actions; the tenant's actions are held "
+            "until the plan is fixed (report it as a bug)")
+    hit = changes["tenant_id"].isin(per_tenant.index) & ~changes["held"]
+    return changes.assign(
+        held=changes["held"] | hit,
+        hold_reason=changes["hold_reason"].mask(hit, changes["tenant_id"].map(note)).astype("string"),
+    )
+
+
 # ---------------------------------------------------------------- the whole plan
+
+
+def _blockers(unlinked: pd.DataFrame, company_contacts: pd.DataFrame, addresses: pd.DataFrame,
+              contact_emails: pd.DataFrame, candidates: pd.DataFrame) -> pd.DataFrame:
+    """Contacts of a user's company that carry one of its addresses but cannot be paired with it: a
+    quarantined sole candidate, or a contact owned by another user."""
+    quarantined = candidates.loc[(candidates["n_candidates"] == 1) & candidates["quarantine"].notna()]
+    quarantined = quarantined.assign(why="it is quarantined (" + quarantined["quarantine"].astype("string") + ")")
+    owned = company_contacts.loc[company_contacts["owner_tenant"].notna()]
+    wanted = unlinked[["tenant_id", "user_key"]].merge(addresses, on=["tenant_id", "user_key"])
+    carried = owned[["tenant_id", "contact_id", "owner_user"]].merge(contact_emails, on="contact_id")
+    hits = wanted.merge(carried, on=["tenant_id", "address"]).rename(columns={"address": "matched_address"})
+    hits = hits.loc[hits["owner_user"] != hits["user_key"]]
+    hits = hits.assign(why="it is linked to another user (" + hits["owner_user"].astype("string") + ")")
+    columns = ["tenant_id", "user_key", "contact_id", "matched_address", "why"]
+    return pd.concat([quarantined[columns], hits[columns]], ignore_index=True).drop_duplicates(["tenant_id", "user_key", "contact_id"])
+
+
+def _moved(contacts: pd.DataFrame, companies: pd.DataFrame | None) -> pd.DataFrame:
+    """Active contacts owned by a user, with their company: a create for that user elsewhere is held."""
+    owned = contacts.loc[contacts["owner_user"].notna() & ~contacts["inactive"]]
+    names = (companies.set_index("company_id")["name"] if companies is not None else pd.Series(dtype="string"))
+    return pd.DataFrame({
+        "user_key": owned["owner_user"],
+        "contact_id": owned["contact_id"],
+        "company_id": owned["company_id"],
+        "company_name": owned["company_id"].map(names).astype("string"),
+    })
 
 
 def plan_contact_changes(
@@ -404,36 +629,48 @@ def plan_contact_changes(
     contacts: pd.DataFrame,
     sites: pd.DataFrame,
     settings: SyncSettings,
+    companies: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """`contact_changes`: every planned action for the matched tenants whose users loaded,
-    with the deactivation guard applied."""
+    """`contact_changes`: every planned action for the matched tenants whose users loaded, with the
+    deactivation guard and the safety net applied. `companies` (optional) names moved persons' companies."""
+    if "quarantine" not in contacts:
+        contacts = contacts.assign(quarantine=pd.Series(pd.NA, index=contacts.index, dtype="string"))
     tenants = actionable_tenants(company_mappings)
-    all_users = tenant_users(users, tenants, settings)
+    everyone = keyed_users(users, settings)
+    addresses = user_addresses(everyone)
+    owned_contacts = contact_owners(contacts, everyone)
+    contact_emails = contact_addresses(owned_contacts)
+
+    all_users = everyone.merge(tenants[["tenant_id", "company_id"]], on="tenant_id")
     selected = all_users.loc[all_users["selected"]]
-    company_contacts = tenant_contacts(contacts, tenants)
+    # The matched companies' contacts, once per tenant mapped to the company.
+    company_contacts = owned_contacts.merge(tenants[["tenant_id", "company_id"]], on="company_id")
 
     links = link_by_azureoid(selected, company_contacts)
     linked = _in_pairs(selected, ["tenant_id", "user_id"], links, ["tenant_id", "user_id"])
-    email_candidates = pair_by_email(selected.loc[~linked], company_contacts, all_users)
-    matched_by_email = _in_pairs(selected, ["tenant_id", "user_id"], email_candidates, ["tenant_id", "user_id"])
-    to_create = selected.loc[~linked & ~matched_by_email]
+    unlinked = selected.loc[~linked]
+    candidates = email_candidates(unlinked, company_contacts, addresses, contact_emails)
+    pairable = candidates.loc[(candidates["n_candidates"] > 1) | candidates["quarantine"].isna()]
+    matched_by_email = _in_pairs(unlinked, ["tenant_id", "user_id"], pairable, ["tenant_id", "user_id"])
+    to_create = unlinked.loc[~matched_by_email]
     if not settings.create_contacts:
         to_create = to_create.iloc[0:0]
-    # A contact any tenant links, pairs or finds ambiguous is never deactivated, even when its
-    # company is mapped to several tenants.
-    handled = pd.concat([links["contact_id"], email_candidates["contact_id"]])
+    holds = create_holds(
+        to_create, _blockers(to_create, company_contacts, addresses, contact_emails, candidates),
+        _moved(owned_contacts, companies),
+    )
+    # A contact any tenant links, pairs or finds ambiguous is never deactivated.
+    handled = pd.concat([links["contact_id"], candidates["contact_id"]])
 
     parts = [
         plan_reactivations(links),
         plan_updates(links, settings),
-        plan_pairs(email_candidates),
-        plan_creates(to_create, sites),
-        plan_deactivations(company_contacts, all_users, domains, handled, settings),
+        plan_pairs(candidates),
+        plan_creates(to_create, sites, holds),
+        plan_deactivations(company_contacts, all_users, addresses, contact_emails, domains, handled, settings),
     ]
     changes = pd.concat([p for p in parts if not p.empty] or [parts[0]], ignore_index=True)
-    # Seen once per tenant of a company claimed by several tenants: one deactivation is enough.
-    deactivate = changes["action"] == "deactivate"
-    changes = changes.loc[~(deactivate & changes.duplicated(["action", "contact_id"]))]
     changes = changes.merge(tenants, on=["tenant_id", "company_id"], how="left")[CHANGE_COLUMNS]
     changes = changes.sort_values(["tenant_id", "action", "contact_id", "user_id"], ignore_index=True)
-    return apply_deactivation_guard(changes, contacts, settings)
+    changes = apply_deactivation_guard(changes, contacts, settings)
+    return hold_contacts_acted_on_twice(changes)

@@ -8,16 +8,25 @@ from __future__ import annotations
 
 import pandas as pd
 
+from halo_sync_pipeline.rules.normalise import normalise_company_name, normalise_company_names
 from halo_sync_pipeline.settings import SyncSettings
 
 
+def is_general_user(names: pd.Series, settings: SyncSettings) -> pd.Series:
+    """Per contact name: is it the company's catch-all contact (`general_user_name`; case, surrounding
+    and repeated inner whitespace ignored)? It is never deactivated and not counted by the guard."""
+    found = normalise_company_names(names) == normalise_company_name(settings.general_user_name)
+    return found.fillna(False).astype(bool)
+
+
 def deactivation_limits(changes: pd.DataFrame, contacts: pd.DataFrame, settings: SyncSettings) -> pd.DataFrame:
-    """Per tenant with planned deactivations: `planned`, `active_contacts` of its company and the
-    `limit` max(guard_min_contacts, guard_fraction × active contacts)."""
+    """Per tenant with planned deactivations: `planned`, `active_contacts` of its company (the General
+    User not counted) and the `limit` max(guard_min_contacts, guard_fraction × active contacts)."""
     deactivations = changes.loc[(changes["action"] == "deactivate") & ~changes["held"]]
     per_tenant = deactivations.groupby(["tenant_id", "tenant_name", "company_id"], dropna=False).size()
     per_tenant = per_tenant.rename("planned").reset_index()
-    active = contacts.loc[~contacts["inactive"]].groupby("company_id").size()
+    counted = ~contacts["inactive"] & ~is_general_user(contacts["name"], settings)
+    active = contacts.loc[counted].groupby("company_id").size()
     per_tenant["active_contacts"] = per_tenant["company_id"].map(active).fillna(0).astype("int64")
     per_tenant["limit"] = (settings.guard_fraction * per_tenant["active_contacts"]).clip(lower=settings.guard_min_contacts)
     return per_tenant
@@ -32,22 +41,22 @@ def _allowed(tenants: pd.DataFrame, settings: SyncSettings) -> pd.Series:
 
 def apply_deactivation_guard(changes: pd.DataFrame, contacts: pd.DataFrame, settings: SyncSettings) -> pd.DataFrame:
     """`changes` with the deactivations of each tenant whose planned deactivations exceed its limit
-    held (reason kept, evidence notes the guard), unless the tenant (id or name) is in
+    held (`hold_reason` gives the numbers and the release), unless the tenant (id or name) is in
     `allow_mass_deactivation`."""
     limits = deactivation_limits(changes, contacts, settings)
     tripped = limits.loc[(limits["planned"] > limits["limit"]) & ~_allowed(limits, settings)]
     if tripped.empty:
         return changes
     note = (
-        "; held by the deactivation guard: " + tripped["planned"].astype("string") + " deactivations > max("
+        "guard: " + tripped["planned"].astype("string") + " deactivations > max("
         + str(settings.guard_min_contacts) + ", " + str(settings.guard_fraction) + " × "
-        + tripped["active_contacts"].astype("string") + " active contacts); allow the tenant in allow_mass_deactivation"
-        + " to apply them"
+        + tripped["active_contacts"].astype("string") + " active contacts); add the tenant to allow_mass_deactivation"
+        + " to release"
     )
     notes = changes["tenant_id"].map(pd.Series(note.to_numpy(), index=tripped["tenant_id"].to_numpy()))
     # Comparing a `string` column gives a nullable `boolean`; the contract's `held` is plain bool.
     guarded = ((changes["action"] == "deactivate") & ~changes["held"] & notes.notna()).fillna(False).astype(bool)
     return changes.assign(
         held=changes["held"] | guarded,
-        evidence=changes["evidence"].mask(guarded, changes["evidence"] + notes),
+        hold_reason=changes["hold_reason"].mask(guarded, notes).astype("string"),
     )

@@ -1,8 +1,11 @@
-"""Which Halo company each Microsoft 365 customer tenant belongs to (issue 4, `company_mappings`).
+"""Which Halo company each Microsoft 365 customer tenant belongs to (`company_mappings`).
 
 Each `match_by_*` rule returns candidate rows `tenant_id`, `company_id`, `evidence` (one per
 tenant and active company it points at). `match_companies` applies them in order: the first rule
-that yields exactly one active company wins.
+that yields exactly one active company wins. Then ownership: a company that Halo maps to a tenant
+(rule 1) is that tenant's, so another tenant reaching it by rules 2–5 is a `conflict`, and so are
+two unmapped tenants reaching one company (`resolve_conflicts`). A tenant whose Halo mapping points
+at an inactive company stops there (`mapped_company_inactive`), never falling through to a sister.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ import json
 import pandas as pd
 
 from halo_sync_pipeline.rules.normalise import email_domains, normalise_company_names, website_hosts
-from halo_sync_pipeline.schemas.plan import WRITE_BACK_METHODS
+from halo_sync_pipeline.rules.quarantine import usable
+from halo_sync_pipeline.schemas.plan import CONFLICT_METHOD, MATCHED_METHODS, WRITE_BACK_METHODS
 from halo_sync_pipeline.settings import SyncSettings
 
 CANDIDATE_COLUMNS = ["tenant_id", "company_id", "evidence"]
@@ -168,6 +172,76 @@ def _no_candidate_evidence(tenants: pd.DataFrame) -> pd.Series:
     )
 
 
+def tenants_mapped_to_inactive_companies(
+    tenants: pd.DataFrame, tenant_mappings: pd.DataFrame, companies: pd.DataFrame
+) -> pd.DataFrame:
+    """Tenants whose Halo mappings point only at inactive companies: `tenant_id` and `evidence`.
+
+    The mapping is explicit, so the tenant stops there (unmatched, `mapped_company_inactive`) instead of
+    falling through to a weaker rule that could bind it to a sister company with the same name."""
+    mapped = tenant_mappings.merge(tenants[["tenant_id"]], on="tenant_id").merge(
+        companies[["company_id", "inactive", "name"]], on="company_id", how="left"
+    )
+    has_active = mapped.groupby("tenant_id")["inactive"].transform(lambda s: (~s.fillna(True).astype(bool)).any())
+    dead = mapped.loc[~has_active.astype(bool) & mapped["inactive"].fillna(False).astype(bool)]
+    label = "company " + dead["company_id"].astype("string") + " " + _quoted(dead["name"])
+    found = dead.assign(label=label).groupby("tenant_id", as_index=False).agg(companies=("label", ", ".join))
+    evidence = (
+        "Halo maps the tenant to inactive " + found["companies"].astype("string")
+        + "; an explicit mapping is not overridden by a weaker rule: reactivate the company or map the tenant "
+        "to the right company in Halo"
+    )
+    return pd.DataFrame({"tenant_id": found["tenant_id"], "evidence": evidence.astype("string")})
+
+
+def resolve_conflicts(mappings: pd.DataFrame, tenant_mappings: pd.DataFrame) -> pd.DataFrame:
+    """`mappings` with method `conflict` for every tenant whose rule 2–5 match is a company it may not take.
+
+    A company that Halo maps to a tenant (rule 1) belongs to that tenant, whether or not it is in this
+    run (a tenant whose contract ended keeps its mapping). Another tenant reaching it by rules 2–5 is a
+    conflict; so are two tenants that reach one company only by rules 2–5. Several tenants mapped to one
+    company by rule 1 stay allowed: the MSP said so in Halo. A conflict writes nothing (no write-back,
+    no contact actions); the fix is to map the tenant in Halo. `candidates` names the other tenants."""
+    out = mappings.copy()
+    weak = out["method"].isin(WRITE_BACK_METHODS)
+    owners = tenant_mappings.drop_duplicates(["company_id", "tenant_id"])
+    owner_label = (
+        "tenant " + owners["tenant_id"] + " " + _quoted(owners["tenant_name"]) + " (Halo Azure AD mapping)"
+    )
+    owned_by = owners.assign(label=owner_label).groupby("company_id")["label"].agg("; ".join)
+    weak_rows = out.loc[weak]
+    shared_label = (
+        "tenant " + weak_rows["tenant_id"] + " " + _quoted(weak_rows["tenant_name"]) + " (by " + weak_rows["method"] + ")"
+    )
+    shared_by = weak_rows.assign(label=shared_label).groupby("company_id")["label"].agg(list)
+
+    conflict_with = pd.Series(pd.NA, index=out.index, dtype="string")
+    notes = pd.Series(pd.NA, index=out.index, dtype="string")
+    for index, row in weak_rows.iterrows():
+        company_id = int(row["company_id"])
+        me = f"tenant {row['tenant_id']}"
+        others = [label for label in shared_by.get(company_id, []) if not label.startswith(me + " ")]
+        if company_id in owned_by.index:
+            conflict_with[index] = owned_by[company_id]
+            notes[index] = (
+                f"company {company_id} \"{row['company_name']}\" belongs to {owned_by[company_id]}; this tenant reached it "
+                f"by rule {row['method']} ({row['evidence']}). Nothing is written for this tenant: map it in Halo to "
+                "its company"
+            )
+        elif others:
+            conflict_with[index] = "; ".join(others)
+            notes[index] = (
+                f"company {company_id} \"{row['company_name']}\" is reached by several tenants that Halo does not map: "
+                f"this one by rule {row['method']} ({row['evidence']}) and {'; '.join(others)}. Nothing is written for "
+                "them: map each tenant in Halo to its company"
+            )
+    conflicted = notes.notna()
+    out["method"] = out["method"].mask(conflicted, CONFLICT_METHOD)
+    out["candidates"] = out["candidates"].mask(conflicted, conflict_with)
+    out["evidence"] = out["evidence"].mask(conflicted, notes)
+    return out
+
+
 def match_companies(
     tenants: pd.DataFrame,
     domains: pd.DataFrame,
@@ -177,12 +251,18 @@ def match_companies(
     settings: SyncSettings,
 ) -> pd.DataFrame:
     """`company_mappings`: one row per tenant, matched by the first rule yielding exactly one
-    active company; `unmatched` (`no_candidate` / `ambiguous`) or `excluded` otherwise."""
+    active company, then `resolve_conflicts`; `unmatched` (`no_candidate`, `ambiguous`,
+    `mapped_company_inactive`, `company_quarantined`) or `excluded` otherwise.
+
+    Quarantined tenant mappings are ignored. A quarantined company can still be a rule's pick (so the
+    tenant does not fall through to another company) but the tenant is then left unmatched."""
+    tenant_mappings = usable(tenant_mappings)
     out = tenants[["tenant_id", "display_name", "default_domain", "status"]].rename(
         columns={"display_name": "tenant_name", "status": "users_status"}
     )
     excluded_by = excluded_tenants(tenants, settings)
-    considered = tenants.loc[excluded_by.isna(), "tenant_id"]
+    dead_mapped = tenants_mapped_to_inactive_companies(tenants, tenant_mappings, companies).set_index("tenant_id")
+    considered = tenants.loc[excluded_by.isna() & ~tenants["tenant_id"].isin(dead_mapped.index), "tenant_id"]
     found = _all_candidates(tenants, domains, companies, tenant_mappings, contacts)
     found = found.loc[found["tenant_id"].isin(considered)]
 
@@ -191,12 +271,16 @@ def match_companies(
     key = out["tenant_id"]
     won = key.isin(winners.index)
     ambiguous = ~won & key.isin(several.index)
+    dead = key.isin(dead_mapped.index) & excluded_by.isna()
 
     out["method"] = pd.Series("unmatched", index=out.index, dtype="string")
     out["method"] = out["method"].mask(won, winners["method"].reindex(key).to_numpy())
     out["method"] = out["method"].mask(excluded_by.notna(), "excluded")
     out["reason"] = pd.Series(pd.NA, index=out.index, dtype="string")
-    out["reason"] = out["reason"].mask(out["method"] == "unmatched", "no_candidate").mask(ambiguous, "ambiguous")
+    out["reason"] = (
+        out["reason"].mask(out["method"] == "unmatched", "no_candidate").mask(ambiguous, "ambiguous")
+        .mask(dead, "mapped_company_inactive")
+    )
     out["company_id"] = pd.array(winners["company_id"].reindex(key), dtype="Int64")
     out["company_name"] = winners["company_name"].reindex(key).to_numpy()
     out["company_name"] = out["company_name"].astype("string")
@@ -215,10 +299,34 @@ def match_companies(
     evidence = pd.Series(_no_candidate_evidence(out).to_numpy(), index=out.index, dtype="string")
     evidence = evidence.mask(ambiguous, pd.Series(ambiguous_evidence, index=out.index, dtype="string"))
     evidence = evidence.mask(won, pd.Series(won_evidence, index=out.index, dtype="string") + ambiguity_note)
+    evidence = evidence.mask(dead, dead_mapped["evidence"].reindex(key).to_numpy())
     excluded_note = "tenant excluded by settings.exclude_tenants entry " + _quoted(excluded_by)
     out["evidence"] = evidence.mask(excluded_by.notna(), excluded_note)
+    out = resolve_conflicts(out, tenant_mappings)
+    out = _leave_quarantined_companies(out, companies)
     out["company_update"] = plan_company_update(out, tenant_mappings, settings)
     return out[MAPPING_COLUMNS].reset_index(drop=True)
+
+
+def _leave_quarantined_companies(mappings: pd.DataFrame, companies: pd.DataFrame) -> pd.DataFrame:
+    """Tenants matched to a quarantined company are left unmatched (`company_quarantined`): which copy
+    of a duplicated company is right, or what a nameless one is, cannot be told."""
+    problems = companies.set_index("company_id")["quarantine"].dropna()
+    hit = mappings["method"].isin(MATCHED_METHODS) & mappings["company_id"].isin(problems.index)
+    if not hit.any():
+        return mappings
+    out = mappings.copy()
+    problem = out["company_id"].map(problems).astype("string")
+    note = (
+        "; but company " + out["company_id"].astype("string") + " is quarantined (" + problem
+        + "): nothing is written for this tenant until the company is fixed in Halo"
+    )
+    out["evidence"] = out["evidence"].mask(hit, out["evidence"] + note)
+    out["method"] = out["method"].mask(hit, "unmatched")
+    out["reason"] = out["reason"].mask(hit, "company_quarantined")
+    out["company_id"] = out["company_id"].mask(hit)
+    out["company_name"] = out["company_name"].mask(hit)
+    return out
 
 
 def plan_company_update(
@@ -227,29 +335,26 @@ def plan_company_update(
     """Per mapping row, the JSON of the POST /api/Client element adding the tenant to the company's
     `azure_tenants` (NA when no write is planned).
 
-    Only for matches by rules 2–5 when `set_halo_tenant_ids` is on; never for unmatched or excluded
-    tenants (seed bug: it wrote a null company). The list keeps the company's existing entries
-    (seed bug: it replaced them) and every tenant newly matched to the company, so two tenants
-    matched to one company do not overwrite each other's write-back.
+    Only for matches by rules 2–5 (never a conflict) of tenants whose users loaded (a tenant that failed
+    gets no writes at all), when `set_halo_tenant_ids` is on; never for unmatched or excluded tenants
+    (seed bug: it wrote a null company). The planned element lists the new entry only; the apply reads
+    the company's current entries and sends them all, as Halo returned them, plus this one, with the
+    Microsoft Partner connection as `details_id` (seed bug: it replaced the list).
     """
     updates = pd.Series(pd.NA, index=company_mappings.index, dtype="string")
     if not settings.set_halo_tenant_ids:
         return updates
-    existing = tenant_mappings.drop_duplicates(["company_id", "tenant_id"])
-    known_pairs = set(zip(existing["company_id"], existing["tenant_id"]))
+    known_pairs = set(zip(tenant_mappings["company_id"], tenant_mappings["tenant_id"]))
     writes = company_mappings.loc[
-        company_mappings["method"].isin(WRITE_BACK_METHODS) & company_mappings["company_id"].notna()
+        company_mappings["method"].isin(WRITE_BACK_METHODS)
+        & company_mappings["company_id"].notna()
+        & (company_mappings["users_status"] == "loaded").fillna(False)
     ]
-    writes = writes.loc[[(int(c), t) not in known_pairs for c, t in zip(writes["company_id"], writes["tenant_id"])]]
-    existing_by_company = {
-        int(company_id): group for company_id, group in existing.groupby("company_id", sort=False)
-    }
-    for company_id, new in writes.sort_values("tenant_id").groupby("company_id"):
-        old = existing_by_company.get(int(company_id), existing.iloc[0:0])
-        entries = [_tenant_entry(t, n) for t, n in zip(old["tenant_id"], old["tenant_name"])]
-        entries += [_tenant_entry(t, n) for t, n in zip(new["tenant_id"], new["tenant_name"])]
-        body = json.dumps({"id": int(company_id), "azure_tenants": entries})
-        updates.loc[new.index] = body
+    for index, company_id, tenant_id, tenant_name in zip(
+        writes.index, writes["company_id"], writes["tenant_id"], writes["tenant_name"]
+    ):
+        if (int(company_id), tenant_id) not in known_pairs:
+            updates.loc[index] = json.dumps({"id": int(company_id), "azure_tenants": [_tenant_entry(tenant_id, tenant_name)]})
     return updates
 
 

@@ -80,3 +80,77 @@ def upn_local_parts(upns: pd.Series) -> pd.Series:
     """Vectorised `upn_local_part` (result dtype `string`)."""
     upns = upns.astype("string").str.strip()
     return upns.str.replace(r"@[^@]*$", "", regex=True).replace("", pd.NA)
+
+
+# ---------------------------------------------------------------- GUIDs
+
+_GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+def normalise_guid(value: object) -> str | None:
+    """Lower-case GUID text, accepting Halo's `{GUID}` spelling; None when blank or not a GUID."""
+    text = _text(value)
+    if text is None:
+        return None
+    text = text.lower()
+    if text.startswith("{") and text.endswith("}"):
+        text = text[1:-1].strip()
+    return text if _GUID.match(text) else None
+
+
+# ---------------------------------------------------------------- text bound for Halo
+
+# Control characters (NUL, CR, LF, ...) and the bidirectional overrides/isolates that can make a name
+# display as something else: none belongs in a Halo name, title, phone or address.
+_UNSAFE_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# Halo's OpenAPI schema declares no maxLength for the contact fields we write; 255 is the length of
+# Halo's own varchar columns for them.
+HALO_TEXT_MAX_LENGTH = 255
+
+
+def clean_text_for_halo(value: object, max_length: int = HALO_TEXT_MAX_LENGTH) -> tuple[str | None, str | None]:
+    """(cleaned value, note) for a Microsoft 365 value about to be written to Halo.
+
+    Unsafe characters are removed, whitespace trimmed and the result capped at `max_length`; the note
+    says what was removed or cut (None when the value was already clean). Blank → (None, None).
+    """
+    text = _text(value)
+    if text is None:
+        return None, None
+    notes = []
+    cleaned = _UNSAFE_CHARACTERS.sub("", text).strip()
+    if cleaned != text:
+        notes.append(f"{len(_UNSAFE_CHARACTERS.findall(text))} control/bidi character(s) removed")
+    if len(cleaned) > max_length:
+        notes.append(f"cut from {len(cleaned)} to {max_length} characters")
+        cleaned = cleaned[:max_length].rstrip()
+    return (cleaned or None), ("; ".join(notes) or None)
+
+
+# ---------------------------------------------------------------- keep-active values
+
+
+def _as_number(value: str) -> float | None:
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if number == number else None  # NaN is no number to compare
+
+
+def keep_active_equals(values: pd.Series, wanted: str) -> pd.Series:
+    """Per value: does it equal `wanted` the way a person would read it? Trimmed and case-insensitive,
+    and numerically when both sides are numbers ("2", "02", "2.0" and 2 are equal). Missing → False."""
+    target = str(wanted).strip().casefold()
+    target_number = _as_number(target)
+    distinct = values.dropna().astype(str).unique()
+
+    def equal(value: str) -> bool:
+        text = value.strip().casefold()
+        number = _as_number(text)
+        if target_number is not None and number is not None:
+            return number == target_number
+        return text == target
+
+    verdicts = {value: equal(value) for value in distinct}
+    return values.astype(object).map(lambda v: verdicts.get(str(v), False) if not pd.isna(v) else False).astype(bool)

@@ -12,7 +12,8 @@ import pandas as pd
 
 from halo_sync_pipeline.halo_schema import check_body
 from halo_sync_pipeline.rules.contacts import actionable_tenants
-from halo_sync_pipeline.schemas.plan import MATCHED_METHODS, WRITE_BACK_METHODS
+from halo_sync_pipeline.rules.normalise import keep_active_equals
+from halo_sync_pipeline.schemas.plan import CONFLICT_METHOD, WRITE_BACK_METHODS
 from halo_sync_pipeline.settings import SyncSettings
 
 MAPPING_FAILURE_COLUMNS = ["tenant_id", "company_id", "check", "detail"]
@@ -64,10 +65,12 @@ def company_mapping_problems(
 def _company_update_problems(company_mappings: pd.DataFrame) -> pd.DataFrame:
     rows = []
     updates = company_mappings.loc[company_mappings["company_update"].notna()]
-    for tenant_id, method, company_id, text in zip(
-        updates["tenant_id"], updates["method"], updates["company_id"], updates["company_update"]
+    for tenant_id, method, company_id, text, users_status in zip(
+        updates["tenant_id"], updates["method"], updates["company_id"], updates["company_update"], updates["users_status"]
     ):
         detail = _company_update_problem(tenant_id, method, company_id, text)
+        if detail is None and users_status != "loaded":
+            detail = "company write-back planned for a tenant whose users failed to load (it gets no writes at all)"
         if detail:
             rows.append({"tenant_id": tenant_id, "company_id": company_id, "check": "bad_company_update", "detail": detail})
     return pd.DataFrame(rows, columns=MAPPING_FAILURE_COLUMNS).astype({"check": "string", "detail": "string"})
@@ -91,21 +94,21 @@ def _company_update_problem(tenant_id: str, method: str, company_id: object, tex
     return None
 
 
+REVIEW_COLUMNS = ["tenant_id", "tenant_name", "company_id", "check", "detail"]
+
+
 def company_mapping_warnings(company_mappings: pd.DataFrame) -> pd.DataFrame:
-    """Warnings: unmatched tenants (with reason and candidates) and companies claimed by several tenants."""
+    """Warnings: unmatched tenants (reason, candidates, evidence) and conflicts (the company, the other
+    tenants and the evidence); each is fixed at the source, by mapping the tenant in Halo."""
     unmatched = company_mappings.loc[company_mappings["method"] == "unmatched"]
-    detail = unmatched["reason"] + (": candidates " + unmatched["candidates"]).fillna("")
-    matched = company_mappings.loc[company_mappings["method"].isin(MATCHED_METHODS)]
-    claimed = matched.loc[matched["company_id"].duplicated(keep=False)]
-    claimed_detail = (
-        "company " + claimed["company_id"].astype("string") + " " + claimed["company_name"].fillna("")
-        + " is also mapped to another tenant (by " + claimed["method"] + ")"
-    )
+    detail = unmatched["reason"] + (" (candidates " + unmatched["candidates"] + ")").fillna("") + ": " + unmatched["evidence"]
+    conflicts = company_mappings.loc[company_mappings["method"] == CONFLICT_METHOD]
+    conflict_detail = "conflict with " + conflicts["candidates"].fillna("?") + ": " + conflicts["evidence"]
     parts = [
-        _failures(unmatched, "unmatched_" + unmatched["reason"], detail, MAPPING_FAILURE_COLUMNS),
-        _failures(claimed, "company_claimed_by_several_tenants", claimed_detail, MAPPING_FAILURE_COLUMNS),
+        _failures(unmatched, "unmatched_" + unmatched["reason"], detail, REVIEW_COLUMNS),
+        _failures(conflicts, "conflict", conflict_detail, REVIEW_COLUMNS),
     ]
-    return _combine(parts, MAPPING_FAILURE_COLUMNS)
+    return _combine(parts, REVIEW_COLUMNS)
 
 
 # ---------------------------------------------------------------- contact_changes
@@ -114,17 +117,16 @@ def company_mapping_warnings(company_mappings: pd.DataFrame) -> pd.DataFrame:
 def contact_change_problems(
     contact_changes: pd.DataFrame, company_mappings: pd.DataFrame, contacts: pd.DataFrame, settings: SyncSettings
 ) -> pd.DataFrame:
-    """Blocking: no two creates for one (company, email); no deactivation of a keep-active contact;
-    no action for a failed, unmatched or excluded tenant; no contact acted on twice; every body a
-    valid POST /api/Users element with no unknown field, aimed at its contact / company."""
+    """Blocking: no two creates for one (company, email); no create giving a second active contact an
+    azureoid; no deactivation of a keep-active contact; no action for a failed, unmatched, conflicting or
+    excluded tenant; no contact acted on twice unless held (the rules' safety net holds such tenants);
+    every body a valid POST /api/Users element with no unknown field, aimed at its contact / company."""
     changes = contact_changes
     creates = changes.loc[changes["action"] == "create"]
     duplicate_creates = creates.loc[
         creates.assign(email_key=creates["email"].str.strip().str.lower()).duplicated(["company_id", "email_key"], keep=False)
     ]
-    keep_active_ids = contacts.loc[
-        (contacts["keep_active"].str.strip() == settings.keep_active_value.strip()).fillna(False), "contact_id"
-    ]
+    keep_active_ids = contacts.loc[keep_active_equals(contacts["keep_active"], settings.keep_active_value), "contact_id"]
     actionable = actionable_tenants(company_mappings)
     actionable_pairs = pd.MultiIndex.from_frame(actionable[["tenant_id", "company_id"]])
     not_actionable = ~pd.MultiIndex.from_frame(changes[["tenant_id", "company_id"]]).isin(actionable_pairs)
@@ -139,11 +141,25 @@ def contact_change_problems(
         ),
         _failures(changes.loc[not_actionable], "tenant_not_actionable",
                   "tenant is unmatched, excluded, failed to load users, or not mapped to this company", CHANGE_FAILURE_COLUMNS),
-        _failures(on_contacts.loc[on_contacts["contact_id"].duplicated(keep=False)], "contact_acted_on_twice",
-                  "several actions planned for one contact", CHANGE_FAILURE_COLUMNS),
+        _failures(_acted_on_twice(on_contacts), "contact_acted_on_twice",
+                  "several actions planned for one contact, not all held", CHANGE_FAILURE_COLUMNS),
+        _failures(_second_active_azureoid(creates, contacts), "create_duplicates_azureoid",
+                  "an unheld create gives a second active contact this user's azureoid", CHANGE_FAILURE_COLUMNS),
         _body_problems(changes),
     ]
     return _combine(parts, CHANGE_FAILURE_COLUMNS)
+
+
+def _acted_on_twice(on_contacts: pd.DataFrame) -> pd.DataFrame:
+    twice = on_contacts.loc[on_contacts["contact_id"].duplicated(keep=False)]
+    live = twice.loc[~twice["held"], "contact_id"]
+    return twice.loc[twice["contact_id"].isin(live)]
+
+
+def _second_active_azureoid(creates: pd.DataFrame, contacts: pd.DataFrame) -> pd.DataFrame:
+    active_oids = set(contacts.loc[~contacts["inactive"], "azureoid"].dropna().str.lower())
+    live = creates.loc[~creates["held"]]
+    return live.loc[live["user_id"].str.lower().isin(active_oids).fillna(False).astype(bool)]
 
 
 def _body_problems(changes: pd.DataFrame) -> pd.DataFrame:
@@ -192,10 +208,13 @@ def _target_problem(record: object) -> str | None:
 
 
 def contact_change_warnings(contact_changes: pd.DataFrame) -> pd.DataFrame:
-    """Warnings: per tenant and reason, the held actions (guard, no site, ambiguous)."""
+    """Warnings: per tenant, action and hold reason, the held actions (guard, no site, ambiguous,
+    quarantined contact, moved person, deactivation off) with why they are held and what releases them."""
     held = contact_changes.loc[contact_changes["held"]]
-    counts = held.groupby(["tenant_id", "tenant_name", "action", "reason"], dropna=False).size().reset_index(name="n")
-    detail = counts["n"].astype("string") + " " + counts["action"] + " held (" + counts["reason"] + ")"
+    counts = (
+        held.groupby(["tenant_id", "tenant_name", "action", "hold_reason"], dropna=False).size().reset_index(name="n")
+    )
+    detail = counts["n"].astype("string") + " " + counts["action"] + " held: " + counts["hold_reason"].fillna("")
     return _combine([_failures(counts, "held_" + counts["action"], detail, WARNING_COLUMNS)], WARNING_COLUMNS)
 
 

@@ -1,5 +1,6 @@
-"""The inactive-contacts report: the seed's CSV (Company, Name, Email, Mobile, Phone) plus Reason, Tenant
-and Held (deactivations the guard holds back are listed too: they are the ones to review)."""
+"""The inactive-contacts report: the seed's CSV (Company, Name, Email, Mobile, Phone) plus Reason, Tenant,
+Held and Hold reason. Held deactivations (the guard, `deactivate_contacts` off) are listed too: they are
+the ones to review, and with deactivation off the report is the seed's review list."""
 
 from __future__ import annotations
 
@@ -18,14 +19,15 @@ REPORT_COLUMNS = {
     "Reason": "reason",
     "Tenant": "tenant_name",
     "Held": "held",
+    "Hold reason": "hold_reason",
 }
 # A spreadsheet reads a cell starting with one of these as a formula (CSV injection).
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def inactive_report(changes: pd.DataFrame) -> pd.DataFrame:
-    """One row per planned deactivation, in the report's columns; `Held` is "yes" where the
-    mass-deactivation guard holds it back (not applied), else empty."""
+    """One row per planned deactivation, in the report's columns; `Held` is "yes" where it is held back
+    (not applied; `Hold reason` says why), else empty."""
     deactivations = changes.loc[changes["action"] == "deactivate"]
     report = deactivations[list(REPORT_COLUMNS.values())].set_axis(list(REPORT_COLUMNS), axis=1)
     report = report.assign(Held=report["Held"].map({True: "yes", False: ""}))

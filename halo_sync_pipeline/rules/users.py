@@ -12,10 +12,22 @@ from halo_sync_pipeline.settings import SyncSettings
 FILTER_REASONS = ("unlicensed", "disabled", "guest")
 
 
+def required_user_properties(settings: SyncSettings) -> tuple[str, ...]:
+    """The Graph user properties the filters need: a tenant whose users come without one of them is not
+    planned, since an unknown licence list is not an empty one (everyone would look unlicensed)."""
+    needed = {
+        "assignedLicenses": settings.licensed_users_only,
+        "accountEnabled": settings.exclude_disabled_accounts,
+        "userType": settings.exclude_guests,
+    }
+    return tuple(name for name, wanted in needed.items() if wanted)
+
+
 def user_filter_reasons(users: pd.DataFrame, settings: SyncSettings) -> pd.Series:
     """Per user, the first filter that drops it (`unlicensed`|`disabled`|`guest`) or NA."""
     failing = {
-        "unlicensed": settings.licensed_users_only & (users["licence_count"] <= 0),
+        # An unknown count (NA) never reaches here with the filter on: such tenants fail to load.
+        "unlicensed": settings.licensed_users_only & (users["licence_count"] <= 0).fillna(False).astype(bool),
         "disabled": settings.exclude_disabled_accounts & ~users["account_enabled"],
         "guest": settings.exclude_guests & users["is_guest"],
     }

@@ -18,13 +18,18 @@ MAPPING_METHODS = (
     "default_domain_website",
     "verified_domain_website",
     "contact_email_domain",
+    "conflict",
     "unmatched",
     "excluded",
 )
 MATCHED_METHODS = MAPPING_METHODS[:5]
 # Methods whose match is written back to the company's tenant list (rule 1 is already there).
 WRITE_BACK_METHODS = MAPPING_METHODS[1:5]
-UNMATCHED_REASONS = ("no_candidate", "ambiguous")
+# A tenant whose rule 2–5 match is a company another tenant owns: the row names the company, nothing is written.
+CONFLICT_METHOD = "conflict"
+# Rows that name a company: the matched ones and the conflicts.
+COMPANY_NAMED_METHODS = (*MATCHED_METHODS, CONFLICT_METHOD)
+UNMATCHED_REASONS = ("no_candidate", "ambiguous", "mapped_company_inactive", "company_quarantined")
 USERS_STATUSES = ("loaded", "failed")
 
 CONTACT_ACTIONS = ("create", "pair", "reactivate", "update", "deactivate", "ambiguous")
@@ -38,6 +43,7 @@ CONTACT_REASONS = (
     "several_contacts_match_upn",
     *DEACTIVATION_REASONS,
 )
+
 APPLIED_ACTIONS = (*CONTACT_ACTIONS, "set_tenant_id")
 OUTCOMES = ("applied", "dry_run", "held", "failed", "skipped")
 
@@ -64,7 +70,7 @@ class CompanyMappingsSchema(StrictModel):
 
     @pa.dataframe_check(name="company_iff_matched")
     def _company_iff_matched(cls, df: pd.DataFrame) -> pd.Series:
-        return df["method"].isin(MATCHED_METHODS) == df["company_id"].notna()
+        return df["method"].isin(COMPANY_NAMED_METHODS) == df["company_id"].notna()
 
     @pa.dataframe_check(name="reason_iff_unmatched")
     def _reason_iff_unmatched(cls, df: pd.DataFrame) -> pd.Series:
@@ -85,6 +91,8 @@ class ContactChangesSchema(StrictModel):
     action: Series[pd.StringDtype] = pa.Field(isin=CONTACT_ACTIONS)
     held: Series[bool]
     reason: Series[pd.StringDtype] = pa.Field(isin=CONTACT_REASONS)
+    # Why a held action is held, with its numbers, and what releases it (NA iff not held).
+    hold_reason: Series[pd.StringDtype] = pa.Field(nullable=True)
     name: Series[pd.StringDtype] = pa.Field(nullable=True)
     email: Series[pd.StringDtype] = pa.Field(nullable=True)
     phonenumber: Series[pd.StringDtype] = pa.Field(nullable=True)
@@ -93,11 +101,15 @@ class ContactChangesSchema(StrictModel):
     evidence: Series[pd.StringDtype]
 
     @pa.check(
-        "tenant_id", "tenant_name", "company_name", "user_id", "action", "reason", "name", "email",
+        "tenant_id", "tenant_name", "company_name", "user_id", "action", "reason", "hold_reason", "name", "email",
         "phonenumber", "mobilenumber", "body", "evidence", name="nullable_string_dtype",
     )
     def _string_dtype(cls, series: pd.Series) -> bool:
         return is_nullable_string(series)
+
+    @pa.dataframe_check(name="hold_reason_iff_held")
+    def _hold_reason(cls, df: pd.DataFrame) -> pd.Series:
+        return df["held"] == df["hold_reason"].notna()
 
     @pa.dataframe_check(name="ambiguous_is_held_without_body")
     def _ambiguous_held(cls, df: pd.DataFrame) -> pd.Series:
@@ -122,7 +134,7 @@ class AppliedChangesSchema(ContactChangesSchema):
     halo_id: Series[pd.Int64Dtype] = pa.Field(nullable=True)
 
     @pa.check(
-        "tenant_id", "tenant_name", "company_name", "user_id", "action", "reason", "name", "email",
+        "tenant_id", "tenant_name", "company_name", "user_id", "action", "reason", "hold_reason", "name", "email",
         "phonenumber", "mobilenumber", "body", "evidence", "outcome", "error", name="nullable_string_dtype",
     )
     def _string_dtype(cls, series: pd.Series) -> bool:
@@ -143,7 +155,15 @@ class InactiveReportSchema(StrictModel):
     Reason: Series[pd.StringDtype] = pa.Field(isin=DEACTIVATION_REASONS)
     Tenant: Series[pd.StringDtype] = pa.Field(nullable=True)
     Held: Series[pd.StringDtype] = pa.Field(isin=("yes", ""))
+    HoldReason: Series[pd.StringDtype] = pa.Field(nullable=True, alias="Hold reason")
 
-    @pa.check("Company", "Name", "Email", "Mobile", "Phone", "Reason", "Tenant", "Held", name="nullable_string_dtype")
+    @pa.dataframe_check(name="hold_reason_iff_held")
+    def _hold_reason(cls, df: pd.DataFrame) -> pd.Series:
+        return (df["Held"] == "yes") == df["Hold reason"].notna()
+
+    @pa.check(
+        "Company", "Name", "Email", "Mobile", "Phone", "Reason", "Tenant", "Held", "Hold reason",
+        name="nullable_string_dtype",
+    )
     def _string_dtype(cls, series: pd.Series) -> bool:
         return is_nullable_string(series)

@@ -34,8 +34,10 @@ class HaloCompaniesSchema(StrictModel):
     website: Series[pd.StringDtype] = pa.Field(nullable=True)
     inactive: Series[bool]
     main_site_id: Series[pd.Int64Dtype] = pa.Field(nullable=True, gt=0)
+    # What is odd about the record (rules/quarantine.py); the record is then treated conservatively.
+    quarantine: Series[pd.StringDtype] = pa.Field(nullable=True)
 
-    @pa.check("name", "website", name="nullable_string_dtype")
+    @pa.check("name", "website", "quarantine", name="nullable_string_dtype")
     def _string_dtype(cls, series: pd.Series) -> bool:
         return is_nullable_string(series)
 
@@ -45,17 +47,28 @@ class HaloCompaniesSchema(StrictModel):
 
 
 class HaloTenantMappingsSchema(StrictModel):
-    tenant_id: Series[pd.StringDtype] = pa.Field(str_matches=GUID_PATTERN)
+    # Kept as Halo has it when it is not a GUID: such an entry is quarantined (and ignored).
+    tenant_id: Series[pd.StringDtype] = pa.Field(nullable=True)
     tenant_name: Series[pd.StringDtype] = pa.Field(nullable=True)
     company_id: Series[int] = pa.Field(gt=0)
     company_name: Series[pd.StringDtype] = pa.Field(nullable=True)
+    entry_id: Series[pd.Int64Dtype] = pa.Field(nullable=True, gt=0)
+    connection_id: Series[pd.Int64Dtype] = pa.Field(nullable=True, gt=0)
+    quarantine: Series[pd.StringDtype] = pa.Field(nullable=True)
 
-    class Config:
-        unique = ["tenant_id", "company_id"]
-
-    @pa.check("tenant_id", "tenant_name", "company_name", name="nullable_string_dtype")
+    @pa.check("tenant_id", "tenant_name", "company_name", "quarantine", name="nullable_string_dtype")
     def _string_dtype(cls, series: pd.Series) -> bool:
         return is_nullable_string(series)
+
+    @pa.dataframe_check(name="guid_tenant_id_unless_quarantined")
+    def _guid_unless_quarantined(cls, df: pd.DataFrame) -> pd.Series:
+        guid = df["tenant_id"].str.fullmatch(GUID_PATTERN.strip("^$")).fillna(False).astype(bool)
+        return guid | df["quarantine"].notna()
+
+    @pa.dataframe_check(name="one_usable_entry_per_tenant_and_company")
+    def _unique_usable(cls, df: pd.DataFrame) -> pd.Series:
+        usable = df["quarantine"].isna()
+        return ~(usable & df.loc[usable].duplicated(["tenant_id", "company_id"], keep=False).reindex(df.index, fill_value=False))
 
 
 class HaloContactsSchema(StrictModel):
@@ -75,10 +88,11 @@ class HaloContactsSchema(StrictModel):
     azureoid: Series[pd.StringDtype] = pa.Field(nullable=True, str_matches=GUID_PATTERN)
     inactive: Series[bool]
     keep_active: Series[pd.StringDtype] = pa.Field(nullable=True)
+    quarantine: Series[pd.StringDtype] = pa.Field(nullable=True)
 
     @pa.check(
         "name", "firstname", "surname", "email", "email2", "email3", "phonenumber", "mobilenumber", "title",
-        "azureoid", "keep_active", name="nullable_string_dtype",
+        "azureoid", "keep_active", "quarantine", name="nullable_string_dtype",
     )  # fmt: skip
     def _string_dtype(cls, series: pd.Series) -> bool:
         return is_nullable_string(series)
@@ -98,8 +112,9 @@ class HaloSitesSchema(StrictModel):
     name: Series[pd.StringDtype] = pa.Field(nullable=True)
     line1: Series[pd.StringDtype] = pa.Field(nullable=True)
     is_main: Series[bool]
+    quarantine: Series[pd.StringDtype] = pa.Field(nullable=True)
 
-    @pa.check("name", "line1", name="nullable_string_dtype")
+    @pa.check("name", "line1", "quarantine", name="nullable_string_dtype")
     def _string_dtype(cls, series: pd.Series) -> bool:
         return is_nullable_string(series)
 
@@ -173,7 +188,8 @@ class M365UsersSchema(StrictModel):
     fax: Series[pd.StringDtype] = pa.Field(nullable=True)
     street_address: Series[pd.StringDtype] = pa.Field(nullable=True)
     smtp_aliases: Series[pd.StringDtype] = pa.Field(nullable=True)
-    licence_count: Series[int] = pa.Field(ge=0)
+    # NA: Graph did not say (only allowed where the licence filter is off; see m365_frames).
+    licence_count: Series[pd.Int64Dtype] = pa.Field(ge=0, nullable=True)
     account_enabled: Series[bool]
     user_type: Series[pd.StringDtype] = pa.Field(nullable=True)
     is_guest: Series[bool]

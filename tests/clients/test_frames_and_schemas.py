@@ -33,9 +33,31 @@ def test_m365_users_are_normalised_and_typed() -> None:
     row = users.iloc[0]
     assert (row["tenant_id"], row["user_id"], row["upn"], row["mail"]) == (TENANT.lower(), USER.lower(), "alice@contoso.com", "alice@contoso.com")
     assert row["business_phone"] == "+44 1" and pd.isna(row["job_title"])
-    assert row["smtp_aliases"] == "a.smith@contoso.com;a@contoso.onmicrosoft.com"
+    # Every smtp proxy address, primary first, in Graph's order (sip: and others dropped).
+    assert row["smtp_aliases"] == "alice@contoso.com;a.smith@contoso.com;a@contoso.onmicrosoft.com"
     assert (row["licence_count"], row["account_enabled"], row["is_guest"]) == (2, False, True)
-    assert str(users["licence_count"].dtype) == "int64" and isinstance(users["upn"].dtype, pd.StringDtype)
+    assert str(users["licence_count"].dtype) == "Int64" and isinstance(users["upn"].dtype, pd.StringDtype)
+
+
+@pytest.mark.parametrize(
+    ("missing", "required"),
+    [("assignedLicenses", ("assignedLicenses",)), ("accountEnabled", ("accountEnabled",)), ("userType", ("userType",))],
+)
+def test_a_tenant_whose_users_lack_a_property_the_filters_need_fails_alone(missing, required) -> None:
+    full = {"id": USER, "userPrincipalName": "alice@contoso.com", "assignedLicenses": [], "accountEnabled": True,
+            "userType": "Member"}
+    lacking = {k: v for k, v in full.items() if k != missing}
+    other = TenantLoad(TenantRef("cccccccc-0000-4000-8000-000000000003", "Fabrikam", "fabrikam.com"), "loaded",
+                       domains=[], users=[lacking | {"id": "dddddddd-0000-4000-8000-000000000001"}])
+    tenants, _, users = frames.m365_frames([_load([full]), other], required)
+    assert tenants["status"].tolist() == ["loaded", "failed"]
+    assert f"has no {missing} property" in tenants["error"].iloc[1]
+    assert users["tenant_id"].unique().tolist() == [TENANT.lower()]
+    # Not required (the filter is off): the tenant loads; an absent licence list is an unknown count, not 0.
+    tenants, _, users = frames.m365_frames([other], ())
+    assert tenants["status"].tolist() == ["loaded"]
+    if missing == "assignedLicenses":
+        assert pd.isna(users["licence_count"].iloc[0])
     assert sources.validation_failures(sources.M365UsersSchema, users) is None
 
 
@@ -70,10 +92,14 @@ def test_halo_records_are_typed_and_a_bad_record_is_named() -> None:
     )
     assert contacts.iloc[0][["contact_id", "name", "email", "inactive", "keep_active"]].tolist() == [7, "Ann", "ann@x.com", True, "2"]
     assert pd.isna(contacts.iloc[0]["site_id"])  # Halo's 0 means none
-    with pytest.raises(ValueError, match=r"Halo contact #1 \(id 'x9'\): id: expected an integer"):
-        frames.halo_contacts_frame([{"id": 1, "client_id": 1}, {"id": "x9", "client_id": 1}])
-    with pytest.raises(ValueError, match=r"Halo site #0 \(id 3\): is_main: expected a boolean"):
-        frames.halo_sites_frame([{"id": 3, "client_id": 1, "is_main": "maybe"}])
+    # One odd record never stops the frame: an unreadable id leaves the record out, named for the asset to list.
+    contacts = frames.halo_contacts_frame([{"id": 1, "client_id": 1}, {"id": "x9", "client_id": 1}])
+    assert contacts["contact_id"].tolist() == [1]
+    assert contacts.attrs["unreadable_records"] == ["Halo contact #1 (id 'x9'): id: expected an integer, got 'x9'"]
+    # A field that cannot be typed is NA and the record is quarantined with the reason.
+    sites = frames.halo_sites_frame([{"id": 3, "client_id": 1, "is_main": "maybe"}, {"id": 4, "client_id": 1, "name": "B"}])
+    assert sites["quarantine"].tolist()[0] == "is_main: expected a boolean, got 'maybe'"
+    assert pd.isna(sites["quarantine"].iloc[1]) and sites["is_main"].tolist() == [False, False]
     with pytest.raises(ValueError, match=r"M365 user .* of tenant .*: userPrincipalName: missing"):
         frames.m365_users_frame([_load([{"id": USER, "userPrincipalName": " "}])])
 

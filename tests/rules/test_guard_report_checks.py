@@ -35,10 +35,21 @@ def test_guard_holds_deactivations_above_threshold():
     # 11 deactivations, 20 active contacts: 11 > 10 → all held, reason kept.
     changes = plan([], _leavers(11, 9))
     assert changes["held"].all() and (changes["reason"] == "gone_from_m365").all()
-    assert "held by the deactivation guard: 11 deactivations > max(10, 0.5 × 20 active contacts)" in changes["evidence"].iloc[0]
-    # Held deactivations stay in the report, marked, for review.
+    assert (changes["hold_reason"] == (
+        "guard: 11 deactivations > max(10, 0.5 × 20 active contacts); add the tenant to allow_mass_deactivation to release"
+    )).all()
+    # Held deactivations stay in the report, marked with why, for review.
     report = inactive_report(changes)
     assert len(report) == 11 and (report["Held"] == "yes").all()
+    assert report["Hold reason"].str.startswith("guard: 11 deactivations").all()
+
+
+def test_guard_does_not_count_the_general_user():
+    # 11 deactivations; 20 active contacts of which one is the General User: 19 counted, limit still 10 → held,
+    # and the hold reason says 19.
+    leavers = _leavers(11, 8) + [contact(999, name="General User")]
+    changes = plan([], leavers)
+    assert changes["hold_reason"].iloc[0].startswith("guard: 11 deactivations > max(10, 0.5 × 19 active contacts)")
 
 
 def test_guard_uses_fraction_of_active_contacts():
@@ -66,8 +77,8 @@ def test_inactive_report_rows_and_schema():
     report = inactive_report(changes)
     InactiveReportSchema.validate(report)
     assert report.fillna("").values.tolist() == [
-        ["Contoso", "Ann", "ann@contoso.com", "07", "01", "unlicensed", "Contoso", ""],
-        ["Contoso", "Nobody", "", "", "", "no_contact_details", "Contoso", ""],
+        ["Contoso", "Ann", "ann@contoso.com", "07", "01", "unlicensed", "Contoso", "", ""],
+        ["Contoso", "Nobody", "", "", "", "no_contact_details", "Contoso", "", ""],
     ]
 
 
@@ -145,12 +156,18 @@ def test_company_mapping_problems_catch_planted_violations():
     assert company_mapping_problems(out.iloc[[0]], tenants, companies)["check"].tolist() == ["tenant_without_mapping_row"]
 
 
-def test_company_mapping_warning_company_claimed_twice():
+def test_company_mapping_warning_lists_conflicts_with_both_tenants_and_evidence():
     tenants = f.tenants({"tenant_id": "t1", "display_name": "Contoso", "default_domain": "contoso.com"},
                         {"tenant_id": "t2", "display_name": "x", "default_domain": "contoso.com"})
     companies = f.companies({"company_id": 1, "name": "Contoso", "website": "contoso.com"})
     out = match_companies(tenants, f.domains(), companies, f.tenant_mappings(), f.contacts(), SyncSettings())
-    assert company_mapping_warnings(out)["check"].tolist() == ["company_claimed_by_several_tenants"] * 2
+    warnings = company_mapping_warnings(out)
+    assert warnings["check"].tolist() == ["conflict"] * 2
+    assert warnings["tenant_name"].tolist() == ["Contoso", "x"]
+    # Each names the other tenant and the evidence of both matches.
+    assert 'tenant t2 "x" (by default_domain_website)' in warnings["detail"].iloc[0]
+    assert 'tenant t1 "Contoso" (by name)' in warnings["detail"].iloc[1]
+    assert 'company name "Contoso" = tenant name "Contoso"' in warnings["detail"].iloc[0]
 
 
 def _changes():
@@ -189,6 +206,5 @@ def test_contact_change_problems_flag_actions_for_failed_tenant():
 def test_contact_change_warnings_list_held_tenants():
     changes = plan([user("u1", "ann")], [contact(5, email="ann@contoso.com"), contact(6, email="ann@contoso.com")])
     warnings = contact_change_warnings(changes)
-    assert warnings[["tenant_id", "check", "detail"]].values.tolist() == [
-        ["t1", "held_ambiguous", "2 ambiguous held (several_contacts_match_upn)"]
-    ]
+    assert warnings[["tenant_id", "check"]].values.tolist() == [["t1", "held_ambiguous"]]
+    assert warnings["detail"].iloc[0].startswith("2 ambiguous held: ambiguous: contacts 5, 6 all carry addresses of user")

@@ -45,12 +45,77 @@ def test_rule1_tenant_id_mapping_wins_over_name():
     assert pd.isna(row["company_update"])  # already in the company's tenant list
 
 
-def test_rule1_ignores_inactive_company_and_falls_through():
+def test_mapping_to_inactive_company_stops_there():
+    # Never falls through to a sister company of the same name: the Halo mapping is explicit.
     companies = f.companies({"company_id": 1, "name": "Old", "inactive": True}, {"company_id": 2, "name": "contoso  LTD"})
     mappings = f.tenant_mappings({"tenant_id": "t1", "tenant_name": "Contoso", "company_id": 1, "company_name": "Old"})
     assert match_by_tenant_id(f.tenants(TENANT), mappings, companies).empty
     row = _row(_match(companies, mappings=mappings))
+    assert (row["method"], row["reason"], pd.isna(row["company_id"])) == ("unmatched", "mapped_company_inactive", True)
+    assert 'inactive company 1 "Old"' in row["evidence"]
+    assert pd.isna(row["company_update"])
+
+
+def test_mapping_to_an_inactive_and_an_active_company_uses_the_active_one():
+    companies = f.companies({"company_id": 1, "name": "Old", "inactive": True}, {"company_id": 2, "name": "New"})
+    mappings = f.tenant_mappings(
+        {"tenant_id": "t1", "tenant_name": "C", "company_id": 1}, {"tenant_id": "t1", "tenant_name": "C", "company_id": 2}
+    )
+    row = _row(_match(companies, mappings=mappings))
+    assert (row["method"], row["company_id"]) == ("tenant_id", 2)
+
+
+def test_quarantined_mapping_is_ignored():
+    companies = f.companies({"company_id": 1, "name": "Other"}, {"company_id": 2, "name": "Contoso Ltd"})
+    mappings = f.tenant_mappings(
+        {"tenant_id": "t1", "company_id": 1, "quarantine": 'tenant id "t1" is not a GUID'},
+    )
+    row = _row(_match(companies, mappings=mappings))
     assert (row["method"], row["company_id"]) == ("name", 2)
+
+
+def test_tenant_matched_to_quarantined_company_is_left_unmatched():
+    companies = f.companies({"company_id": 2, "name": "Contoso Ltd", "quarantine": "id listed 2 times by Halo"})
+    row = _row(_match(companies))
+    assert (row["method"], row["reason"], pd.isna(row["company_update"])) == ("unmatched", "company_quarantined", True)
+    assert "company 2 is quarantined (id listed 2 times by Halo)" in row["evidence"]
+
+
+# ------------------------------------------------------------ conflicts
+
+
+def test_company_mapped_to_a_tenant_not_in_the_run_is_a_conflict_for_another():
+    # Tenant t-gone's contract ended; Halo still maps it to company 1. t1 reaching company 1 by name is a conflict.
+    companies = f.companies({"company_id": 1, "name": "Contoso Ltd"})
+    mappings = f.tenant_mappings({"tenant_id": "t-gone", "tenant_name": "Contoso (old)", "company_id": 1})
+    row = _row(_match(companies, mappings=mappings))
+    assert (row["method"], row["company_id"], pd.isna(row["company_update"])) == ("conflict", 1, True)
+    assert row["candidates"] == 'tenant t-gone "Contoso (old)" (Halo Azure AD mapping)'
+    assert 'belongs to tenant t-gone "Contoso (old)"' in row["evidence"] and "by rule name" in row["evidence"]
+
+
+def test_company_mapped_to_a_tenant_in_the_run_is_a_conflict_for_another():
+    tenants = f.tenants(TENANT, {"tenant_id": "t2", "display_name": "Owner", "default_domain": "o.com"})
+    companies = f.companies({"company_id": 1, "name": "Contoso Ltd"})
+    mappings = f.tenant_mappings({"tenant_id": "t2", "tenant_name": "Owner", "company_id": 1})
+    out = _match(companies, tenants=tenants, mappings=mappings)
+    assert (_row(out, "t2")["method"], _row(out, "t1")["method"]) == ("tenant_id", "conflict")
+
+
+def test_two_unmapped_tenants_on_one_company_are_both_conflicts():
+    tenants = f.tenants(TENANT, {"tenant_id": "t2", "display_name": "Other", "default_domain": "contoso.net"})
+    companies = f.companies({"company_id": 1, "name": "Contoso Ltd", "website": "contoso.net"})
+    out = _match(companies, tenants=tenants)
+    assert out["method"].tolist() == ["conflict", "conflict"]
+    assert out["company_update"].isna().all()
+    assert 'tenant t2 "Other" (by default_domain_website)' in _row(out, "t1")["candidates"]
+
+
+def test_several_tenants_mapped_to_one_company_by_halo_stay_allowed():
+    tenants = f.tenants(TENANT, {"tenant_id": "t2", "display_name": "Other", "default_domain": "o.com"})
+    companies = f.companies({"company_id": 1, "name": "Contoso Ltd"})
+    mappings = f.tenant_mappings({"tenant_id": "t1", "company_id": 1}, {"tenant_id": "t2", "company_id": 1})
+    assert _match(companies, tenants=tenants, mappings=mappings)["method"].tolist() == ["tenant_id", "tenant_id"]
 
 
 def test_rule1_ambiguous_falls_through_to_name_and_notes_it():
@@ -160,27 +225,19 @@ def test_failed_tenant_still_matched_but_marked():
     assert (row["users_status"], row["method"]) == ("failed", "name")
 
 
-def test_company_update_keeps_existing_tenants():
-    # Seed bug: the company's azure_tenants list was replaced by the new tenant alone.
-    companies = f.companies({"company_id": 1, "name": "Contoso Ltd"})
-    mappings = f.tenant_mappings({"tenant_id": "t-old", "tenant_name": "Old", "company_id": 1, "company_name": "Contoso Ltd"})
-    row = _row(_match(companies, mappings=mappings))
+def test_company_update_plans_the_new_entry():
+    # The apply reads the company's current entries and sends them all plus this one (merge_tenant_entries).
+    row = _row(_match(f.companies({"company_id": 1, "name": "Contoso Ltd"})))
     assert json.loads(row["company_update"]) == {
-        "id": 1,
-        "azure_tenants": [
-            {"azure_tenant_id": "t-old", "azure_tenant_name": "Old"},
-            {"azure_tenant_id": "t1", "azure_tenant_name": "Contoso Ltd"},
-        ],
+        "id": 1, "azure_tenants": [{"azure_tenant_id": "t1", "azure_tenant_name": "Contoso Ltd"}],
     }
 
 
-def test_two_tenants_matched_to_one_company_both_kept_in_write_back():
-    tenants = f.tenants(TENANT, {"tenant_id": "t2", "display_name": "Other", "default_domain": "contoso.net"})
-    companies = f.companies({"company_id": 1, "name": "Contoso Ltd", "website": "contoso.net"})
-    out = _match(companies, tenants=tenants)
-    bodies = [json.loads(b) for b in out["company_update"]]
-    assert bodies[0] == bodies[1]
-    assert [e["azure_tenant_id"] for e in bodies[0]["azure_tenants"]] == ["t1", "t2"]
+def test_no_company_update_for_a_tenant_whose_users_failed():
+    # A tenant whose users failed to load gets no writes at all, its tenant-id write-back included.
+    tenants = f.tenants({**TENANT, "status": "failed", "error": "401 Authorization_IdentityNotFound"})
+    row = _row(_match(f.companies({"company_id": 1, "name": "Contoso Ltd"}), tenants=tenants))
+    assert (row["method"], pd.isna(row["company_update"])) == ("name", True)
 
 
 def test_no_company_update_when_setting_off_or_unmatched():
