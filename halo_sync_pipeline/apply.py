@@ -18,6 +18,8 @@ from halo_sync_pipeline.rules.contacts import CHANGE_COLUMNS
 
 # endpoint ("Users" | "Client"), bodies -> saved records in the same order
 WriteBatch = Callable[[str, list[dict[str, Any]]], list[dict[str, Any]]]
+# action, planned body -> the body to send (None: Halo already has it); raising fails that action alone
+PrepareBody = Callable[[str, dict[str, Any]], dict[str, Any] | None]
 
 # Writes that other writes may depend on go first: a company must own the tenant before its contacts change.
 ACTION_ORDER = ("set_tenant_id", "pair", "reactivate", "update", "create", "deactivate")
@@ -73,6 +75,36 @@ def planned_writes(company_mappings: pd.DataFrame, contact_changes: pd.DataFrame
     writes[text_columns] = writes[text_columns].astype("string")
     order = writes["action"].map({action: i for i, action in enumerate(ACTION_ORDER)}).fillna(len(ACTION_ORDER))
     return writes.iloc[order.argsort(kind="stable")].reset_index(drop=True)
+
+
+def partner_connection_id(connections: Sequence[dict[str, Any]]) -> int:
+    """The id of Halo's one Microsoft Partner (type 2) Azure AD connection, which new tenant entries
+    belong to (`details_id`). None or several: ValueError, and no write-back is guessed."""
+    ids = sorted({int(c["id"]) for c in connections if isinstance(c, dict) and c.get("id") is not None})
+    if len(ids) != 1:
+        found = "none" if not ids else "several (ids " + ", ".join(map(str, ids)) + ")"
+        raise ValueError(
+            f"Halo has {found} Microsoft Partner Azure AD connections; the tenant id write-back needs exactly one"
+        )
+    return ids[0]
+
+
+def merge_tenant_entries(current: dict[str, Any], planned: dict[str, Any], details_id: int) -> dict[str, Any] | None:
+    """The POST /api/Client element for a tenant-id write-back: every `azure_tenants` entry the company
+    has now, exactly as Halo returned it (with its `id` and `details_id`: Halo removes an entry missing
+    from the list and updates one with an id), plus each planned tenant it lacks, under the partner
+    connection `details_id`. None when the company already has every planned tenant."""
+    existing = [entry for entry in current.get("azure_tenants") or [] if isinstance(entry, dict)]
+    known = {str(entry.get("azure_tenant_id") or "").strip().lower() for entry in existing}
+    added = [
+        {"azure_tenant_id": entry["azure_tenant_id"], "azure_tenant_name": entry.get("azure_tenant_name"),
+         "details_id": details_id}
+        for entry in planned.get("azure_tenants") or []
+        if str(entry["azure_tenant_id"]).strip().lower() not in known
+    ]
+    if not added:
+        return None
+    return {"id": planned["id"], "azure_tenants": [*existing, *added]}
 
 
 def _endpoint(action: str) -> str:
@@ -133,8 +165,12 @@ def apply_writes(
     toggles: ApplyToggles = ApplyToggles(),
     dry_run: bool = True,
     batch_size: int = 100,
+    prepare: PrepareBody | None = None,
 ) -> pd.DataFrame:
-    """Write every allowed, non-held row of `writes`; return them all with outcome, error and halo_id."""
+    """Write every allowed, non-held row of `writes`; return them all with outcome, error and halo_id.
+
+    `prepare` turns a planned body into the one sent (the company write-backs read Halo's current
+    entries first); if it fails, that action fails alone."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     results: dict[int, tuple] = {}
@@ -146,11 +182,21 @@ def apply_writes(
         elif dry_run:
             results[index] = ("dry_run", pd.NA, pd.NA)
     for action in ACTION_ORDER:
-        pending = [
-            (index, json.loads(row["body"]))
-            for index, row in writes[writes["action"] == action].iterrows()
-            if index not in results
-        ]
+        pending = []
+        for index, row in writes[writes["action"] == action].iterrows():
+            if index in results:
+                continue
+            body = json.loads(row["body"])
+            if prepare is not None:
+                try:
+                    body = prepare(action, body)
+                except Exception as exc:  # noqa: BLE001 - reported on this action; the others go on
+                    results[index] = ("failed", _error_text(exc), pd.NA)
+                    continue
+                if body is None:  # Halo has it already (a re-run, or someone did it by hand)
+                    results[index] = ("applied", pd.NA, row["company_id"] if action == "set_tenant_id" else pd.NA)
+                    continue
+            pending.append((index, body))
         for start in range(0, len(pending), batch_size):
             _write_isolating(write_batch, _endpoint(action), pending[start : start + batch_size], results)
     applied = writes.copy()

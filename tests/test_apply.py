@@ -7,7 +7,13 @@ import json
 import pandas as pd
 import pytest
 
-from halo_sync_pipeline.apply import ApplyToggles, apply_writes, planned_writes
+from halo_sync_pipeline.apply import (
+    ApplyToggles,
+    apply_writes,
+    merge_tenant_entries,
+    partner_connection_id,
+    planned_writes,
+)
 
 
 def _mappings() -> pd.DataFrame:
@@ -32,6 +38,7 @@ def _changes(rows: list[dict]) -> pd.DataFrame:
             "contact_id": pd.NA, "user_id": pd.NA, "reason": "new_user", "held": False, "name": pd.NA,
             "email": pd.NA, "phonenumber": pd.NA, "mobilenumber": pd.NA, "evidence": "test"}  # fmt: skip
     frame = pd.DataFrame([base | r for r in rows])
+    frame["hold_reason"] = pd.array(["test hold" if held else pd.NA for held in frame["held"]], dtype="string")
     frame["contact_id"] = frame["contact_id"].astype("Int64")
     frame["body"] = frame["body"].astype("string")
     return frame
@@ -157,3 +164,47 @@ def test_updates_are_idempotent_so_an_unknown_outcome_is_resent_in_halves():
                            toggles=ApplyToggles(set_halo_tenant_ids=False))  # fmt: skip
     assert (applied.loc[applied["action"] == "deactivate", "outcome"] == "failed").all()
     assert len(halo.stored) == 4 + 2 + 2 + 4  # the batch, its halves, then each record alone
+
+
+# ------------------------------------------------------------ company write-backs (read-modify-write)
+
+HALO_ENTRY = {"id": 4, "details_id": 2, "client_id": 10, "azure_tenant_id": "t-old", "azure_tenant_name": "Old",
+              "details_name": "Contoso Azure AD"}
+
+
+def test_merge_keeps_every_entry_as_halo_returned_it_and_adds_the_new_one():
+    planned = {"id": 10, "azure_tenants": [{"azure_tenant_id": "t1", "azure_tenant_name": "Contoso"}]}
+    merged = merge_tenant_entries({"id": 10, "azure_tenants": [HALO_ENTRY]}, planned, details_id=1)
+    assert merged == {"id": 10, "azure_tenants": [
+        HALO_ENTRY, {"azure_tenant_id": "t1", "azure_tenant_name": "Contoso", "details_id": 1},
+    ]}
+
+
+def test_merge_writes_nothing_when_halo_has_the_tenant_already():
+    planned = {"id": 10, "azure_tenants": [{"azure_tenant_id": "T-OLD", "azure_tenant_name": "Old"}]}
+    assert merge_tenant_entries({"id": 10, "azure_tenants": [HALO_ENTRY]}, planned, details_id=1) is None
+
+
+@pytest.mark.parametrize(
+    ("connections", "message"),
+    [([], "Halo has none Microsoft Partner"), ([{"id": 1}, {"id": 3}], r"several \(ids 1, 3\)")],
+)
+def test_partner_connection_must_be_exactly_one(connections, message):
+    with pytest.raises(ValueError, match=message):
+        partner_connection_id(connections)
+    assert partner_connection_id([{"id": 5, "name": "Microsoft Partner", "type": 2}]) == 5
+
+
+def test_prepare_failure_fails_that_write_back_alone():
+    halo = FakeHalo()
+
+    def prepare(action, body):
+        if action == "set_tenant_id":
+            raise ValueError("Halo has none Microsoft Partner Azure AD connections")
+        return body
+
+    applied = apply_writes(_plan(2), halo, dry_run=False, prepare=prepare)
+    outcome = dict(zip(applied["action"] + ":" + applied["contact_id"].astype("string").fillna(""), applied["outcome"]))
+    assert outcome["set_tenant_id:"] == "failed"
+    assert "none Microsoft Partner" in applied.loc[applied["action"] == "set_tenant_id", "error"].iloc[0]
+    assert outcome["deactivate:7"] == "applied" and (applied.loc[applied["action"] == "create", "outcome"] == "applied").all()

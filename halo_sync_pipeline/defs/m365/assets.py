@@ -8,8 +8,9 @@ import pandas as pd
 from halo_sync_pipeline.clients import frames
 from halo_sync_pipeline.defs.checks import failure_result, schema_check
 from halo_sync_pipeline.defs.metadata import OWNER, counts_markdown, frame_metadata, markdown_table, request_metadata
-from halo_sync_pipeline.defs.resources import M365Resource
+from halo_sync_pipeline.defs.resources import M365Resource, SyncSettingsResource
 from halo_sync_pipeline.rules import plan_checks
+from halo_sync_pipeline.rules.users import required_user_properties
 from halo_sync_pipeline.schemas import sources
 
 M365 = {"group_name": "m365", "kinds": {"microsoft365", "pandas"}, "owners": [OWNER]}
@@ -39,14 +40,15 @@ async def _load_everything(m365: M365Resource) -> tuple[list, dict[str, int]]:
         ),
     },
 )
-def m365_directory(context: dg.AssetExecutionContext, m365: M365Resource):
+def m365_directory(context: dg.AssetExecutionContext, m365: M365Resource, sync_settings: SyncSettingsResource):
     """Reads all customer tenants concurrently (bounded), paging sequentially inside each tenant.
 
-    A tenant that fails (consent revoked, repeated 5xx, malformed data) is recorded as failed and
-    its partial data dropped; the others still load. The seed instead reused the previous tenant's users.
+    A tenant that fails (consent revoked, repeated 5xx, malformed data, users without a property the
+    filters need) is recorded as failed and its partial data dropped; the others still load. The seed
+    instead reused the previous tenant's users.
     """
     loads, counts = asyncio.run(_load_everything(m365))
-    tenants, domains, users = frames.m365_frames(loads)
+    tenants, domains, users = frames.m365_frames(loads, required_user_properties(sync_settings.settings()))
     failed = tenants[tenants["status"] == "failed"]
     if len(failed):
         context.log.warning(f"{len(failed)} of {len(tenants)} tenants failed to load; no action will be planned for them")

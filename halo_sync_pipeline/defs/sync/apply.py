@@ -10,7 +10,14 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from halo_sync_pipeline.apply import ApplyToggles, apply_writes, planned_writes
+from halo_sync_pipeline.apply import (
+    ApplyToggles,
+    PrepareBody,
+    apply_writes,
+    merge_tenant_entries,
+    partner_connection_id,
+    planned_writes,
+)
 from halo_sync_pipeline.defs.checks import schema_check
 from halo_sync_pipeline.defs.metadata import OWNER, counts_markdown, frame_metadata, markdown_table, request_metadata
 from halo_sync_pipeline.defs.resources import HaloResource
@@ -89,6 +96,20 @@ def _exclusive_apply(context: dg.AssetExecutionContext) -> Iterator[None]:
             fcntl.flock(lock_file, fcntl.LOCK_UN)
 
 
+def _company_write_backs(client) -> PrepareBody:
+    """Read-modify-write of a company's tenant list: Halo's current entries, as returned, plus the new one."""
+    connection: list[int] = []
+
+    def prepare(action: str, body: dict) -> dict | None:
+        if action != "set_tenant_id":
+            return body
+        if not connection:
+            connection.append(partner_connection_id(client.azure_connections(2)))
+        return merge_tenant_entries(client.company_details(body["id"]), body, connection[0])
+
+    return prepare
+
+
 def _no_writes(endpoint: str, bodies: list[dict]) -> list[dict]:
     raise AssertionError("a dry run never writes")
 
@@ -115,7 +136,8 @@ def applied_changes(
         _refuse_stale_plan(context, config.max_plan_age_minutes)
         with _exclusive_apply(context), halo.client() as client:
             applied = apply_writes(
-                writes, client.upsert, toggles=config.toggles(), dry_run=False, batch_size=halo.write_batch_size
+                writes, client.upsert, toggles=config.toggles(), dry_run=False, batch_size=halo.write_batch_size,
+                prepare=_company_write_backs(client),
             )
             counts = client.request_counts.snapshot()
     failed = applied[applied["outcome"] == "failed"]

@@ -34,15 +34,15 @@ def company_mappings(
     frame = match_companies(
         m365_tenants, m365_domains, halo_companies, halo_tenant_mappings, halo_contacts, sync_settings.settings()
     )
-    problems = frame[frame["method"].isin(["unmatched"])]
+    problems = frame[frame["method"].isin(["unmatched", "conflict"])]
     return dg.Output(
         frame,
         metadata=frame_metadata(
             frame,
             {
                 "by_method": counts_markdown(frame["method"], "method"),
-                "unmatched_or_ambiguous": dg.MetadataValue.md(
-                    markdown_table(problems[["tenant_name", "tenant_id", "reason", "candidates", "evidence"]], 50)
+                "unmatched_or_conflict": dg.MetadataValue.md(
+                    markdown_table(problems[["tenant_name", "tenant_id", "method", "reason", "candidates", "evidence"]], 50)
                 ),
                 "company_writes_planned": int(frame["company_update"].notna().sum()),
             },
@@ -57,15 +57,19 @@ def contact_changes(
     m365_domains: pd.DataFrame,
     halo_contacts: pd.DataFrame,
     halo_sites: pd.DataFrame,
+    halo_companies: pd.DataFrame,
     sync_settings: SyncSettingsResource,
 ) -> dg.Output[pd.DataFrame]:
     """One row per planned contact action (create, pair, reactivate, update, deactivate, ambiguous).
 
-    Only for matched tenants whose users loaded. Each row has the Halo write body and its evidence;
-    `held` rows (no site for a create, the mass-deactivation guard, ambiguous emails) are never written.
+    Only for matched tenants whose users loaded. Each row has the Halo write body, why it exists
+    (`reason`, `evidence`) and, when `held`, why it is held and what releases it (`hold_reason`: no
+    site, the mass-deactivation guard, ambiguous addresses, a quarantined contact, a moved person,
+    deactivation switched off). Held rows are never written.
     """
     frame = plan_contact_changes(
-        company_mappings, m365_users, m365_domains, halo_contacts, halo_sites, sync_settings.settings()
+        company_mappings, m365_users, m365_domains, halo_contacts, halo_sites, sync_settings.settings(),
+        companies=halo_companies,
     )
     held = frame[frame["held"]]
     actions = frame["action"] + frame["held"].map({True: " (held)", False: ""})
@@ -76,7 +80,9 @@ def contact_changes(
             {
                 "by_action": counts_markdown(actions, "action"),
                 "by_reason": counts_markdown(frame["action"] + ": " + frame["reason"].fillna(""), "action: reason"),
-                "held": dg.MetadataValue.md(markdown_table(held[["tenant_name", "action", "reason", "name", "email"]], 50)),
+                "held": dg.MetadataValue.md(
+                    markdown_table(held[["tenant_name", "action", "reason", "hold_reason", "name", "email"]], 50)
+                ),
             },
         ),
     )
