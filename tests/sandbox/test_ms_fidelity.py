@@ -28,6 +28,14 @@ USERS_SELECTED = f"/v1.0/users?$select={','.join(USER_SELECT)}"
 Sandbox = Callable[..., RunningSandbox]
 
 
+@pytest.fixture
+def small_estate(small_estate: dict[str, Any]) -> dict[str, Any]:
+    """conftest's estate, with Contoso and Fabrikam consented and Northwind not, said here since the tests rely on it."""
+    for tenant in small_estate["m365"]["tenants"]:
+        tenant["consented"] = tenant["customerId"] != NORTHWIND_TENANT_ID
+    return small_estate
+
+
 def _graph_client(sandbox: RunningSandbox, **kwargs: Any) -> GraphClient:
     c = sandbox.credentials
     if not kwargs.get("app_only"):

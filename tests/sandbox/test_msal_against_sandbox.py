@@ -22,6 +22,8 @@ GRAPH_SCOPES = ["https://graph.microsoft.com/.default"]
 
 @pytest.fixture
 def sandbox(sandbox_factory: Callable[..., RunningSandbox], small_estate: dict[str, Any]) -> RunningSandbox:
+    northwind = next(t for t in small_estate["m365"]["tenants"] if t["customerId"] == NORTHWIND_TENANT_ID)
+    northwind["consented"] = False  # said here, the refusal tests depend on it
     return sandbox_factory(estate=small_estate)
 
 
