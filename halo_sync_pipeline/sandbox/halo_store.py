@@ -385,7 +385,8 @@ class HaloStore:
         first type-2 connection unless it names one); every entry of the client missing from the list
         is removed. A write that means to keep an entry must send it, best with its id.
         """
-        existing = {r[0] for r in db.execute("SELECT AATid FROM AREAAZURETENANT WHERE AATarea = ?", (client_id,))}
+        stored = dict(db.execute("SELECT AATid, AATtenantid FROM AREAAZURETENANT WHERE AATarea = ?", (client_id,)).fetchall())
+        existing = set(stored)
         connections = dict(db.execute("SELECT AADid, AADtype FROM AZUREADDETAILS ORDER BY AADid").fetchall())
         default = next((cid for cid, ctype in connections.items() if ctype == PARTNER_CONNECTION_TYPE), None)
         updates: dict[int, dict[str, Any]] = {}
@@ -395,8 +396,12 @@ class HaloStore:
             if not isinstance(entry, dict):
                 raise WriteRejected(f"{where} is not an object")
             entry_id, details_id = entry.get("id") or 0, entry.get("details_id")
-            # An update may leave the tenant id out (it is kept); whatever is written must be a GUID.
-            if (not entry_id or "azure_tenant_id" in entry) and not _is_guid(entry.get("azure_tenant_id")):
+            # An update may leave the tenant id out or send it back unchanged (it is kept, even an odd
+            # legacy value); whatever is newly written must be a GUID.
+            changes_tenant = not entry_id or (
+                "azure_tenant_id" in entry and entry["azure_tenant_id"] != stored.get(entry_id)
+            )
+            if changes_tenant and not _is_guid(entry.get("azure_tenant_id")):
                 raise WriteRejected(f"{where}.azure_tenant_id {entry.get('azure_tenant_id')!r} is not a GUID")
             if details_id is not None and details_id not in connections:
                 raise WriteRejected(f"{where}: details_id {details_id} is not an Azure AD connection")

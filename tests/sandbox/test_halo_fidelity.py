@@ -148,7 +148,7 @@ def test_an_entry_sent_again_without_id_is_re_created_on_the_partner_connection(
     ("tenants", "message"),
     [
         ([{"id": 41}, {"azure_tenant_id": "n/a"}], "element [0] (id 2): azure_tenants[1].azure_tenant_id 'n/a' is not a GUID"),
-        ([{"id": 42, "azure_tenant_id": "n/a"}], "azure_tenants[0].azure_tenant_id 'n/a' is not a GUID"),
+        ([{"id": 41, "azure_tenant_id": "n/a"}], "azure_tenants[0].azure_tenant_id 'n/a' is not a GUID"),
         ([{"id": 40}], "element [0] (id 2): azure_tenants[0]: id 40 is not an azure_tenants entry of this client"),
         ([{"azure_tenant_id": THIRD, "details_id": 7}], "azure_tenants[0]: details_id 7 is not an Azure AD connection"),
     ],
@@ -242,3 +242,15 @@ def test_site_flags_decide_invoice_sites(sandbox_factory: Callable[..., RunningS
         assert [(c["id"], c["main_site_id"]) for c in clients] == [(1, 10), (2, 21)]  # the lowest flagged site
         exported = anonymous.get("/_sandbox/estate").json()["halo"]["sites"]
     assert [(s["id"], s["isinvoicesite"]) for s in exported] == [(10, True), (11, True), (20, False), (21, True)]
+
+
+def test_every_entry_sent_back_as_returned_plus_a_new_one_keeps_them_all(halo: httpx.Client) -> None:
+    # What the sync's write-back sends: the entries exactly as GET returned them (the odd legacy "n/a" one
+    # included, unchanged), plus the new tenant under the partner connection.
+    current = entries(halo, 2)
+    body = [{"id": 2, "azure_tenants": [*current, {"azure_tenant_id": THIRD, "azure_tenant_name": "New", "details_id": 1}]}]
+    answer = halo.post("/api/Client", json=body)
+    assert answer.status_code in (200, 201), answer.text
+    after = entries(halo, 2)
+    assert after[:2] == current
+    assert [(e["azure_tenant_id"], e["details_id"]) for e in after[2:]] == [(THIRD, 1)]
