@@ -15,6 +15,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
+from halo_sync_pipeline.rules.quarantine import quarantined_records
 from halo_sync_pipeline.sandbox import EXAMPLE_ESTATE
 from halo_sync_pipeline.sandbox.server import start_sandbox
 
@@ -48,10 +49,16 @@ def summary(result: dg.ExecuteInProcessResult) -> str:
         ),
         "(not written)",
     )
+    quarantined = quarantined_records(*(result.output_for_node(name) for name in (
+        "halo_companies", "halo_contacts", "halo_sites", "halo_tenant_mappings")))
     lines = [f"run {result.run_id}: succeeded", "", "tenants by match method:"]
     lines += [f"  {method:<26} {n}" for method, n in mappings["method"].value_counts().items()]
+    conflicts = mappings[mappings["method"] == "conflict"]
+    lines.append(f"  (conflicts: {len(conflicts)}{': ' + ', '.join(conflicts['tenant_name'].fillna('?')) if len(conflicts) else ''})")
     failed = mappings[mappings["users_status"] == "failed"]
     lines.append(f"  (users failed to load: {len(failed)}{': ' + ', '.join(failed['tenant_name']) if len(failed) else ''})")
+    lines += ["", f"quarantined Halo records: {len(quarantined)}"]
+    lines += [f"  {kind:<15} {n}" for kind, n in quarantined["kind"].value_counts().sort_index().items()]
     lines += ["", "actions (action / outcome):"]
     outcomes = applied.groupby(["action", "outcome"]).size()
     lines += [f"  {action:<14} {outcome:<8} {n}" for (action, outcome), n in outcomes.items()]

@@ -129,12 +129,12 @@ def expected_halo(estate: dict[str, Any], got: dict[str, pd.DataFrame], *, keep_
     main_site = {c["id"]: c.get("main_site_id") for c in halo["clients"]}
     companies = [
         {"company_id": c["id"], "name": _s(c["name"]), "website": _s(c.get("website")), "inactive": bool(c.get("inactive")),
-         "main_site_id": c.get("main_site_id") if c.get("main_site_id") is not None else pd.NA}
+         "main_site_id": c.get("main_site_id") if c.get("main_site_id") is not None else pd.NA, "quarantine": pd.NA}
         for c in halo["clients"]
     ]  # fmt: skip
     sites = [
         {"site_id": s["id"], "company_id": s["client_id"], "name": _s(s["name"]), "line1": _s(s.get("line1")),
-         "is_main": main_site.get(s["client_id"]) == s["id"]}
+         "is_main": main_site.get(s["client_id"]) == s["id"], "quarantine": pd.NA}
         for s in halo["sites"]
     ]  # fmt: skip
     contacts = []
@@ -147,12 +147,15 @@ def expected_halo(estate: dict[str, Any], got: dict[str, pd.DataFrame], *, keep_
              "firstname": _s(u.get("firstname")), "surname": _s(u.get("surname")), "email": _s(u.get("emailaddress"), True),
              "email2": _s(u.get("email2"), True), "email3": _s(u.get("email3"), True), "phonenumber": _s(u.get("phonenumber")),
              "mobilenumber": _s(u.get("mobilenumber")), "title": _s(u.get("title")), "azureoid": _s(u.get("azureoid"), True),
-             "inactive": bool(u.get("inactive")), "keep_active": _s(keep)}
+             "inactive": bool(u.get("inactive")), "keep_active": _s(keep), "quarantine": pd.NA}
         )  # fmt: skip
+    # Entries without an id are numbered 1, 2, … in estate order; all belong to the partner connection (1).
+    entries = [(c, t) for c in halo["clients"] for t in c.get("azure_tenants", [])]
     mappings = [
-        {"tenant_id": t["azure_tenant_id"].lower(), "tenant_name": _s(t.get("azure_tenant_name")), "company_id": c["id"], "company_name": _s(c["name"])}
-        for c in halo["clients"]
-        for t in c.get("azure_tenants", [])
+        {"tenant_id": t["azure_tenant_id"].lower(), "tenant_name": _s(t.get("azure_tenant_name")), "company_id": c["id"],
+         "company_name": _s(c["name"]), "entry_id": t.get("id", number), "connection_id": t.get("details_id", 1),
+         "quarantine": pd.NA}
+        for number, (c, t) in enumerate(entries, start=1)
     ]  # fmt: skip
     return {
         "companies": _frame(companies, got["companies"], ["company_id"]),
@@ -195,7 +198,7 @@ def expected_m365(estate: dict[str, Any], loads: list[TenantLoad]) -> dict[str, 
         )  # fmt: skip
         domains += [{"tenant_id": tid, "domain": d["id"].lower(), "is_verified": d["isVerified"], "is_default": d["isDefault"]} for d in t.get("domains", [])]
         for u in t.get("users", []):
-            aliases = [p[5:].lower() for p in u.get("proxyAddresses") or [] if p.startswith("smtp:")]
+            aliases = list(dict.fromkeys(p[5:].lower() for p in u.get("proxyAddresses") or [] if p[:5].lower() == "smtp:"))
             users.append(
                 {"tenant_id": tid, "user_id": u["id"].lower(), "upn": u["userPrincipalName"].lower(), "display_name": _s(u.get("displayName")),
                  "given_name": _s(u.get("givenName")), "surname": _s(u.get("surname")), "mail": _s(u.get("mail"), True),
@@ -308,8 +311,15 @@ def test_halo_upsert_round_trip_and_refusal(sandbox_factory, small_estate) -> No
 # --- Graph ------------------------------------------------------------------------------------------
 
 
+def _all_consented(estate: dict[str, Any]) -> dict[str, Any]:
+    # Consent applies under the Secure Application Model too: the refresh-token reads below need every tenant.
+    for tenant in estate["m365"]["tenants"]:
+        tenant["consented"] = True
+    return estate
+
+
 def test_graph_frames_equal_the_estate_with_minimal_requests(sandbox_factory, small_estate) -> None:
-    estate = bigger_estate(small_estate, extra_contacts=0, extra_graph_users=1200)
+    estate = bigger_estate(_all_consented(small_estate), extra_contacts=0, extra_graph_users=1200)
     sandbox = sandbox_factory(estate, graph_rate=0)
     loads, graph = read_graph(sandbox)
     for name, (got, expected) in expected_m365(estate, loads).items():
@@ -336,7 +346,7 @@ def test_graph_gdap_tenants_and_app_only_tokens(sandbox_factory, small_estate) -
 
 
 def test_graph_revoked_consent_fails_one_tenant_while_others_load(sandbox_factory, small_estate) -> None:
-    sandbox = sandbox_factory(small_estate)
+    sandbox = sandbox_factory(_all_consented(small_estate))
 
     async def go() -> tuple[list[TenantLoad], list[TenantLoad]]:
         async with graph_client(sandbox) as graph:
@@ -363,7 +373,7 @@ def test_graph_revoked_consent_fails_one_tenant_while_others_load(sandbox_factor
 
 
 def test_graph_429_is_waited_out_and_expired_tokens_renewed(sandbox_factory, small_estate) -> None:
-    sandbox = sandbox_factory(small_estate, graph_rate=2, graph_burst=1)
+    sandbox = sandbox_factory(_all_consented(small_estate), graph_rate=2, graph_burst=1)
 
     async def go() -> list[TenantLoad]:
         async with graph_client(sandbox) as graph:
@@ -382,7 +392,7 @@ def test_graph_429_is_waited_out_and_expired_tokens_renewed(sandbox_factory, sma
 
 
 def test_graph_5xx_and_resets_are_retried(sandbox_factory, small_estate) -> None:
-    sandbox = sandbox_factory(small_estate, graph_rate=0)
+    sandbox = sandbox_factory(_all_consented(small_estate), graph_rate=0)
     admin(sandbox, "POST", "faults", {"endpoints": [{"path": "^/v1.0/(users|domains)", "server": "ms", "error_rate": 0.5, "kinds": ["500", "503", "reset"]}]})
     for _ in range(3):
         loads, _ = read_graph(sandbox)

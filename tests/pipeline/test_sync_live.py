@@ -122,23 +122,31 @@ def test_when_every_tenant_fails_the_run_stops_before_planning(sandbox_factory, 
     assert "company_mappings" not in materialised
 
 
-def test_schema_violation_in_halo_data_fails_the_blocking_check_and_stops_downstream(
+def test_an_odd_halo_record_is_quarantined_and_the_estate_still_syncs(
     sandbox_factory, small_estate, instance, monkeypatch
 ):
     estate = copy.deepcopy(small_estate)
-    # Halo stores any text in azureoid; only a GUID can be a real Azure object id.
-    estate["halo"]["users"][1]["azureoid"] = "not-a-guid-101"
+    # Halo stores any text in azureoid; "n/a" is no Azure object id. Bob (101) is active and gone from M365,
+    # and carries Erin's address: he must be neither deactivated nor paired, and Erin must not be created twice.
+    estate["halo"]["users"][1].update(azureoid="n/a", inactive=False, emailaddress="erin@contoso.com")
     sandbox = sandbox_factory(estate)
     result = run_job(sandbox, instance, monkeypatch, run_config=LIVE)
-    assert not result.success
+    assert result.success
     evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
-    failed = evaluations["halo_contacts_schema"]
-    assert not failed.passed
-    table = failed.metadata["failure_cases"].value
-    assert "azureoid" in table and "not-a-guid-101" in table
-    materialised = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
-    assert {"company_mappings", "contact_changes", "applied_changes"}.isdisjoint(materialised)
-    assert halo_writes(sandbox) <= 3
+    assert evaluations["halo_contacts_schema"].passed
+    quarantined = evaluations["halo_records_quarantined"]
+    assert not quarantined.passed and quarantined.severity == dg.AssetCheckSeverity.WARN
+    table = quarantined.metadata["failure_cases"].value
+    assert "| contact | 101 |" in table and 'azureoid "n/a" is not a GUID' in table and "never written" in table
+    applied = result.output_for_node("applied_changes")
+    assert 101 not in set(applied.loc[applied["outcome"] == "applied", "contact_id"].dropna())
+    erin = applied.loc[(applied["action"] == "create") & (applied["email"] == "erin@contoso.com")].iloc[0]
+    assert erin["outcome"] == "held" and "contact 101 of this company carries erin@contoso.com" in erin["hold_reason"]
+    bob = next(u for u in admin(sandbox, "estate")["halo"]["users"] if u["id"] == 101)
+    assert (bob["azureoid"], bob["inactive"]) == ("n/a", False)
+    # Every other tenant syncs: Fabrikam's new user is created.
+    frank = applied.loc[applied["email"] == "frank@fabrikam.com"].iloc[0]
+    assert (frank["action"], frank["outcome"]) == ("create", "applied")
 
 
 def test_no_secret_reaches_any_event_or_metadata(sandbox_factory, small_estate, instance, monkeypatch):
