@@ -8,6 +8,7 @@ lower-cased. A value that cannot be typed raises ValueError naming the record.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -267,6 +268,25 @@ def _number_text(value: Any) -> Any:
     return text(value)
 
 
+_GUID_TEXT = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_UPN_TEXT = re.compile(r"^[^@\s]+@[^@\s]+$")
+
+
+def _guid(value: Any) -> str:
+    # A user id that is no GUID fails its tenant here rather than the whole estate at the schema check.
+    found = _required(lower_text)(value)
+    if not _GUID_TEXT.match(found):
+        raise ValueError(f"{found!r} is not a GUID")
+    return found
+
+
+def _upn(value: Any) -> str:
+    found = _required(lower_text)(value)
+    if not _UPN_TEXT.match(found):
+        raise ValueError(f"{found!r} is not a user principal name (name@domain)")
+    return found
+
+
 def _required(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
     def converted(value: Any) -> Any:
         result = convert(value)
@@ -376,8 +396,8 @@ def m365_users_frame(loads: Sequence[TenantLoad]) -> pd.DataFrame:
         user_type = _field(r, "userType", text)
         return {
             "tenant_id": _field(r, "@tenant", _required(lower_text)),
-            "user_id": _field(r, "id", _required(lower_text)),
-            "upn": _field(r, "userPrincipalName", _required(lower_text)),
+            "user_id": _field(r, "id", _guid),
+            "upn": _field(r, "userPrincipalName", _upn),
             "display_name": _field(r, "displayName", text),
             "given_name": _field(r, "givenName", text),
             "surname": _field(r, "surname", text),

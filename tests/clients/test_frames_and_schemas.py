@@ -138,3 +138,14 @@ def test_schemas_are_strict_about_columns_and_dtypes() -> None:
     wrong_dtype = sites.astype({"name": object})
     failures = sources.validation_failures(sources.HaloSitesSchema, wrong_dtype)
     assert failures is not None and "name" in set(failures["column"])
+
+
+def test_a_user_with_a_malformed_upn_or_id_fails_its_tenant_not_the_estate() -> None:
+    odd = TenantLoad(TenantRef("cccccccc-0000-4000-8000-000000000004", "Odd", "odd.com"), "loaded", domains=[],
+                     users=[{"id": "dddddddd-0000-4000-8000-000000000009", "userPrincipalName": "no-at-sign"}])
+    bad_id = TenantLoad(TenantRef("cccccccc-0000-4000-8000-000000000005", "BadId", "bad.com"), "loaded", domains=[],
+                        users=[{"id": "12", "userPrincipalName": "x@bad.com"}])
+    tenants, _, users = frames.m365_frames([_load([{"id": USER, "userPrincipalName": "alice@contoso.com"}]), odd, bad_id])
+    assert tenants["status"].tolist() == ["loaded", "failed", "failed"]
+    assert "not a user principal name" in tenants["error"].iloc[1] and "not a GUID" in tenants["error"].iloc[2]
+    assert sources.validation_failures(sources.M365UsersSchema, users) is None
