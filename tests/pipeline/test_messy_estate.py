@@ -66,6 +66,16 @@ def test_live_apply_on_a_messy_200_tenant_estate_writes_nothing_wrong(sandbox_fa
     assert moved["hold_reason"].str.startswith("moved person: active contact").all()
 
     final = admin(sandbox, "estate")["halo"]
+    # The tenant-id write-back keeps every entry the company had (here one of another connection), as it was.
+    clients_before = {c["id"]: c for c in estate["halo"]["clients"]}
+    clients_after = {c["id"]: c for c in final["clients"]}
+    kept = mappings.loc[mappings["tenant_id"].isin([t.lower() for t in planted["write_back_keeps_entries"]])]
+    kept = kept.loc[kept["users_status"] == "loaded"]
+    assert len(kept)
+    for tenant_id, company_id in zip(kept["tenant_id"], kept["company_id"]):
+        before_entries = [(e["azure_tenant_id"].lower(), e.get("details_id")) for e in clients_before[int(company_id)]["azure_tenants"]]
+        after_entries = [(e["azure_tenant_id"].lower(), e["details_id"]) for e in clients_after[int(company_id)]["azure_tenants"]]
+        assert after_entries == [*before_entries, (tenant_id, 1)]
     shared_before = {oid for oid, n in _active_oids(estate["halo"]["users"]).items() if n > 1}
     shared_after = {oid for oid, n in _active_oids(final["users"]).items() if n > 1}
     assert shared_after <= shared_before
