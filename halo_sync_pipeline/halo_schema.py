@@ -10,6 +10,7 @@ from type errors instead of being rejected.
 from __future__ import annotations
 
 import json
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -19,6 +20,12 @@ import jsonschema
 
 # Halo endpoint (the path under /api) -> OpenAPI schema name of one element of the POSTed array.
 ENDPOINT_SCHEMAS = {"Client": "Area", "Users": "Users", "Site": "Site", "Report": "AnalyzerProfile"}
+# Keywords whose verdict depends only on a value's JSON type and structure, never on the value itself.
+# Below a property whose schema uses only these, two bodies of one shape get the same verdict.
+_TYPE_ONLY_KEYWORDS = frozenset(
+    {"type", "$ref", "items", "properties", "additionalProperties", "readOnly", "writeOnly", "description", "title",
+     "$comment", "deprecated", "nullable", "default", "examples"}
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -69,3 +76,92 @@ def check_body(endpoint: str, body: Any) -> BodyProblems:
         errors.append(f"{where}: {err.message}")
     unknown = sorted(set(body) - known_fields(endpoint))
     return BodyProblems(errors=errors, unknown_fields=unknown)
+
+
+def check_bodies(endpoint: str, bodies: Sequence[Any]) -> list[BodyProblems]:
+    """`check_body` of every body, validating each *shape* once: bodies with the same keys, the same
+    JSON value types (recursively) and, under a property whose schema constrains values (`maxLength`,
+    `enum`, …), the same values get the same verdict. A shape that passes passes for all its bodies; the
+    bodies of a failing shape (rare) are validated one by one, so each names its own values."""
+    if endpoint not in ENDPOINT_SCHEMAS:
+        raise KeyError(f"no Halo schema known for endpoint {endpoint!r}")
+    validator, known = _validator(ENDPOINT_SCHEMAS[endpoint]), known_fields(endpoint)
+    failing: dict[Hashable, bool] = {}  # shape -> whether its bodies have problems
+    results = []
+    for body in bodies:
+        key = body_shape(endpoint, body)
+        if key is None:
+            results.append(check_body(endpoint, body))
+            continue
+        if key not in failing:
+            failing[key] = not validator.is_valid(body) or not known.issuperset(body)
+        results.append(check_body(endpoint, body) if failing[key] else BodyProblems())
+    return results
+
+
+def body_shape(endpoint: str, body: Any) -> Hashable | None:
+    """The shape of a POST element: its keys with the type skeleton of each value (the value itself
+    under a value-constrained property); None for a non-object or anything not plain JSON."""
+    if not isinstance(body, dict):
+        return None
+    exact = _value_constrained_fields(endpoint)
+    try:
+        return tuple(sorted((key, _exact(value) if key in exact else _skeleton(value)) for key, value in body.items()))
+    except (TypeError, ValueError):  # a key or value JSON has no shape for: check it on its own
+        return None
+
+
+def _skeleton(value: Any) -> Hashable:
+    # bool before int (a bool is an int to Python, not to JSON Schema); an integral float is a
+    # JSON Schema "integer", so it is kept apart from other floats.
+    if value is None or isinstance(value, (bool, str)):
+        return type(value).__name__
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "integral_float" if value.is_integer() else "float"
+    if isinstance(value, dict):
+        return ("object", tuple(sorted((_str_key(k), _skeleton(v)) for k, v in value.items())))
+    if isinstance(value, list):
+        return ("array", tuple(dict.fromkeys(_skeleton(v) for v in value)))
+    raise TypeError(f"not a JSON value: {type(value).__name__}")
+
+
+def _str_key(key: Any) -> str:
+    if not isinstance(key, str):
+        raise TypeError("object key is not text")
+    return key
+
+
+def _exact(value: Any) -> Hashable:
+    return ("exact", json.dumps(value, sort_keys=True, allow_nan=False))
+
+
+@cache
+def _value_constrained_fields(endpoint: str) -> frozenset[str]:
+    """Top-level properties whose schema (following $refs) uses a keyword beyond `_TYPE_ONLY_KEYWORDS`."""
+    defs = _defs()
+    properties = defs[ENDPOINT_SCHEMAS[endpoint]].get("properties", {})
+    return frozenset(name for name, schema in properties.items() if _constrains_values(schema, defs, set()))
+
+
+def _constrains_values(node: Any, defs: dict[str, Any], seen: set[str]) -> bool:
+    if isinstance(node, list):
+        return any(_constrains_values(v, defs, seen) for v in node)
+    if not isinstance(node, dict):
+        return False
+    for key, value in node.items():
+        if key == "$ref":
+            name = str(value).rsplit("/", 1)[-1]
+            if name not in seen:
+                seen.add(name)
+                if _constrains_values(defs.get(name, {}), defs, seen):
+                    return True
+        elif key == "properties":
+            if any(_constrains_values(v, defs, seen) for v in value.values()):
+                return True
+        elif key not in _TYPE_ONLY_KEYWORDS:
+            return True
+        elif isinstance(value, (dict, list)) and _constrains_values(value, defs, seen):
+            return True
+    return False

@@ -10,7 +10,7 @@ import json
 
 import pandas as pd
 
-from halo_sync_pipeline.halo_schema import check_body
+from halo_sync_pipeline.halo_schema import BodyProblems, check_bodies, check_body
 from halo_sync_pipeline.rules.contacts import actionable_tenants
 from halo_sync_pipeline.rules.normalise import keep_active_equals
 from halo_sync_pipeline.schemas.plan import CONFLICT_METHOD, WRITE_BACK_METHODS
@@ -163,21 +163,30 @@ def _second_active_azureoid(creates: pd.DataFrame, contacts: pd.DataFrame) -> pd
 
 
 def _body_problems(changes: pd.DataFrame) -> pd.DataFrame:
-    rows = []
-    checked: dict[str, str | None] = {}
-    for record in changes[["tenant_id", "contact_id", "user_id", "company_id", "action", "body"]].itertuples(index=False):
+    """Every row with a body: parsed once, validated against Halo's schema once per body shape
+    (`check_bodies`), then checked against its own target; the same details, in row order, as
+    validating one by one."""
+    found: list[tuple[int, dict[str, object]]] = []  # (row position, failure)
+    to_validate: list[tuple[int, object, object]] = []  # (row position, record, parsed body)
+    records = changes[["tenant_id", "contact_id", "user_id", "company_id", "action", "body"]].itertuples(index=False)
+    for position, record in enumerate(records):
         if record.action == "ambiguous":
             if not pd.isna(record.body):
-                rows.append({**_ids(record), "check": "ambiguous_with_body", "detail": "an ambiguous row must not write"})
+                found.append((position, {**_ids(record), "check": "ambiguous_with_body", "detail": "an ambiguous row must not write"}))
             continue
         if pd.isna(record.body):
-            rows.append({**_ids(record), "check": "missing_body", "detail": f"{record.action} without a body"})
+            found.append((position, {**_ids(record), "check": "missing_body", "detail": f"{record.action} without a body"}))
             continue
-        if record.body not in checked:
-            checked[record.body] = _users_body_problem(record.body)
-        detail = checked[record.body] or _target_problem(record)
+        try:
+            to_validate.append((position, record, json.loads(record.body)))
+        except json.JSONDecodeError as exc:
+            found.append((position, {**_ids(record), "check": "invalid_body", "detail": f"body is not JSON: {exc}"}))
+    verdicts = check_bodies("Users", [body for _, _, body in to_validate])
+    for (position, record, body), problems in zip(to_validate, verdicts):
+        detail = _schema_detail(problems) or _target_problem(record, body)
         if detail:
-            rows.append({**_ids(record), "check": "invalid_body", "detail": detail})
+            found.append((position, {**_ids(record), "check": "invalid_body", "detail": detail}))
+    rows = [row for _, row in sorted(found, key=lambda item: item[0])]
     return pd.DataFrame(rows, columns=CHANGE_FAILURE_COLUMNS).astype({"check": "string", "detail": "string"})
 
 
@@ -185,19 +194,13 @@ def _ids(record: object) -> dict[str, object]:
     return {"tenant_id": record.tenant_id, "contact_id": record.contact_id, "user_id": record.user_id}
 
 
-def _users_body_problem(text: str) -> str | None:
-    try:
-        body = json.loads(text)
-    except json.JSONDecodeError as exc:
-        return f"body is not JSON: {exc}"
-    problems = check_body("Users", body)
+def _schema_detail(problems: BodyProblems) -> str | None:
     if problems.ok:
         return None
     return "; ".join(problems.errors + [f"unknown field {name!r} (Halo would drop it)" for name in problems.unknown_fields])
 
 
-def _target_problem(record: object) -> str | None:
-    body = json.loads(record.body)
+def _target_problem(record: object, body: dict) -> str | None:
     if record.action == "create":
         if "id" in body or body.get("client_id") != record.company_id:
             return f"create body must have no id and client_id {record.company_id}"
