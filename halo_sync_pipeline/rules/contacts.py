@@ -39,6 +39,7 @@ UPDATED_FIELDS = {
     "mobilenumber": "mobile_phone",
 }
 CONTACT_ADDRESS_COLUMNS = ("email", "email2", "email3")
+DEACTIVATION_OFF_HOLD = "deactivate_contacts is off"
 _PLAIN_ADDRESS = re.compile(r"^[^\s:;@]+@[^\s:;@]+$")
 
 
@@ -522,7 +523,7 @@ def plan_deactivations(
     chosen = chosen.sort_values(["contact_id", "own", "gone", "tenant_id"], ascending=[True, False, False, True])
     chosen = chosen.drop_duplicates("contact_id", keep="first")
     off_hold = pd.NA if settings.deactivate_contacts else (
-        "deactivate_contacts is off: listed for review only; turn the setting on to deactivate"
+        f"{DEACTIVATION_OFF_HOLD}: listed for review only; turn the setting on to deactivate"
     )
     gone_rows = chosen.loc[chosen["gone"]]
     blank_rows = chosen.loc[~chosen["gone"]]

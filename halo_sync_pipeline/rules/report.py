@@ -42,12 +42,12 @@ def neutralise_spreadsheet_cell(value: object) -> str:
     return "'" + text if text.startswith(_FORMULA_STARTS) else text
 
 
-def write_inactive_report(report: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
-    """Write `report` as UTF-8 CSV with neutralised cells, atomically (a temp file in the same
+def write_csv(frame: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+    """Write `frame` as UTF-8 CSV with neutralised cells, atomically (a temp file in the same
     folder, then os.replace): a crash leaves the old file or the new one, never half a file."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    safe = report.map(neutralise_spreadsheet_cell)
+    safe = frame.map(neutralise_spreadsheet_cell)
     handle, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "w", encoding="utf-8", newline="") as temp:
@@ -59,3 +59,7 @@ def write_inactive_report(report: pd.DataFrame, path: str | os.PathLike[str]) ->
         Path(temp_name).unlink(missing_ok=True)
         raise
     return target
+
+
+# The inactive report is the seed's CSV; the plan exports are the same kind of file.
+write_inactive_report = write_csv

@@ -167,3 +167,42 @@ class InactiveReportSchema(StrictModel):
     )
     def _string_dtype(cls, series: pd.Series) -> bool:
         return is_nullable_string(series)
+
+
+class TenantReviewSchema(StrictModel):
+    tenant_name: Series[pd.StringDtype] = pa.Field(nullable=True)
+    tenant_id: Series[pd.StringDtype] = pa.Field(unique=True)
+    needs_review: Series[bool]
+    warnings: Series[pd.StringDtype] = pa.Field(nullable=True)
+    load_status: Series[pd.StringDtype] = pa.Field(isin=USERS_STATUSES)
+    load_error: Series[pd.StringDtype] = pa.Field(nullable=True)
+    method: Series[pd.StringDtype] = pa.Field(isin=MAPPING_METHODS)
+    reason: Series[pd.StringDtype] = pa.Field(isin=UNMATCHED_REASONS, nullable=True)
+    company_id: Series[pd.Int64Dtype] = pa.Field(nullable=True)
+    company_name: Series[pd.StringDtype] = pa.Field(nullable=True)
+    evidence: Series[pd.StringDtype]
+    candidates: Series[pd.StringDtype] = pa.Field(nullable=True)
+    write_back: Series[pd.StringDtype] = pa.Field(nullable=True)
+    creates: Series["int64"] = pa.Field(ge=0)
+    pairs: Series["int64"] = pa.Field(ge=0)
+    reactivates: Series["int64"] = pa.Field(ge=0)
+    updates: Series["int64"] = pa.Field(ge=0)
+    deactivates: Series["int64"] = pa.Field(ge=0)
+    ambiguous: Series["int64"] = pa.Field(ge=0)
+    held: Series["int64"] = pa.Field(ge=0)
+    hold_reasons: Series[pd.StringDtype] = pa.Field(nullable=True)
+
+    @pa.check(
+        "tenant_name", "tenant_id", "warnings", "load_status", "load_error", "method", "reason", "company_name",
+        "evidence", "candidates", "write_back", "hold_reasons", name="nullable_string_dtype",
+    )
+    def _string_dtype(cls, series: pd.Series) -> bool:
+        return is_nullable_string(series)
+
+    @pa.dataframe_check(name="needs_review_iff_warnings")
+    def _needs_review(cls, df: pd.DataFrame) -> pd.Series:
+        return df["needs_review"] == df["warnings"].notna()
+
+    @pa.dataframe_check(name="problems_first")
+    def _problems_first(cls, df: pd.DataFrame) -> bool:
+        return bool(df["needs_review"].is_monotonic_decreasing)

@@ -17,6 +17,7 @@ EXPECTED_GROUPS = {
     "company_mappings": "sync",
     "contact_changes": "sync",
     "inactive_report": "sync",
+    "tenant_review": "sync",
     "applied_changes": "sync",
 }
 
