@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dagster as dg
 
+from halo_sync_pipeline.defs.alerts import halo_sync_failure_alert, halo_sync_review_alert
 from halo_sync_pipeline.defs.halo.assets import halo_assets, halo_checks
 from halo_sync_pipeline.defs.jobs import (
     daily_plan_schedule,
     halo_sync_apply,
-    halo_sync_failure_alert,
     halo_sync_plan,
     nightly_apply_schedule,
 )
@@ -25,7 +25,7 @@ def build_definitions(resources: dict | None = None) -> dg.Definitions:
         asset_checks=[*halo_checks, *m365_checks, *sync_checks, *apply_checks],
         jobs=[halo_sync_plan, halo_sync_apply],
         schedules=[daily_plan_schedule, nightly_apply_schedule],
-        sensors=[halo_sync_failure_alert],
+        sensors=[halo_sync_failure_alert, halo_sync_review_alert],
         resources=resources if resources is not None else production_resources(),
         # One process, steps in order: the multiprocess executor costs seconds per step on small machines.
         executor=dg.in_process_executor,

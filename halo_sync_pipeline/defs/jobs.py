@@ -1,4 +1,4 @@
-"""Jobs, schedules and the run-failure sensor."""
+"""Jobs and schedules (the run alert sensors are in `alerts.py`)."""
 
 import os
 
@@ -43,30 +43,3 @@ nightly_apply_schedule = dg.ScheduleDefinition(
     description="Nightly live sync. Off by default: turn it on once a dry run looks right. "
     "It writes only when every blocking check of the run passes.",
 )
-
-
-@dg.run_failure_sensor(
-    name="halo_sync_failure_alert",
-    monitored_jobs=[halo_sync_plan, halo_sync_apply],
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Logs one line per failed sync run; the place to hook e-mail, Teams or PagerDuty alerts.",
-)
-def halo_sync_failure_alert(context: dg.RunFailureSensorContext) -> None:
-    run = context.dagster_run
-    # The run failure event only says which steps failed; the first step's error says why.
-    step_failures = context.instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
-    failed = next((e for e in step_failures if e.dagster_event.step_failure_data.error), None)
-    if failed is not None:
-        error = failed.dagster_event.step_failure_data.error
-        while error.cause is not None:  # Dagster wraps the op's own exception
-            error = error.cause
-        reason = f"step {failed.step_key}: {error.message}"
-    else:
-        reason = context.failure_event.message
-    context.log.error(failure_summary(run.job_name, run.run_id, reason))
-
-
-def failure_summary(job_name: str, run_id: str, message: str | None) -> str:
-    """One line an alerting hook can forward as is."""
-    first_line = (message or "no message").strip().splitlines()[0] if (message or "").strip() else "no message"
-    return f"halo-sync run failed: job={job_name} run_id={run_id} reason={first_line[:300]}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from halo_sync_pipeline.defs.jobs import failure_summary, halo_sync_failure_alert
+from halo_sync_pipeline.defs.alerts import failure_summary, halo_sync_failure_alert
 
 
 @dg.op
