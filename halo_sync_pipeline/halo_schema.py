@@ -10,7 +10,7 @@ from type errors instead of being rejected.
 from __future__ import annotations
 
 import json
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -78,25 +78,39 @@ def check_body(endpoint: str, body: Any) -> BodyProblems:
     return BodyProblems(errors=errors, unknown_fields=unknown)
 
 
-def check_bodies(endpoint: str, bodies: Sequence[Any]) -> list[BodyProblems]:
-    """`check_body` of every body, validating each *shape* once: bodies with the same keys, the same
+def check_bodies(endpoint: str, bodies: Iterable[Any]) -> list[BodyProblems]:
+    """`check_body` of every body, validating each *shape* once (see `ShapeCheck`)."""
+    check = ShapeCheck(endpoint)
+    return [check(body) for body in bodies]
+
+
+class ShapeCheck:
+    """`check_body` for many bodies, validating each *shape* once: bodies with the same keys, the same
     JSON value types (recursively) and, under a property whose schema constrains values (`maxLength`,
     `enum`, …), the same values get the same verdict. A shape that passes passes for all its bodies; the
-    bodies of a failing shape (rare) are validated one by one, so each names its own values."""
-    if endpoint not in ENDPOINT_SCHEMAS:
-        raise KeyError(f"no Halo schema known for endpoint {endpoint!r}")
-    validator, known = _validator(ENDPOINT_SCHEMAS[endpoint]), known_fields(endpoint)
-    failing: dict[Hashable, bool] = {}  # shape -> whether its bodies have problems
-    results = []
-    for body in bodies:
-        key = body_shape(endpoint, body)
+    bodies of a failing shape (rare) are validated one by one, so each names its own values. Call it
+    body by body, so a caller can parse, check and drop each body (no list of parsed bodies)."""
+
+    def __init__(self, endpoint: str) -> None:
+        if endpoint not in ENDPOINT_SCHEMAS:
+            raise KeyError(f"no Halo schema known for endpoint {endpoint!r}")
+        self.endpoint = endpoint
+        self._validator = _validator(ENDPOINT_SCHEMAS[endpoint])
+        self._known = known_fields(endpoint)
+        self._failing: dict[Hashable, bool] = {}  # shape -> whether its bodies have problems
+
+    @property
+    def shapes(self) -> int:
+        return len(self._failing)
+
+    def __call__(self, body: Any) -> BodyProblems:
+        key = body_shape(self.endpoint, body)
         if key is None:
-            results.append(check_body(endpoint, body))
-            continue
-        if key not in failing:
-            failing[key] = not validator.is_valid(body) or not known.issuperset(body)
-        results.append(check_body(endpoint, body) if failing[key] else BodyProblems())
-    return results
+            return check_body(self.endpoint, body)
+        failing = self._failing.get(key)
+        if failing is None:
+            failing = self._failing[key] = not self._validator.is_valid(body) or not self._known.issuperset(body)
+        return check_body(self.endpoint, body) if failing else BodyProblems()
 
 
 def body_shape(endpoint: str, body: Any) -> Hashable | None:
@@ -104,11 +118,20 @@ def body_shape(endpoint: str, body: Any) -> Hashable | None:
     under a value-constrained property); None for a non-object or anything not plain JSON."""
     if not isinstance(body, dict):
         return None
+    types = tuple(map(type, body.values()))
     exact = _value_constrained_fields(endpoint)
+    if _FLAT_TYPES.issuperset(types) and exact.isdisjoint(body):
+        # The common case, flat bodies built by one piece of code: keys in their order and value types.
+        return tuple(body), types
     try:
         return tuple(sorted((key, _exact(value) if key in exact else _skeleton(value)) for key, value in body.items()))
     except (TypeError, ValueError):  # a key or value JSON has no shape for: check it on its own
         return None
+
+
+# Value types whose JSON Schema type is their Python type (bool is kept apart from int by `type`);
+# a float is not here: an integral float is a JSON Schema "integer", another is not.
+_FLAT_TYPES = frozenset({str, int, bool, type(None)})
 
 
 def _skeleton(value: Any) -> Hashable:
