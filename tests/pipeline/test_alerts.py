@@ -12,11 +12,13 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import pytest
 
+import halo_sync_pipeline.sandbox
 from halo_sync_pipeline.defs.alerts import (
     DAGSTER_URL_ENV,
     TEAMS_WEBHOOK_ENV,
@@ -29,6 +31,8 @@ from halo_sync_pipeline.defs.alerts import (
     webhook_scrubber,
 )
 from tests.pipeline.harness import run_job
+
+EXAMPLE_ESTATE = Path(halo_sync_pipeline.sandbox.__file__).parent / "example_estate.json"
 
 SIGNATURE = "q7Zt0pS3cr3tS1gnatur3Xv9WkLmN4bC2dE8fG"
 WEBHOOK_PATH = "/workflows/5b1e0c2a9f6d4e7b8a3c1d2e4f5a6b7c/triggers/manual/paths/invoke"
@@ -354,3 +358,30 @@ def test_review_sensor_stays_quiet_for_a_clean_plan_other_jobs_and_without_the_v
         run_review(instance, "halo_sync_plan", REVIEW_SUMMARY)
         tick(halo_sync_review_alert, instance, cursor)
         assert teams.posts == []
+
+
+def test_a_real_plan_on_the_example_estate_posts_its_review(tmp_path, sandbox_factory, teams, monkeypatch):
+    """The real `halo_sync_plan` and `tenant_review` against the sandbox: the card names tenants, never their GUIDs."""
+    estate = json.loads(EXAMPLE_ESTATE.read_text())
+    sandbox = sandbox_factory(estate)
+    (tmp_path / "dagster").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
+        cursor = start_cursor(halo_sync_review_alert, instance)
+        result = run_job(sandbox, instance, monkeypatch, job_name="halo_sync_plan",
+                         extra_env={"HALO_SYNC_STORAGE_DIR": str(tmp_path / "storage")})
+        assert result.success
+        tick(halo_sync_review_alert, instance, cursor)
+    (card,) = teams.texts()
+    lines = card.splitlines()
+    assert lines[0] == "**halo-sync plan needs review: halo_sync_plan**"
+    # The example estate plants a mass deactivation held by the guard, conflicts and odd Halo records.
+    assert any(line.startswith("Held deactivations: ") and "Wide Partners plc (11)" in line for line in lines), card
+    assert any(line.startswith("Conflicts: 3 tenant(s): ") for line in lines), card
+    assert "Quarantined Halo records: 6" in lines
+    assert lines[-1] == f"[Open the run in Dagster](https://dagster.msp.example/runs/{result.run_id})"
+    payload = json.dumps(teams.posts)
+    tenant_ids = [tenant["customerId"] for tenant in estate["m365"]["tenants"]]
+    assert not [t for t in tenant_ids if t.lower() in payload.lower()], "tenants are named, not given as GUIDs"
+    assert_no_webhook_secret(payload)
+    for name in ("HALO_CLIENT_SECRET", "M365_CLIENT_SECRET", "M365_REFRESH_TOKEN"):
+        assert sandbox.env[name] not in payload
