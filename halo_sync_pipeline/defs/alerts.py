@@ -97,7 +97,8 @@ def _list(summary: Mapping[str, Any], key: str) -> list[Any]:
 
 
 def _held_deactivations(summary: Mapping[str, Any]) -> list[tuple[str, int]]:
-    held = [(str(e.get("tenant")), int(e.get("count") or 0)) for e in _list(summary, "held_deactivations") if isinstance(e, Mapping)]
+    entries = [e for e in _list(summary, "held_deactivations") if isinstance(e, Mapping)]
+    held = [(str(e.get("tenant")), int(e.get("count") or 0)) for e in entries]
     return [(tenant, count) for tenant, count in held if count > 0]
 
 
@@ -124,12 +125,14 @@ def review_alert(job_name: str, run_id: str, summary: Mapping[str, Any], base_ur
     for key, label in (("unmatched", "Unmatched"), ("failed_to_load", "Failed to load")):
         if names := _list(summary, key):
             lines.append(f"{label}: {len(names)} tenant(s): {_names(names)}")
-    return TeamsAlert(title=f"halo-sync plan needs review: {job_name}", lines=tuple(lines), run_url=run_url(run_id, base_url))
+    title = f"halo-sync plan needs review: {job_name}"
+    return TeamsAlert(title=title, lines=tuple(lines), run_url=run_url(run_id, base_url))
 
 
 def card_payload(alert: TeamsAlert, *, legacy: bool) -> dict[str, Any]:
     """The message body: an adaptive card (Workflows webhooks) or a hero card (legacy Office 365 connectors)."""
-    link = build_message_with_link(legacy, text="", link=MSTeamsHyperlink(text="Open the run in Dagster", url=alert.run_url)).strip()
+    hyperlink = MSTeamsHyperlink(text="Open the run in Dagster", url=alert.run_url)
+    link = build_message_with_link(legacy, text="", link=hyperlink).strip()
     if legacy:  # a hero card is one attachment of HTML text
         card = Card()
         texts = [f"<b>{html.escape(alert.title)}</b>", *(html.escape(line) for line in alert.lines), link]
