@@ -31,26 +31,30 @@ APPLIED_COLUMNS = [*PLAN_COLUMNS, "outcome", "error", "halo_id"]
 
 @dataclass(frozen=True)
 class ApplyToggles:
-    """Which kinds of planned action an apply run may write (all on by default)."""
+    """Which kinds of *planned* action an apply run may write (all on by default).
 
-    create_contacts: bool = True
-    pair_contacts: bool = True
-    reactivate_contacts: bool = True
-    update_contacts: bool = True
-    deactivate_contacts: bool = True
-    set_halo_tenant_ids: bool = True
-    check_matches_only: bool = False  # only the company tenant-id write-backs
+    They only narrow a run: the plan settings (`sync_settings.create_contacts`, `deactivate_contacts`,
+    `set_halo_tenant_ids`) decide what is planned at all, so an action is written only when both are on.
+    The names say so (`allow_*`), unlike the seed, where one switch name meant both."""
+
+    allow_creates: bool = True
+    allow_pairs: bool = True
+    allow_reactivations: bool = True
+    allow_updates: bool = True
+    allow_deactivations: bool = True
+    allow_tenant_id_writes: bool = True
+    tenant_id_writes_only: bool = False  # the seed's $CheckMatchesOnly: only the company write-backs
 
     def allows(self, action: str) -> bool:
-        if self.check_matches_only:
-            return action == "set_tenant_id" and self.set_halo_tenant_ids
+        if self.tenant_id_writes_only:
+            return action == "set_tenant_id" and self.allow_tenant_id_writes
         return {
-            "set_tenant_id": self.set_halo_tenant_ids,
-            "create": self.create_contacts,
-            "pair": self.pair_contacts,
-            "reactivate": self.reactivate_contacts,
-            "update": self.update_contacts,
-            "deactivate": self.deactivate_contacts,
+            "set_tenant_id": self.allow_tenant_id_writes,
+            "create": self.allow_creates,
+            "pair": self.allow_pairs,
+            "reactivate": self.allow_reactivations,
+            "update": self.allow_updates,
+            "deactivate": self.allow_deactivations,
         }.get(action, False)
 
 

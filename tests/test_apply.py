@@ -118,9 +118,9 @@ def test_a_bad_record_fails_alone_while_the_rest_land():
 @pytest.mark.parametrize(
     ("toggles", "written_actions"),
     [
-        (ApplyToggles(create_contacts=False), {"set_tenant_id", "deactivate"}),
-        (ApplyToggles(deactivate_contacts=False, set_halo_tenant_ids=False), {"create"}),
-        (ApplyToggles(check_matches_only=True), {"set_tenant_id"}),
+        (ApplyToggles(allow_creates=False), {"set_tenant_id", "deactivate"}),
+        (ApplyToggles(allow_deactivations=False, allow_tenant_id_writes=False), {"create"}),
+        (ApplyToggles(tenant_id_writes_only=True), {"set_tenant_id"}),
     ],
 )
 def test_toggles_limit_what_is_written(toggles, written_actions):
@@ -149,7 +149,7 @@ def test_creates_whose_outcome_is_unknown_are_never_resent():
     rows = [{"action": "create", "user_id": f"u{i}", "body": json.dumps({"name": f"user {i}"})} for i in range(4)]
     halo = LandsThenDropsConnection()
     applied = apply_writes(planned_writes(_mappings(), _changes(rows)), halo, dry_run=False, batch_size=4,
-                           toggles=ApplyToggles(set_halo_tenant_ids=False))  # fmt: skip
+                           toggles=ApplyToggles(allow_tenant_id_writes=False))  # fmt: skip
     creates = applied[applied["action"] == "create"]
     assert (creates["outcome"] == "failed").all()
     assert creates["error"].str.contains("outcome unknown").all()
@@ -161,7 +161,7 @@ def test_updates_are_idempotent_so_an_unknown_outcome_is_resent_in_halves():
              "body": json.dumps({"id": 10 + i, "inactive": True})} for i in range(4)]  # fmt: skip
     halo = LandsThenDropsConnection()
     applied = apply_writes(planned_writes(_mappings(), _changes(rows)), halo, dry_run=False, batch_size=4,
-                           toggles=ApplyToggles(set_halo_tenant_ids=False))  # fmt: skip
+                           toggles=ApplyToggles(allow_tenant_id_writes=False))  # fmt: skip
     assert (applied.loc[applied["action"] == "deactivate", "outcome"] == "failed").all()
     assert len(halo.stored) == 4 + 2 + 2 + 4  # the batch, its halves, then each record alone
 

@@ -10,26 +10,37 @@ import dagster as dg
 import pandas as pd
 import pandera.pandas as pa
 
-from halo_sync_pipeline.defs.metadata import markdown_table
+from halo_sync_pipeline.defs.metadata import markdown_table, with_tenant_names
 from halo_sync_pipeline.schemas.sources import validation_failures
 
 MAX_FAILURE_ROWS = 50
 
 
 def failure_result(
-    failures: pd.DataFrame | None, *, severity: dg.AssetCheckSeverity, what: str
+    failures: pd.DataFrame | None,
+    *,
+    severity: dg.AssetCheckSeverity,
+    what: str,
+    tenant_names: pd.Series | None = None,
+    what_to_do: str | None = None,
 ) -> dg.AssetCheckResult:
+    """Pass, or fail with one row per failure (tenant names beside tenant ids) and what to do about it."""
     if failures is None or failures.empty:
         return dg.AssetCheckResult(passed=True, metadata={"failures": 0})
-    return dg.AssetCheckResult(
-        passed=False,
-        severity=severity,
-        description=f"{len(failures)} {what}",
-        metadata={
-            "failures": len(failures),
-            "failure_cases": dg.MetadataValue.md(markdown_table(failures, max_rows=MAX_FAILURE_ROWS)),
-        },
-    )
+    metadata: dict = {
+        "failures": len(failures),
+        "failure_cases": dg.MetadataValue.md(
+            markdown_table(with_tenant_names(failures, tenant_names), max_rows=MAX_FAILURE_ROWS)
+        ),
+    }
+    if what_to_do:
+        metadata = {"what_to_do": dg.MetadataValue.text(what_to_do), **metadata}
+    return dg.AssetCheckResult(passed=False, severity=severity, description=f"{len(failures)} {what}", metadata=metadata)
+
+
+def tenant_names_of(frame: pd.DataFrame) -> pd.Series:
+    """tenant_id -> tenant name, from a plan frame that has both (company_mappings, contact_changes)."""
+    return frame.drop_duplicates("tenant_id").set_index("tenant_id")["tenant_name"]
 
 
 def schema_check(
@@ -59,12 +70,17 @@ def rule_check(
     find_problems: Callable[[pd.DataFrame], pd.DataFrame],
     *,
     blocking: bool,
+    what: str | None = None,
+    what_to_do: str | None = None,
 ) -> dg.AssetChecksDefinition:
-    """A check on one asset whose logic is a pure function returning one row per problem (empty = pass)."""
+    """A check on one asset whose logic is a pure function returning one row per problem (empty = pass).
+    The description says what the engineer should do; so does each failing result."""
     severity = dg.AssetCheckSeverity.ERROR if blocking else dg.AssetCheckSeverity.WARN
 
     @dg.asset_check(asset=asset, name=name, blocking=blocking, description=description)
     def _check(context: dg.AssetCheckExecutionContext, value: pd.DataFrame) -> dg.AssetCheckResult:
-        return failure_result(find_problems(value), severity=severity, what=f"problems ({name})")
+        return failure_result(
+            find_problems(value), severity=severity, what=what or f"problems ({name})", what_to_do=what_to_do
+        )
 
     return _check

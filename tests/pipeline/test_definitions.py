@@ -26,7 +26,7 @@ def test_definitions_load_and_resolve():
     repo = defs.get_repository_def()
     assert {job.name for job in repo.get_all_jobs()} >= {"halo_sync_plan", "halo_sync_apply"}
     assert {s.name for s in repo.schedule_defs} == {"halo_sync_plan_daily", "halo_sync_apply_nightly"}
-    assert {s.name for s in repo.sensor_defs} == {"halo_sync_failure_alert"}
+    assert {s.name for s in repo.sensor_defs} == {"halo_sync_failure_alert", "halo_sync_review_alert"}
 
 
 def test_every_asset_has_group_kinds_owner_and_docstring():

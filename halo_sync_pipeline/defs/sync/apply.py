@@ -9,6 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+from pydantic import Field
 
 from halo_sync_pipeline.apply import (
     ApplyToggles,
@@ -24,6 +25,8 @@ from halo_sync_pipeline.defs.resources import HaloResource
 from halo_sync_pipeline.schemas import plan
 
 APPLY_JOB_NAME = "halo_sync_apply"
+MODE_TAG = "halo_sync/mode"  # "live" or "dry_run", set on every apply run (visible in the run list)
+LIVE, DRY_RUN = "live", "dry_run"
 # Everything the plan is computed from: all of it must come from this very run.
 PLAN_INPUTS = (
     "halo_companies", "halo_contacts", "halo_sites", "halo_tenant_mappings",
@@ -31,18 +34,36 @@ PLAN_INPUTS = (
 )  # fmt: skip
 
 
-class ApplyConfig(dg.Config):
-    """Run config of the apply. Live writes need an explicit `dry_run: false`."""
+_NARROWS = (
+    " Only narrows this run: what is planned at all is decided by the sync_settings resource; an action is "
+    "written only when both allow it."
+)
 
-    dry_run: bool = True
-    create_contacts: bool = True
-    pair_contacts: bool = True
-    reactivate_contacts: bool = True
-    update_contacts: bool = True
-    deactivate_contacts: bool = True
-    set_halo_tenant_ids: bool = True
-    check_matches_only: bool = False
-    max_plan_age_minutes: float = 15.0
+
+class ApplyConfig(dg.Config):
+    """Run config of the apply (`ops.applied_changes.config`). Live writes need an explicit `dry_run: false`."""
+
+    dry_run: bool = Field(
+        default=True,
+        description="true (default): write nothing, list what would be written. false: write to Halo (LIVE). "
+        "The run is tagged halo_sync/mode = dry_run or live.",
+    )
+    allow_creates: bool = Field(default=True, description="Write the planned contact creates." + _NARROWS)
+    allow_pairs: bool = Field(default=True, description="Write the planned pairings (azureoid set on an existing contact)." + _NARROWS)
+    allow_reactivations: bool = Field(default=True, description="Write the planned reactivations." + _NARROWS)
+    allow_updates: bool = Field(default=True, description="Write the planned field updates." + _NARROWS)
+    allow_deactivations: bool = Field(default=True, description="Write the planned deactivations." + _NARROWS)
+    allow_tenant_id_writes: bool = Field(
+        default=True, description="Write the planned tenant-id write-backs to companies." + _NARROWS
+    )
+    tenant_id_writes_only: bool = Field(
+        default=False, description="Write only the tenant-id write-backs, no contact change (the seed's $CheckMatchesOnly)."
+    )
+    max_plan_age_minutes: float = Field(
+        default=15.0,
+        description="A live apply refuses a plan not computed in this same run, or older than this: a re-run "
+        "always re-reads Halo first, which is what makes a re-run after a crash create no duplicates.",
+    )
 
     def toggles(self) -> ApplyToggles:
         return ApplyToggles(**{f.name: getattr(self, f.name) for f in dataclasses.fields(ApplyToggles)})
@@ -114,6 +135,37 @@ def _no_writes(endpoint: str, bodies: list[dict]) -> list[dict]:
     raise AssertionError("a dry run never writes")
 
 
+def _mark_mode(context: dg.AssetExecutionContext, dry_run: bool) -> None:
+    """Tag the run live or dry_run, and refuse a launch whose declared mode or path does not match.
+
+    A live apply must come from the `halo_sync_apply` job (its tag queues applies one at a time and its
+    checks gate the write); from an asset page (`__ASSET_JOB`) only a dry run goes ahead. A run launched
+    with a `halo_sync/mode` tag (the nightly schedule, or `--tags`) must have the matching config."""
+    mode = DRY_RUN if dry_run else LIVE
+    declared = context.run.tags.get(MODE_TAG)
+    if declared and declared != mode:
+        raise dg.Failure(
+            f"refusing to apply: the run is tagged {MODE_TAG}={declared} but its config says dry_run: {str(dry_run).lower()}"
+        )
+    if not dry_run and context.run.job_name != APPLY_JOB_NAME:
+        raise dg.Failure(
+            f"refusing a live apply launched from {context.run.job_name} (an asset page): launch the "
+            f"{APPLY_JOB_NAME} job, which reads afresh, checks and queues applies one at a time"
+        )
+    context.instance.add_run_tags(context.run_id, {MODE_TAG: mode})
+
+
+def apply_summary(applied: pd.DataFrame, dry_run: bool) -> str:
+    """The one line that says what this apply did: LIVE or DRY RUN first."""
+    outcome = applied["outcome"].value_counts()
+    if dry_run:
+        return f"DRY RUN: nothing written; {int(outcome.get('dry_run', 0))} writes would be applied, {int(outcome.get('held', 0))} held"
+    return (
+        f"LIVE: {int(outcome.get('applied', 0))} writes applied, {int(outcome.get('held', 0))} held, "
+        f"{int(outcome.get('failed', 0))} failed"
+    )
+
+
 @dg.asset(group_name="sync", kinds={"halo", "pandas"}, owners=[OWNER])
 def applied_changes(
     context: dg.AssetExecutionContext,
@@ -126,8 +178,11 @@ def applied_changes(
 
     Outcomes: `applied` (with the Halo id), `dry_run`, `held`, `skipped` (toggled off) or `failed` (with
     the error). A failing batch is retried by the client, then split so a bad record fails alone; the
-    run fails after every other action is done if any action failed. Dry run unless `dry_run: false`.
+    run fails after every other action is done if any action failed. Dry run unless `dry_run: false`;
+    the run is tagged `halo_sync/mode` = `live` or `dry_run`, and the first metadata entry says which.
+    A live apply runs only from the halo_sync_apply job (from an asset page it is refused).
     """
+    _mark_mode(context, config.dry_run)
     writes = planned_writes(company_mappings, contact_changes)
     if config.dry_run:
         applied = apply_writes(writes, _no_writes, toggles=config.toggles(), dry_run=True)
@@ -141,18 +196,16 @@ def applied_changes(
             )
             counts = client.request_counts.snapshot()
     failed = applied[applied["outcome"] == "failed"]
-    yield dg.Output(
-        applied,
-        metadata=frame_metadata(
-            applied,
-            {
-                "dry_run": config.dry_run,
-                "outcomes": counts_markdown(applied["action"] + ": " + applied["outcome"], "action: outcome"),
-                "failed": dg.MetadataValue.md(markdown_table(failed[["tenant_name", "action", "contact_id", "error"]], 50)),
-                **request_metadata(counts),
-            },
-        ),
-    )
+    summary = apply_summary(applied, config.dry_run)
+    context.log.info(summary)
+    details = {
+        "dry_run": config.dry_run,
+        "outcomes": counts_markdown(applied["action"] + ": " + applied["outcome"], "action: outcome"),
+        "failed": dg.MetadataValue.md(markdown_table(failed[["tenant_name", "action", "contact_id", "error"]], 50)),
+        **request_metadata(counts),
+    }
+    # The summary first: the UI lists metadata in order, and LIVE or DRY RUN is what matters most.
+    yield dg.Output(applied, metadata={"summary": dg.MetadataValue.text(summary), **frame_metadata(applied, details)})
     if len(failed):
         raise dg.Failure(f"{len(failed)} of {len(applied)} actions failed; see applied_changes' failed table")
 
