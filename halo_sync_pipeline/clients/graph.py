@@ -20,7 +20,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -46,6 +47,14 @@ USER_SELECT = (
 DOMAIN_SELECT = ("id", "isVerified", "isDefault")
 PAGE_SIZE = 999  # Graph's maximum $top for users
 TOKEN_REFRESH_SKEW_S = 60.0
+# Tenants read at once. Graph throttles per customer tenant (each has its own budget), not per partner,
+# so the bound is set by our latency, not by Microsoft. A tenant of up to 999 users costs 4 requests one
+# after the other: OpenID discovery and the token (msal, per tenant authority), domains, one users page.
+# At 100 ms a request that is 0.4 s per tenant, so 500 tenants are 200 tenant-seconds: 16 at a time
+# read them in 500 / 16 × 0.4 s ≈ 12.5 s, plus the partner's own token and contracts (≈ 0.3 s) and
+# tenants with more than 999 users (one more request each), about 15 s. 16 connections and 16 msal
+# threads are nothing for the client; Halo is not involved (its 300 requests / 5 min is a separate budget).
+DEFAULT_CONCURRENCY = 16
 
 TenantSource = Literal["contracts", "gdap"]
 
@@ -154,7 +163,7 @@ class GraphClient:
         app_only: bool = False,
         tenant_source: TenantSource = "contracts",
         verify: str | bool = True,
-        concurrency: int = 8,
+        concurrency: int = DEFAULT_CONCURRENCY,
         timeout: float = 30.0,
         retry_deadline_s: float = 120.0,
         retry_policy: RetryPolicy | None = None,
@@ -192,7 +201,12 @@ class GraphClient:
         )
         self._apps: dict[str, msal.ConfidentialClientApplication] = {}
         self._apps_lock = threading.Lock()
+        self._app_locks: dict[str, threading.Lock] = {}  # tenant -> lock held while its msal app is built
         self._tokens: dict[str, tuple[str, float]] = {}  # tenant -> (access token, monotonic expiry)
+        # msal blocks, so token requests run in threads: our own pool, one per concurrent tenant. The loop's
+        # default pool has min(32, CPUs + 4) threads (6 on 2 cores) and would cap the token steps below
+        # `concurrency`.
+        self._msal_threads = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="graph-msal")
         self._http = httpx.AsyncClient(
             verify=ssl_verify(verify),
             timeout=httpx.Timeout(timeout),
@@ -211,6 +225,7 @@ class GraphClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+        self._msal_threads.shutdown(wait=False, cancel_futures=True)
         self._msal_http.close()
 
     async def __aenter__(self) -> GraphClient:
@@ -222,23 +237,35 @@ class GraphClient:
     # --- tokens ---------------------------------------------------------------------------------
 
     def _app(self, tenant_id: str) -> msal.ConfidentialClientApplication:
+        # msal's constructor makes the tenant's OpenID discovery request. Under one shared lock every
+        # tenant's discovery waited for the others' (500 tenants at 100 ms: 50 s, whatever the
+        # concurrency), so the shared lock only hands out a per-tenant lock.
         with self._apps_lock:
             app = self._apps.get(tenant_id)
+            if app is not None:
+                return app
+            tenant_lock = self._app_locks.setdefault(tenant_id, threading.Lock())
+        with tenant_lock:
+            app = self._apps.get(tenant_id)
             if app is None:
-                microsoft = httpx.URL(self.login_url).host in MICROSOFT_LOGIN_HOSTS
-                app = msal.ConfidentialClientApplication(
-                    self.client_id,
-                    client_credential=self._client_secret,
-                    authority=f"{self.login_url}/{tenant_id}",
-                    token_cache=self._token_cache,
-                    http_client=self._msal_http,
-                    # msal validates authorities against Microsoft's list; a sandbox or sovereign
-                    # test host is not on it, and instance discovery would call Microsoft.
-                    validate_authority=microsoft,
-                    instance_discovery=False if not microsoft else None,
-                )
-                self._apps[tenant_id] = app
+                app = self._new_app(tenant_id)
+                with self._apps_lock:
+                    self._apps[tenant_id] = app
             return app
+
+    def _new_app(self, tenant_id: str) -> msal.ConfidentialClientApplication:
+        microsoft = httpx.URL(self.login_url).host in MICROSOFT_LOGIN_HOSTS
+        return msal.ConfidentialClientApplication(
+            self.client_id,
+            client_credential=self._client_secret,
+            authority=f"{self.login_url}/{tenant_id}",
+            token_cache=self._token_cache,
+            http_client=self._msal_http,
+            # msal validates authorities against Microsoft's list; a sandbox or sovereign
+            # test host is not on it, and instance discovery would call Microsoft.
+            validate_authority=microsoft,
+            instance_discovery=False if not microsoft else None,
+        )
 
     def _acquire_token_blocking(self, tenant_id: str, force: bool) -> tuple[str, float]:
         try:
@@ -275,7 +302,8 @@ class GraphClient:
         cached = self._tokens.get(tenant_id)
         if cached and not force and time.monotonic() < cached[1]:
             return cached[0]
-        token, expires_at = await asyncio.to_thread(self._acquire_token_blocking, tenant_id, force)
+        loop = asyncio.get_running_loop()
+        token, expires_at = await loop.run_in_executor(self._msal_threads, self._acquire_token_blocking, tenant_id, force)
         self._tokens[tenant_id] = (token, expires_at)
         return token
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -10,7 +11,7 @@ import httpx
 import pytest
 
 from halo_sync_pipeline.clients import GraphClient, TenantRef
-from halo_sync_pipeline.clients.graph import USER_SELECT
+from halo_sync_pipeline.clients.graph import DEFAULT_CONCURRENCY, USER_SELECT
 from halo_sync_pipeline.clients.retry import RetryPolicy
 
 LOGIN = "https://login.test"
@@ -305,3 +306,38 @@ def test_constructor_validates() -> None:
         GraphClient(LOGIN, GRAPH, PARTNER, "c", SECRET)
     with pytest.raises(ValueError, match="https"):
         GraphClient(LOGIN, "http://graph.test", PARTNER, "c", SECRET, app_only=True)
+
+
+class MeetingIdentity(FakeIdentity):
+    """Each tenant's OpenID discovery waits until the other tenant's discovery has arrived too: it only
+    answers when two are in flight at once (the barrier's timeout only guards against a hang)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.meeting = threading.Barrier(2, timeout=10)
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/.well-known/openid-configuration"):
+            self.meeting.wait()
+        return super().__call__(request)
+
+
+def test_tenants_discover_their_authorities_at_the_same_time() -> None:
+    # msal's constructor makes the discovery request; building every tenant's app under one lock
+    # serialised all tenants' first token (500 tenants at 100 ms: 50 s at any concurrency).
+    fake = FakeGraph({T1: [_user(1)], T2: [_user(2)]})
+
+    async def go() -> list[Any]:
+        async with make(fake, MeetingIdentity(), concurrency=2) as graph:
+            return await graph.load_all([TenantRef(T1), TenantRef(T2)])
+
+    assert [(load.status, load.error) for load in run(go())] == [("loaded", None), ("loaded", None)]
+
+
+def test_default_concurrency_fits_500_tenants_in_about_15_seconds() -> None:
+    graph = make(FakeGraph({}))
+    try:
+        assert graph.concurrency == DEFAULT_CONCURRENCY == 16
+        assert graph._msal_threads._max_workers == 16  # a token thread per concurrent tenant
+    finally:
+        run(graph.aclose())
