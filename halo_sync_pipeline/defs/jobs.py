@@ -4,9 +4,7 @@ import os
 
 import dagster as dg
 
-from halo_sync_pipeline.defs.sync.apply import APPLY_JOB_NAME
-
-APPLY_TAG = "halo_sync/apply"  # dagster.yaml limits runs with this tag to one at a time
+from halo_sync_pipeline.defs.sync.apply import APPLY_JOB_NAME, APPLY_TAG, LIVE, MODE_TAG
 
 halo_sync_plan = dg.define_asset_job(
     "halo_sync_plan",
@@ -18,7 +16,7 @@ halo_sync_apply = dg.define_asset_job(
     APPLY_JOB_NAME,
     selection=dg.AssetSelection.all(),
     description="Read, plan, check, then apply the plan to Halo (dry run unless `dry_run: false`). "
-    "Blocking checks stop the apply in the same run.",
+    "Blocking checks stop the apply in the same run. The run is tagged halo_sync/mode = live or dry_run.",
     tags={APPLY_TAG: "halo"},
 )
 
@@ -40,6 +38,7 @@ nightly_apply_schedule = dg.ScheduleDefinition(
     execution_timezone=_TIMEZONE,
     default_status=dg.DefaultScheduleStatus.STOPPED,
     run_config={"ops": {"applied_changes": {"config": {"dry_run": False}}}},
+    tags={MODE_TAG: LIVE},  # visible from the moment the run is queued
     description="Nightly live sync. Off by default: turn it on once a dry run looks right. "
     "It writes only when every blocking check of the run passes.",
 )

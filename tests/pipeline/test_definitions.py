@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dagster as dg
+import pytest
 
 from halo_sync_pipeline.definitions import defs
 
@@ -84,3 +85,44 @@ def test_a_live_apply_requires_every_upstream_asset_from_its_own_run():
     graph = defs.resolve_asset_graph()
     upstream = dg.AssetSelection.assets("applied_changes").upstream().resolve(graph) - {dg.AssetKey("applied_changes")}
     assert {key.to_user_string() for key in upstream} == set(PLAN_INPUTS)
+
+
+def test_deployment_settings_file_reaches_every_run_schedules_included(tmp_path):
+    from halo_sync_pipeline.defs.resources import production_resources
+
+    settings_file = tmp_path / "sync_settings.yaml"
+    settings_file.write_text("exclude_tenants: [Northwind]\nguard_min_contacts: 25\ndeactivate_contacts: false\n")
+    resources = production_resources({"HALO_SYNC_SETTINGS_FILE": str(settings_file)})
+    settings = resources["sync_settings"].settings()
+    assert (settings.exclude_tenants, settings.guard_min_contacts, settings.deactivate_contacts) == (("Northwind",), 25, False)
+    # The schedules launch with run config for ops only, so the deployment's resource values apply to them.
+    from halo_sync_pipeline.definitions import build_definitions
+
+    repo = build_definitions(resources).get_repository_def()
+    for schedule in repo.schedule_defs:
+        run_config = schedule.evaluate_tick(dg.build_schedule_context()).run_requests[0].run_config
+        assert "resources" not in run_config
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("exclude_tenant: [x]\n", "unknown setting(s) ['exclude_tenant']"), ("guard_fraction: 3\n", "guard_fraction"),
+     ("- a\n", "expected a mapping")],
+)
+def test_a_bad_settings_file_is_refused_naming_the_file_and_key(tmp_path, text, message):
+    from halo_sync_pipeline.defs.resources import SettingsFileError, production_resources
+
+    settings_file = tmp_path / "bad.yaml"
+    settings_file.write_text(text)
+    with pytest.raises(SettingsFileError, match="HALO_SYNC_SETTINGS_FILE=.*bad.yaml") as raised:
+        production_resources({"HALO_SYNC_SETTINGS_FILE": str(settings_file)})
+    assert message in str(raised.value)
+
+
+def test_every_sync_setting_and_apply_field_is_described():
+    from halo_sync_pipeline.defs.resources import SyncSettingsResource
+    from halo_sync_pipeline.defs.sync.apply import ApplyConfig
+
+    for model in (SyncSettingsResource, ApplyConfig):
+        for name, field in model.model_fields.items():
+            assert field.description and len(field.description) > 20, f"{model.__name__}.{name}"

@@ -59,26 +59,33 @@ def m365_directory(context: dg.AssetExecutionContext, m365: M365Resource, sync_s
             tenants,
             {
                 "status": counts_markdown(tenants["status"], "status"),
-                "failed_tenants": dg.MetadataValue.md(markdown_table(failed[["tenant_id", "display_name", "error"]], 50)),
+                "failed_tenants": dg.MetadataValue.md(markdown_table(failed[["display_name", "tenant_id", "error"]], 50)),
                 **request_metadata(counts),
             },
         ),
     )
-    yield dg.Output(domains, output_name="m365_domains", metadata=frame_metadata(domains))
-    yield dg.Output(users, output_name="m365_users", metadata=frame_metadata(users))
+    names = tenants.set_index("tenant_id")["display_name"]
+    yield dg.Output(domains, output_name="m365_domains", metadata=frame_metadata(domains, tenant_names=names))
+    yield dg.Output(users, output_name="m365_users", metadata=frame_metadata(users, tenant_names=names))
 
 
 @dg.asset_check(
     asset=dg.AssetKey("m365_tenants"),
     blocking=True,
-    description="Tenants whose users could not be read (warning: nothing is planned for them); an error, "
-    "stopping the run, when every tenant failed, which points at credentials, consent or a bug.",
+    description="Tenants whose users could not be read, with the error (warning: nothing is planned or written for "
+    "them, the others sync); an error, stopping the run, when every tenant failed, which points at credentials, "
+    "consent or a bug. What to do: consent the partner app in the customer tenant, renew GDAP, or fix the record "
+    "the error names; then re-run.",
 )
 def m365_tenants_loaded(m365_tenants: pd.DataFrame) -> dg.AssetCheckResult:
     failures = plan_checks.tenant_load_failures(m365_tenants)
     everything_failed = len(m365_tenants) > 0 and len(failures) == len(m365_tenants)
     severity = dg.AssetCheckSeverity.ERROR if everything_failed else dg.AssetCheckSeverity.WARN
-    return failure_result(failures, severity=severity, what=f"of {len(m365_tenants)} tenants failed to load")
+    return failure_result(
+        failures, severity=severity, what=f"of {len(m365_tenants)} tenants failed to load: nothing is written for them",
+        what_to_do="Read each error: consent missing in the customer tenant (consent the partner app there), GDAP "
+        "expired, throttling (it passes), or malformed data (the error names the user). The other tenants sync.",
+    )
 
 
 m365_assets = [m365_directory]

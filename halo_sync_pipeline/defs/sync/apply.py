@@ -25,6 +25,7 @@ from halo_sync_pipeline.defs.resources import HaloResource
 from halo_sync_pipeline.schemas import plan
 
 APPLY_JOB_NAME = "halo_sync_apply"
+APPLY_TAG = "halo_sync/apply"  # dagster.yaml limits runs with this tag to one at a time
 MODE_TAG = "halo_sync/mode"  # "live" or "dry_run", set on every apply run (visible in the run list)
 LIVE, DRY_RUN = "live", "dry_run"
 # Everything the plan is computed from: all of it must come from this very run.
