@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from .graph import TenantLoad
+from .graph import USER_SELECT, TenantLoad
 
 # `quarantine` (Halo frames): what is odd about the record (NA = nothing); see rules/quarantine.py.
 COMPANY_COLUMNS = ["company_id", "name", "website", "inactive", "main_site_id", "quarantine"]
@@ -298,6 +298,18 @@ def _required(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
 
 # --- Microsoft 365 -----------------------------------------------------------------------------------
+#
+# Streaming: `compact_tenant_load` types one tenant's users into column tuples and drops the raw Graph
+# JSON (a user's dict with its nested lists is ~20x its typed row). `GraphClient.load_all(on_load=...)`
+# calls it as each tenant finishes, so at most `concurrency` tenants' raw JSON is alive at once;
+# `m365_frames` compacts whatever is still raw and concatenates the columns into each frame once.
+
+_STRING_USER_COLUMNS = (
+    "tenant_id", "user_id", "upn", "display_name", "given_name", "surname", "mail", "job_title", "business_phone",
+    "mobile_phone", "fax", "street_address", "smtp_aliases", "user_type",
+)  # fmt: skip
+_USER_DTYPES = {c: _STRING for c in _STRING_USER_COLUMNS} | {"licence_count": _NINT, "account_enabled": _BOOL, "is_guest": _BOOL}
+_DOMAIN_DTYPES = {"tenant_id": _STRING, "domain": _STRING, "is_verified": _BOOL, "is_default": _BOOL}
 
 
 def m365_tenants_frame(loads: Sequence[TenantLoad]) -> pd.DataFrame:
@@ -313,7 +325,7 @@ def m365_tenants_frame(loads: Sequence[TenantLoad]) -> pd.DataFrame:
                 "default_domain": lower_text(default),
                 "status": load.status,
                 "error": pd.NA if loaded else text(load.error or "failed without a message"),
-                "user_count": len(load.users) if loaded else pd.NA,
+                "user_count": load.user_count if loaded else pd.NA,
                 "domain_count": len(load.domains) if loaded else pd.NA,
             }
         )
@@ -321,26 +333,38 @@ def m365_tenants_frame(loads: Sequence[TenantLoad]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=TENANT_COLUMNS).astype(dtypes) if rows else _empty(TENANT_COLUMNS, dtypes)
 
 
+def _domain_row(r: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "tenant_id": _field(r, "tenant", _required(lower_text)),
+        "domain": _field(r, "id", _required(lower_text)),
+        "is_verified": _field(r, "isVerified", boolean),
+        "is_default": _field(r, "isDefault", boolean),
+    }
+
+
+def _domain_label(index: int, record: Any) -> str:
+    found = record if isinstance(record, Mapping) else {}
+    return f"M365 domain {found.get('id')!r} of tenant {found.get('tenant')!r}"
+
+
+def _domain_records(load: TenantLoad) -> list[Any]:
+    return [{"tenant": load.tenant.tenant_id, **d} if isinstance(d, Mapping) else d for d in load.domains]
+
+
+def _check_domains(load: TenantLoad) -> None:
+    """ValueError naming the first domain of the tenant that cannot be typed (no frame built)."""
+    for index, record in enumerate(_domain_records(load)):
+        try:
+            if not isinstance(record, Mapping):
+                raise ValueError(f"expected an object, got {type(record).__name__}")
+            _domain_row(record)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{_domain_label(index, record)}: {exc}") from None
+
+
 def m365_domains_frame(loads: Sequence[TenantLoad]) -> pd.DataFrame:
-    dtypes = {"tenant_id": _STRING, "domain": _STRING, "is_verified": _BOOL, "is_default": _BOOL}
-    records = [
-        {"tenant": load.tenant.tenant_id, **domain}
-        for load in loads
-        if load.status == "loaded"
-        for domain in load.domains
-    ]
-    return _build(
-        records,
-        DOMAIN_COLUMNS,
-        dtypes,
-        lambda r: {
-            "tenant_id": _field(r, "tenant", _required(lower_text)),
-            "domain": _field(r, "id", _required(lower_text)),
-            "is_verified": _field(r, "isVerified", boolean),
-            "is_default": _field(r, "isDefault", boolean),
-        },
-        lambda i, r: f"M365 domain {r.get('id')!r} of tenant {r.get('tenant')!r}",
-    )
+    records = [record for load in loads if load.status == "loaded" for record in _domain_records(load)]
+    return _build(records, DOMAIN_COLUMNS, _DOMAIN_DTYPES, _domain_row, _domain_label)
 
 
 def _first(values: Any) -> Any:
@@ -381,63 +405,122 @@ def _licence_count(value: Any) -> Any:
     return len(value)
 
 
+def _user_row(tenant_key: str, r: Mapping[str, Any]) -> tuple[Any, ...]:
+    """One Graph user as a row in USER_COLUMNS order (`tenant_key`: the tenant id as typed); ValueError names the field."""
+    user_type = _field(r, "userType", text)
+    return (
+        tenant_key,
+        _field(r, "id", _guid),
+        _field(r, "userPrincipalName", _upn),
+        _field(r, "displayName", text),
+        _field(r, "givenName", text),
+        _field(r, "surname", text),
+        _field(r, "mail", lower_text),
+        _field(r, "jobTitle", text),
+        _field(r, "businessPhones", _first),
+        _field(r, "mobilePhone", text),
+        _field(r, "faxNumber", text),
+        _field(r, "streetAddress", text),
+        _field(r, "proxyAddresses", smtp_aliases),
+        _field(r, "assignedLicenses", _licence_count),
+        # null reads as Graph's default (enabled); an absent property fails the tenant when the
+        # disabled-account filter needs it (see m365_frames).
+        _field(r, "accountEnabled", lambda v: boolean(v, default=True)),
+        user_type,
+        user_type is not pd.NA and str(user_type).lower() == "guest",
+    )
+
+
+def _user_columns(load: TenantLoad) -> dict[str, tuple[Any, ...]]:
+    """A raw tenant's users typed, as one tuple per USER_COLUMNS column; ValueError names the record."""
+    tenant_id = load.tenant.tenant_id
+    tenant_key = None
+    rows = []
+    for user in load.users:
+        try:
+            if not isinstance(user, Mapping):
+                raise ValueError(f"expected an object, got {type(user).__name__}")
+            if tenant_key is None:
+                tenant_key = _field({"@tenant": tenant_id}, "@tenant", _required(lower_text))
+            rows.append(_user_row(tenant_key, user))
+        except (ValueError, TypeError) as exc:
+            found = user if isinstance(user, Mapping) else {}
+            raise ValueError(
+                f"M365 user {found.get('id')!r} ({found.get('userPrincipalName')!r}) of tenant {tenant_id!r}: {exc}"
+            ) from None
+    columns = tuple(zip(*rows)) if rows else tuple(() for _ in USER_COLUMNS)
+    return dict(zip(USER_COLUMNS, columns))
+
 
 def m365_users_frame(loads: Sequence[TenantLoad]) -> pd.DataFrame:
-    strings = (
-        "tenant_id", "user_id", "upn", "display_name", "given_name", "surname", "mail", "job_title", "business_phone",
-        "mobile_phone", "fax", "street_address", "smtp_aliases", "user_type",
-    )  # fmt: skip
-    dtypes = {c: _STRING for c in strings} | {"licence_count": _NINT, "account_enabled": _BOOL, "is_guest": _BOOL}
-    records = [
-        {"@tenant": load.tenant.tenant_id, **user} for load in loads if load.status == "loaded" for user in load.users
+    """The users of every loaded tenant, raw or compacted; ValueError names a malformed record."""
+    parts = [
+        load.user_columns if load.user_columns is not None else _user_columns(load)
+        for load in loads
+        if load.status == "loaded"
     ]
+    if not any(part["user_id"] for part in parts):
+        return _empty(USER_COLUMNS, _USER_DTYPES)
+    data = {column: [value for part in parts for value in part[column]] for column in USER_COLUMNS}
+    return pd.DataFrame(data, columns=USER_COLUMNS).astype(_USER_DTYPES)
 
-    def row(r: Mapping[str, Any]) -> dict[str, Any]:
-        user_type = _field(r, "userType", text)
-        return {
-            "tenant_id": _field(r, "@tenant", _required(lower_text)),
-            "user_id": _field(r, "id", _guid),
-            "upn": _field(r, "userPrincipalName", _upn),
-            "display_name": _field(r, "displayName", text),
-            "given_name": _field(r, "givenName", text),
-            "surname": _field(r, "surname", text),
-            "mail": _field(r, "mail", lower_text),
-            "job_title": _field(r, "jobTitle", text),
-            "business_phone": _field(r, "businessPhones", _first),
-            "mobile_phone": _field(r, "mobilePhone", text),
-            "fax": _field(r, "faxNumber", text),
-            "street_address": _field(r, "streetAddress", text),
-            "smtp_aliases": _field(r, "proxyAddresses", smtp_aliases),
-            "licence_count": _field(r, "assignedLicenses", _licence_count),
-            # null reads as Graph's default (enabled); an absent property fails the tenant when the
-            # disabled-account filter needs it (see m365_frames).
-            "account_enabled": _field(r, "accountEnabled", lambda v: boolean(v, default=True)),
-            "user_type": user_type,
-            "is_guest": user_type is not pd.NA and str(user_type).lower() == "guest",
-        }
 
-    return _build(
-        records,
-        USER_COLUMNS,
-        dtypes,
-        row,
-        lambda i, r: f"M365 user {r.get('id')!r} ({r.get('userPrincipalName')!r}) of tenant {r.get('@tenant')!r}",
+def _gap_text(load: TenantLoad, user: Mapping[str, Any], name: str) -> str:
+    return (
+        f"malformed data: M365 user {user.get('id')!r} ({user.get('userPrincipalName')!r}) of tenant "
+        f"{load.tenant.tenant_id!r} has no {name} property; the sync's filters need it, so the tenant "
+        "is not planned (an unknown value is not an empty one)"
     )
+
+
+def _lacks(user: Mapping[str, Any], name: str) -> bool:
+    # Absent is unknown; so is a null licence list (Graph always sends a list, empty or not).
+    return name not in user or (name == "assignedLicenses" and user[name] is None)
+
+
+def _user_gaps(load: TenantLoad) -> dict[str, tuple[int, str]]:
+    """For each $select-ed property some user lacks: (index of the first such user, the error text)."""
+    gaps: dict[str, tuple[int, str]] = {}
+    for index, user in enumerate(load.users):
+        if not isinstance(user, Mapping):
+            continue
+        for name in USER_SELECT:
+            if name not in gaps and _lacks(user, name):
+                gaps[name] = (index, _gap_text(load, user, name))
+    return gaps
 
 
 def missing_user_property(load: TenantLoad, required: Sequence[str]) -> str | None:
     """The first user of a loaded tenant that lacks (or has null) one of the `required` Graph properties,
-    as an error text; None when every user has them all."""
-    for user in load.users:
-        for name in required:
-            # Absent is unknown; so is a null licence list (Graph always sends a list, empty or not).
-            if name not in user or (name == "assignedLicenses" and user[name] is None):
-                return (
-                    f"malformed data: M365 user {user.get('id')!r} ({user.get('userPrincipalName')!r}) of tenant "
-                    f"{load.tenant.tenant_id!r} has no {name} property; the sync's filters need it, so the tenant "
-                    "is not planned (an unknown value is not an empty one)"
-                )
-    return None
+    as an error text; None when every user has them all. Works on raw and compacted loads."""
+    if load.user_columns is None:
+        for user in load.users:
+            for name in required:
+                if isinstance(user, Mapping) and _lacks(user, name):
+                    return _gap_text(load, user, name)
+        return None
+    unknown = [name for name in required if name not in USER_SELECT]
+    if unknown:
+        raise ValueError(f"a compacted tenant load only knows the gaps of $select-ed properties, not {unknown}")
+    found = [(load.user_gaps[name][0], order, load.user_gaps[name][1]) for order, name in enumerate(required) if name in load.user_gaps]
+    return min(found)[2] if found else None
+
+
+def compact_tenant_load(load: TenantLoad, required_user_properties: Sequence[str] = ()) -> TenantLoad:
+    """A loaded tenant with its users typed into column tuples and the raw JSON dropped (`users` empty),
+    or failed (its data dropped, the error naming the record) when a user lacks a required property or
+    a record cannot be typed. Failed and already compacted loads are returned as they are."""
+    if load.status != "loaded" or load.user_columns is not None:
+        return load
+    problem = missing_user_property(load, required_user_properties)
+    if problem:
+        return replace(load, status="failed", error=problem, domains=[], users=[])
+    try:
+        _check_domains(load)
+        columns = _user_columns(load)
+    except ValueError as exc:
+        return replace(load, status="failed", error=f"malformed data: {exc}", domains=[], users=[])
+    return replace(load, users=[], user_columns=columns, user_gaps=_user_gaps(load))
 
 
 def m365_frames(
@@ -448,26 +531,15 @@ def m365_frames(
     One tenant's malformed record (say `businessPhones` as a string) must fail that tenant, not the
     whole directory read: its data is dropped and the error names the record. So must a user without
     a property the filters need (`required_user_properties`, e.g. `assignedLicenses` when only licensed
-    users are synced): counting such users as unlicensed would deactivate the whole company. The
-    common case (all well-formed) builds each frame once; only a failure pays for a tenant-by-tenant pass.
+    users are synced): counting such users as unlicensed would deactivate the whole company. Takes raw
+    loads or loads compacted as they arrived (`GraphClient.load_all(on_load=...)`, see `compact_tenant_load`).
     """
-    loads = [
-        replace(load, status="failed", error=problem, domains=[], users=[])
-        if load.status == "loaded" and (problem := missing_user_property(load, required_user_properties))
-        else load
-        for load in loads
-    ]
-    try:
-        return m365_tenants_frame(loads), m365_domains_frame(loads), m365_users_frame(loads)
-    except ValueError:
-        pass
     checked = []
     for load in loads:
-        if load.status == "loaded":
-            try:
-                m365_domains_frame([load])
-                m365_users_frame([load])
-            except ValueError as exc:
-                load = replace(load, status="failed", error=f"malformed data: {exc}", domains=[], users=[])
-        checked.append(load)
+        if load.status == "loaded" and load.user_columns is not None:
+            # Compacted without knowing `required_user_properties`: apply them now.
+            problem = missing_user_property(load, required_user_properties)
+            if problem:
+                load = replace(load, status="failed", error=problem, domains=[], users=[], user_columns=None, user_gaps={})
+        checked.append(compact_tenant_load(load, required_user_properties))
     return m365_tenants_frame(checked), m365_domains_frame(checked), m365_users_frame(checked)

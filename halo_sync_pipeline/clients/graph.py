@@ -78,11 +78,19 @@ class TenantLoad:
     domains: list[dict[str, Any]] = field(default_factory=list)
     users: list[dict[str, Any]] = field(default_factory=list)
     request_counts: dict[str, int] = field(default_factory=dict)
+    # Set by `frames.compact_tenant_load`: the users typed, one tuple per column (`users` is then
+    # empty, the raw JSON dropped), and per $select-ed property some user lacks, the first such user.
+    user_columns: dict[str, tuple[Any, ...]] | None = None
+    user_gaps: dict[str, tuple[int, str]] = field(default_factory=dict)
+
+    @property
+    def user_count(self) -> int:
+        return len(self.users) if self.user_columns is None else len(self.user_columns.get("user_id", ()))
 
     def __repr__(self) -> str:
         return (
             f"TenantLoad(tenant_id={self.tenant.tenant_id!r}, status={self.status!r}, error={self.error!r}, "
-            f"domains={len(self.domains)}, users={len(self.users)})"
+            f"domains={len(self.domains)}, users={self.user_count})"
         )
 
 
@@ -424,13 +432,20 @@ class GraphClient:
             return TenantLoad(tenant, "failed", error=self._scrub(error), request_counts=counts.snapshot())
         return TenantLoad(tenant, "loaded", domains=domains, users=users, request_counts=counts.snapshot())
 
-    async def load_all(self, tenants: Iterable[TenantRef]) -> list[TenantLoad]:
-        """Every tenant's load, at most `concurrency` at a time, in the order given."""
+    async def load_all(
+        self, tenants: Iterable[TenantRef], on_load: Callable[[TenantLoad], TenantLoad] | None = None
+    ) -> list[TenantLoad]:
+        """Every tenant's load, at most `concurrency` at a time, in the order given.
+
+        `on_load` replaces each load as soon as it is read, before the next tenant starts (e.g.
+        `frames.compact_tenant_load`, which types the users and drops the raw JSON): then at most
+        `concurrency` tenants' raw answers are alive at once, not the whole estate's."""
         gate = asyncio.Semaphore(self.concurrency)
 
         async def bounded(tenant: TenantRef) -> TenantLoad:
             async with gate:
-                return await self.load_tenant(tenant)
+                load = await self.load_tenant(tenant)
+                return on_load(load) if on_load is not None else load
 
         return list(await asyncio.gather(*(bounded(t) for t in tenants)))
 
