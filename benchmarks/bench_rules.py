@@ -1,7 +1,8 @@
 """Benchmark of the plan rules on a synthetic estate (no HTTP): 2,000 tenants × 100 users.
 
 Run: .venv/bin/python benchmarks/bench_rules.py [n_tenants] [users_per_tenant]
-Prints wall time and peak traced memory (tracemalloc, a separate run) of match_companies and plan_contact_changes.
+Prints wall time and peak traced memory (tracemalloc, a separate run) of match_companies, plan_contact_changes
+and contact_change_problems (the blocking integrity check, with the body validation).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pandas as pd
 
 from halo_sync_pipeline.rules.contacts import plan_contact_changes
 from halo_sync_pipeline.rules.matching import match_companies
+from halo_sync_pipeline.rules.plan_checks import contact_change_problems
 from halo_sync_pipeline.settings import SyncSettings
 
 
@@ -112,7 +114,7 @@ def measure(label: str, run: Callable[[], pd.DataFrame]) -> pd.DataFrame:
     run()
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    print(f"{label:<22} {elapsed:8.2f} s   peak {peak / 2**20:8.1f} MiB   rows {len(result):>8}")
+    print(f"{label:<24} {elapsed:8.2f} s   peak {peak / 2**20:8.1f} MiB   rows {len(result):>8}")
     return result
 
 
@@ -130,6 +132,10 @@ def main() -> None:
     changes = measure("plan_contact_changes", lambda: plan_contact_changes(
         mappings, estate["users"], estate["domains"], estate["contacts"], estate["sites"], settings))
     print("  actions:", changes["action"].value_counts().to_dict(), " held:", int(changes["held"].sum()))
+    # The blocking integrity check of the plan (contact_changes_integrity), bodies validated once per shape.
+    problems = measure("contact_change_problems", lambda: contact_change_problems(
+        changes, mappings, estate["contacts"], settings))
+    print(f"  bodies checked: {int(changes['body'].notna().sum())}, problems: {len(problems)}")
 
 
 if __name__ == "__main__":

@@ -1,28 +1,79 @@
 """End-to-end benchmark on the sandbox: generate an estate, then time each stage of a live sync.
 
-    .venv/bin/python benchmarks/bench_sync.py --tenants 200 --users-per-tenant 100
+    .venv/bin/python benchmarks/bench_sync.py --tenants 200 --users-per-tenant 100 [--stream-m365]
 
-Prints the seconds of each step, the requests each sandbox server answered and the pipeline's peak memory. Numbers, not assertions:
-these machines are shared and noisy.
+Prints the seconds of each step, the requests each sandbox server answered and the pipeline's peak memory:
+overall (ru_maxrss of this process) and per step (the highest RSS sampled every 50 ms while the step ran).
+The estate is generated and served by child processes, so this process's memory is the pipeline's.
+`--stream-m365` runs the M365 read as `GraphClient.load_all(on_load=frames.compact_tenant_load)` (each
+tenant's users typed as it loads, the raw JSON dropped), what the m365 asset does once wired to it.
+Numbers, not assertions: these machines are shared and noisy.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import dagster as dg
 import httpx
 
-from halo_sync_pipeline.sandbox.generator import generate_estate
+
+class RssSampler:
+    """This process's resident set size, sampled from /proc every `interval_s` in a thread."""
+
+    def __init__(self, interval_s: float = 0.05) -> None:
+        self.samples: list[tuple[float, int]] = []  # (time.time(), bytes)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(interval_s,), daemon=True)
+
+    def _run(self, interval_s: float) -> None:
+        page = os.sysconf("SC_PAGE_SIZE")
+        while not self._stop.is_set():
+            with open("/proc/self/statm") as statm:
+                self.samples.append((time.time(), int(statm.read().split()[1]) * page))
+            self._stop.wait(interval_s)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def peak_mib(self, start: float, end: float) -> float:
+        inside = [rss for at, rss in self.samples if start <= at <= end]
+        return max(inside, default=0) / 2**20
+
+
+def generate_estate_file(path: Path, tenants: int, users_per_tenant: int, seed: int) -> None:
+    """`halo-sync-sandbox generate` in a child process, so the estate never sits in this process's memory."""
+    command = [sys.executable, "-m", "halo_sync_pipeline.sandbox.cli", "generate", "--tenants", str(tenants),
+               "--users-per-tenant", str(users_per_tenant), "--seed", str(seed)]  # fmt: skip
+    with path.open("w") as out:
+        subprocess.run(command, stdout=out, check=True)
+
+
+def stream_m365_reads() -> None:
+    """Make every `GraphClient.load_all` compact each tenant as it loads (the m365 asset's one-line change)."""
+    from halo_sync_pipeline.clients import frames
+    from halo_sync_pipeline.clients.graph import GraphClient
+
+    plain = GraphClient.load_all
+
+    async def load_all(self, tenants, on_load=None):  # type: ignore[no-untyped-def]
+        return await plain(self, tenants, on_load=on_load or frames.compact_tenant_load)
+
+    GraphClient.load_all = load_all  # type: ignore[method-assign]
 
 
 def start_sandbox_process(estate_path: Path, state_dir: Path, latency_ms: float) -> tuple[subprocess.Popen, dict]:
@@ -47,17 +98,17 @@ def main() -> None:
     parser.add_argument("--users-per-tenant", type=int, default=100)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--stream-m365", action="store_true", help="compact each tenant's users as it loads")
     args = parser.parse_args()
-
-    started = time.perf_counter()
-    estate = generate_estate(args.tenants, args.users_per_tenant, args.seed)
-    users = sum(len(t["users"]) for t in estate["m365"]["tenants"])
-    print(f"generate: {time.perf_counter() - started:.1f}s, {len(estate['m365']['tenants'])} tenants, {users} users, "
-          f"{len(estate['halo']['users'])} Halo contacts")
+    if args.stream_m365:
+        stream_m365_reads()
 
     with tempfile.TemporaryDirectory() as tmp:
         estate_path = Path(tmp) / "estate.json"
-        estate_path.write_text(json.dumps(estate))
+        started = time.perf_counter()
+        generate_estate_file(estate_path, args.tenants, args.users_per_tenant, args.seed)
+        print(f"generate: {time.perf_counter() - started:.1f}s, {args.tenants} tenants x {args.users_per_tenant} users "
+              f"({estate_path.stat().st_size / 2**20:.0f} MiB of JSON)")
         started = time.perf_counter()
         sandbox, env = start_sandbox_process(estate_path, Path(tmp) / "sandbox", args.latency_ms)
         try:
@@ -67,7 +118,9 @@ def main() -> None:
             from halo_sync_pipeline.definitions import build_definitions
 
             job = build_definitions().resolve_job_def("halo_sync_apply")
-            with dg.DagsterInstance.ephemeral() as instance:
+            before_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            print(f"peak RSS before the run (imports, definitions): {before_mib:.0f} MiB")
+            with dg.DagsterInstance.ephemeral() as instance, RssSampler() as rss:
                 started = time.perf_counter()
                 result = job.execute_in_process(
                     run_config={"ops": {"applied_changes": {"config": {"dry_run": False}}}},
@@ -76,10 +129,17 @@ def main() -> None:
                 )
                 total = time.perf_counter() - started
                 print(f"halo_sync_apply: {'ok' if result.success else 'FAILED'} in {total:.1f}s")
+                starts: dict[str, float] = {}
                 for event in instance.all_logs(result.run_id):
                     entry = event.dagster_event
-                    if entry is not None and entry.event_type_value == "STEP_SUCCESS":
-                        print(f"  step {entry.step_key:<52} {entry.event_specific_data.duration_ms / 1000:6.1f}s")
+                    if entry is None:
+                        continue
+                    if entry.event_type_value == "STEP_START":
+                        starts[entry.step_key] = event.timestamp
+                    elif entry.event_type_value == "STEP_SUCCESS":
+                        peak = rss.peak_mib(starts.get(entry.step_key, event.timestamp), event.timestamp)
+                        print(f"  step {entry.step_key:<52} {entry.event_specific_data.duration_ms / 1000:6.1f}s  "
+                              f"peak RSS {peak:6.0f} MiB")
             stats = httpx.get(f"{env['HALO_URL']}/_sandbox/stats", verify=env["HALO_SYNC_CA_BUNDLE"]).json()
             by_server: dict[str, int] = {}
             for row in stats["requests"]:
