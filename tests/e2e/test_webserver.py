@@ -44,6 +44,41 @@ query Run($runId: ID!) {
 """
 
 
+TENANT_REVIEW_QUERY = """
+{
+  assetOrError(assetKey: {path: ["tenant_review"]}) {
+    __typename
+    ... on Asset {
+      assetMaterializations(limit: 1) {
+        metadataEntries {
+          label
+          __typename
+          ... on TableMetadataEntry { table { records schema { columns { name } } } }
+        }
+      }
+    }
+  }
+}
+"""
+
+
+def _assert_tenant_review_tells_the_unmatched_story(dev) -> None:
+    """What a person sees on the tenant_review page: every tenant, by name, with the full evidence."""
+    asset = dev.graphql(TENANT_REVIEW_QUERY)["assetOrError"]
+    assert asset["__typename"] == "Asset", asset
+    entries = {e["label"]: e for e in asset["assetMaterializations"][0]["metadataEntries"]}
+    assert entries["tenants"]["__typename"] == "TableMetadataEntry"
+    rows = [json.loads(record) for record in entries["tenants"]["table"]["records"]]
+    estate = json.loads(EXAMPLE_ESTATE.read_text())
+    assert len(rows) == len(estate["m365"]["tenants"])
+    unmatched = [r for r in rows if r["method"] == "unmatched"]
+    assert unmatched and all(r["tenant_name"] and r["needs_review"] for r in unmatched)
+    names = {t["customerId"].lower(): t["displayName"] for t in estate["m365"]["tenants"]}
+    for row in unmatched:
+        assert row["tenant_name"] == names[row["tenant_id"]]
+        assert len(row["evidence"]) > 80, row  # the whole evidence, never cut at 80 characters
+
+
 def _sandbox_estate(sandbox) -> dict[str, Any]:
     response = httpx.get(f"{sandbox.halo_url}/_sandbox/estate", verify=str(sandbox.ca_bundle), timeout=30)
     response.raise_for_status()
@@ -127,6 +162,9 @@ def test_live_apply_through_the_webserver(sandbox_factory, tmp_path):
 
         materialised = {tuple(e["assetKey"]["path"]) for e in events if e["__typename"] == "MaterializationEvent"}
         assert ("applied_changes",) in materialised, sorted(materialised)
+
+        assert {"key": "halo_sync/mode", "value": "live"} in dev.graphql(RUN_QUERY, {"runId": run_id})["runOrError"]["tags"]
+        _assert_tenant_review_tells_the_unmatched_story(dev)
 
         # The value the run's applied_changes step stored (default IO manager, under HALO_SYNC_STORAGE_DIR).
         applied_path = dev.storage_dir / "storage" / "applied_changes"
