@@ -16,10 +16,12 @@ from halo_sync_pipeline.schemas.plan import CONFLICT_METHOD, CONTACT_ACTIONS
 
 # action -> column counting that tenant's planned rows of it (held ones included)
 ACTION_COUNT_COLUMNS = {action: f"{action}s" if action != "ambiguous" else "ambiguous" for action in CONTACT_ACTIONS}
+# What a person reads first comes first (the UI's table is wider than a screen): name, what needs doing, the
+# match and why, what is held and why; then the counts and the ids.
 REVIEW_COLUMNS = [
-    "tenant_name", "tenant_id", "needs_review", "warnings", "load_status", "load_error", "method", "reason",
-    "company_id", "company_name", "evidence", "candidates", "write_back",
-    *ACTION_COUNT_COLUMNS.values(), "held", "hold_reasons",
+    "tenant_name", "warnings", "evidence", "hold_reasons", "method", "reason", "company_name", "candidates",
+    "write_back", "held", *ACTION_COUNT_COLUMNS.values(), "load_status", "load_error", "needs_review",
+    "company_id", "tenant_id",
 ]
 
 
@@ -63,7 +65,7 @@ def _warnings(review: pd.DataFrame) -> pd.Series:
     ):
         notes = []
         if status == "failed":
-            notes.append(f"users failed to load ({error}): nothing is written for this tenant")
+            notes.append("users failed to load (see load_error): nothing is written for this tenant")
         if method == CONFLICT_METHOD:
             notes.append("conflict: nothing is written for this tenant")
         elif method == "unmatched":
@@ -114,3 +116,31 @@ def review_summary(review: pd.DataFrame, contact_changes: pd.DataFrame, quaranti
         "failed_to_load": name[review["load_status"] == "failed"].tolist(),
         "quarantined_records": int(quarantined_records),
     }
+
+
+def review_stories(review: pd.DataFrame, limit: int) -> str:
+    """Markdown, one short paragraph per tenant that needs review (the first `limit`, problems first):
+    name, outcome, why, what is held and why. Reads in a narrow column where a wide table does not."""
+    needing = review.loc[review["needs_review"]].head(limit)
+    if needing.empty:
+        return "_No tenant needs review._"
+    paragraphs = []
+    for row in needing.itertuples(index=False):
+        outcome = row.method + (f" ({row.reason})" if not pd.isna(row.reason) else "")
+        company = "" if pd.isna(row.company_name) else f", company {row.company_id} \"{row.company_name}\""
+        lines = [f"**{_md(row.tenant_name)}** — {_md(outcome)}{_md(company)}: {_md(row.warnings)}", f"Why: {_md(row.evidence)}"]
+        if not pd.isna(row.load_error):
+            lines.append(f"Load error: {_md(row.load_error)}")
+        if not pd.isna(row.hold_reasons):
+            lines.append(f"Held: {_md(row.hold_reasons)}")
+        paragraphs.append("  \n".join(lines))
+    more = len(review.loc[review["needs_review"]]) - len(needing)
+    return "\n\n".join(paragraphs) + (f"\n\n_{more} more in the table and the CSV._" if more > 0 else "")
+
+
+def _md(value: object) -> str:
+    # Markdown must not turn an evidence text into formatting.
+    text = "" if pd.isna(value) else str(value)
+    for special in ("\\", "*", "_", "`", "[", "]", "<", ">", "#", "|"):
+        text = text.replace(special, "\\" + special)
+    return text.replace("\n", " ")

@@ -5,7 +5,7 @@ import json
 import pandas as pd
 
 from halo_sync_pipeline.rules.matching import match_companies
-from halo_sync_pipeline.rules.review import review_summary, tenant_review
+from halo_sync_pipeline.rules.review import review_stories, review_summary, tenant_review
 from halo_sync_pipeline.schemas.plan import TenantReviewSchema
 from halo_sync_pipeline.settings import SyncSettings
 from tests.rules import frames as f
@@ -37,7 +37,8 @@ def test_problems_first_with_their_full_story():
     assert row["hold_reasons"].startswith("11 × deactivate: guard: 11 deactivations > max(10, 0.5 × 11 active contacts)")
     assert row["write_back"].startswith('add tenant t1 to the Azure AD mappings of company 1 "Contoso"')
     broken = review.set_index("tenant_name").loc["Broken"]
-    assert "users failed to load (401 Authorization_IdentityNotFound)" in broken["warnings"]
+    assert "users failed to load (see load_error)" in broken["warnings"]
+    assert broken["load_error"] == "401 Authorization_IdentityNotFound"
     zeta = review.set_index("tenant_name").loc["Zeta"]
     assert zeta["warnings"] == "unmatched (no_candidate): nothing is written for this tenant"
     assert len(zeta["evidence"]) > 80  # the full evidence, never cut
@@ -57,3 +58,14 @@ def test_deactivations_held_by_the_switched_off_setting_are_no_alert():
     review, changes = _review(SyncSettings(deactivate_contacts=False))
     assert review_summary(review, changes, 0)["held_deactivations"] == []
     assert review.set_index("tenant_name").loc["Contoso", "held"] == 11
+
+
+def test_review_stories_one_paragraph_per_problem_tenant_escaped():
+    review, _ = _review()
+    stories = review_stories(review, limit=2)
+    paragraphs = stories.split("\n\n")
+    assert paragraphs[0].startswith("**Broken** — unmatched (no\\_candidate):")
+    assert "Load error: 401 Authorization\\_IdentityNotFound" in paragraphs[0]
+    assert paragraphs[1].startswith('**Contoso** — name, company 1 "Contoso": 11 action(s) held')
+    assert "Held: 11 × deactivate: guard: 11 deactivations" in paragraphs[1]
+    assert paragraphs[-1] == "_1 more in the table and the CSV._"

@@ -14,11 +14,14 @@ from halo_sync_pipeline.rules.matching import match_companies
 from halo_sync_pipeline.rules.quarantine import quarantined_records
 from halo_sync_pipeline.rules.report import inactive_report as build_inactive_report
 from halo_sync_pipeline.rules.report import write_csv
-from halo_sync_pipeline.rules.review import review_summary, tenant_review as build_tenant_review
+from halo_sync_pipeline.rules.review import review_stories, review_summary
+from halo_sync_pipeline.rules.review import tenant_review as build_tenant_review
 
 SYNC = {"group_name": "sync", "kinds": {"pandas"}, "owners": [OWNER]}
 # The whole table goes into the UI up to this many tenants; beyond, the problems first (the CSV has all).
 REVIEW_TABLE_ROWS = 1000
+# Paragraphs of the tenants needing review, above the table (the table is wider than the page).
+REVIEW_STORIES = 200
 REVIEW_COLUMN_DESCRIPTIONS = {
     "needs_review": "true when the tenant failed to load, conflicts, is unmatched or has held actions",
     "warnings": "what needs a person, and that nothing is written where that is so",
@@ -143,8 +146,9 @@ def tenant_review(
     rule that matched with its full evidence, candidates, the planned write-back, counts of each action,
     held actions with why they are held and what releases them, and what needs a person.
 
-    Start here when a match or an action looks wrong: the `tenants` table below has every tenant (up to
-    1,000; beyond, problems first), untruncated. Also exported as tenant_review.csv.
+    Start here when a match or an action looks wrong: `needing_review` tells each problem tenant's story in
+    a paragraph, and the `tenants` table has every tenant (up to 1,000; beyond, problems first), untruncated.
+    Also exported as tenant_review.csv.
     """
     frame = build_tenant_review(company_mappings, contact_changes, m365_tenants)
     quarantined = quarantined_records(halo_companies, halo_contacts, halo_sites, halo_tenant_mappings)
@@ -157,6 +161,7 @@ def tenant_review(
                 f"{problems} of {len(frame)} tenants need review; {len(quarantined)} Halo records quarantined"
                 + (f"; the table shows the first {REVIEW_TABLE_ROWS} (problems first), the CSV has all" if len(frame) > len(shown) else "")
             ),
+            "needing_review": dg.MetadataValue.md(review_stories(frame, REVIEW_STORIES)),
             "tenants": table_metadata(shown, REVIEW_COLUMN_DESCRIPTIONS),
             "review_summary": dg.MetadataValue.json(review_summary(frame, contact_changes, len(quarantined))),
             "dagster/row_count": len(frame),
