@@ -28,6 +28,12 @@ from halo_sync_pipeline.clients.graph import GraphClient  # noqa: E402
 from halo_sync_pipeline.sandbox.generator import generate_estate  # noqa: E402
 
 
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU seconds of a process so far (this one by default), from /proc."""
+    fields = Path(f"/proc/{pid or os.getpid()}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def read_all(env: dict[str, str], concurrency: int) -> tuple[float, int, int, int, int]:
     async with GraphClient(
         env["M365_LOGIN_URL"], env["M365_GRAPH_URL"], env["M365_PARTNER_TENANT_ID"], env["M365_CLIENT_ID"],
@@ -59,10 +65,13 @@ def main() -> None:
         try:
             os.environ.update(env)
             for concurrency in args.concurrency:
+                client_cpu, sandbox_cpu = cpu_seconds(), cpu_seconds(sandbox.pid)
                 seconds, tenants, loaded, graph_n, identity_n = asyncio.run(read_all(env, concurrency))
+                client_cpu, sandbox_cpu = cpu_seconds() - client_cpu, cpu_seconds(sandbox.pid) - sandbox_cpu
                 print(f"concurrency {concurrency:3d}: {tenants} tenants ({loaded} loaded) read in {seconds:5.1f} s at "
                       f"{args.latency_ms:.0f} ms/request; Graph {graph_n} + identity {identity_n} requests "
-                      f"({(graph_n + identity_n) / max(tenants, 1):.1f} per tenant)")
+                      f"({(graph_n + identity_n) / max(tenants, 1):.1f} per tenant); CPU: client {client_cpu:.1f} s, "
+                      f"sandbox {sandbox_cpu:.1f} s")
         finally:
             sandbox.send_signal(signal.SIGTERM)
             sandbox.wait(timeout=60)

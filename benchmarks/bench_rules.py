@@ -100,6 +100,11 @@ def synthetic_estate(n_tenants: int, users_per_tenant: int, seed: int = 7) -> di
                               ignore_index=True).astype("string"),
         "inactive": False, "keep_active": _s([pd.NA] * n_contacts),
     })
+    # Halo frames carry `quarantine` (NA: nothing odd) and mappings their entry and connection ids.
+    for frame in (companies, contacts, sites, tenant_mappings):
+        frame["quarantine"] = _s([pd.NA] * len(frame))
+    tenant_mappings["entry_id"] = pd.array(np.arange(1, len(tenant_mappings) + 1), dtype="Int64")
+    tenant_mappings["connection_id"] = pd.array([1] * len(tenant_mappings), dtype="Int64")
     return {"tenants": tenants, "domains": domains, "companies": companies, "tenant_mappings": tenant_mappings,
             "users": users, "contacts": contacts, "sites": sites}
 
