@@ -33,7 +33,7 @@ dev: $(STAMP)
 	mkdir -p $(HALO_SYNC_STORAGE_DIR)
 	$(PY) -m halo_sync_pipeline.dev --state-dir $(SANDBOX_DIR)/dev
 
-## make screenshot: retake docs/lineage.png from the running UI (installs Debian's chromium if missing).
+## make screenshot: retake docs/lineage.png and docs/tenant_review.png from a running UI (installs Debian's chromium if missing).
 screenshot: $(STAMP)
 	$(PY) scripts/screenshot_lineage.py
 

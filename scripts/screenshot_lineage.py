@@ -1,6 +1,7 @@
-"""Take docs/lineage.png: the Dagster UI's global asset lineage graph, from a running `dagster dev`.
+"""Take docs/lineage.png (the Dagster UI's global asset lineage graph) and docs/tenant_review.png (the
+tenant_review asset's page with its table of every tenant), from a running `dagster dev`.
 
-    .venv/bin/python scripts/screenshot_lineage.py [--out docs/lineage.png] [--no-materialise]
+    .venv/bin/python scripts/screenshot_lineage.py [--out docs/lineage.png] [--review-out docs/tenant_review.png]
 
 What it does, all on 127.0.0.1 and all stopped at the end (also on error):
 1. makes sure Debian's `chromium` is there (as root: `apt-get install -y chromium`; Playwright's
@@ -12,7 +13,10 @@ What it does, all on 127.0.0.1 and all stopped at the end (also on error):
 4. drives headless Chromium over the DevTools protocol (no Playwright/Selenium needed): opens
    /asset-groups (the "Global asset lineage" page) with the UI's top-down layout, hides the side
    panels, expands every group (halo, m365, sync), waits until every asset is drawn with its status
-   and the page has settled, and saves a PNG screenshot.
+   and the page has settled, and saves a PNG screenshot;
+5. opens tenant_review's Events tab (three clicks from the asset catalog: Catalog, tenant_review, Events;
+   the widest view of its latest materialisation) and saves it: the stories of the tenants needing review
+   and the `tenants` table.
 """
 
 from __future__ import annotations
@@ -49,8 +53,9 @@ from tests.e2e.helpers import (  # noqa: E402
 ASSETS = (
     "halo_companies", "halo_contacts", "halo_sites", "halo_tenant_mappings",
     "m365_tenants", "m365_domains", "m365_users",
-    "company_mappings", "contact_changes", "inactive_report", "applied_changes",
+    "company_mappings", "contact_changes", "tenant_review", "inactive_report", "applied_changes",
 )
+REVIEW_SHOT_HEIGHT = 2000
 CHROMIUM_FLAGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -125,6 +130,59 @@ Array.from(document.querySelectorAll('[aria-label="panel_show_right"]'))
 """
 
 
+@contextlib.contextmanager
+def browser(chromium: str, width: int, height: int):
+    """Headless Chromium with one page, driven over DevTools; stopped on exit."""
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="halo-sync-chromium-") as profile:
+        cmd = [
+            chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--window-size={width},{height}",
+            "--remote-debugging-address=127.0.0.1", f"--remote-debugging-port={port}", "about:blank",
+        ]
+        with managed_process(cmd, env=os.environ, cwd=REPO_ROOT, log_path=Path(profile) / "chromium.log", stop_timeout=15):
+            targets = wait_until(
+                lambda: [t for t in httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=5).json() if t.get("type") == "page"],
+                timeout=60, what="Chromium's DevTools endpoint",
+            )
+            with contextlib.closing(DevTools(targets[0]["webSocketDebuggerUrl"])) as tools:
+                tools.call("Page.enable")
+                tools.call("Emulation.setDeviceMetricsOverride",
+                           {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+                yield tools
+
+
+def _settle(tools: DevTools) -> None:
+    """Wait until the page text stops changing (statuses and tables load after the page)."""
+    previous = None
+    for _ in range(20):
+        time.sleep(1.0)
+        current = tools.evaluate("document.body.innerText")
+        if current == previous:
+            return
+        previous = current
+
+
+def screenshot_tenant_review(chromium: str, base_url: str, out: Path, *, width: int, height: int,
+                             settle_timeout: float) -> None:
+    """tenant_review's Events tab: its latest materialisation, with the stories and the table of every tenant."""
+    with browser(chromium, width, height) as tools:
+        tools.call("Page.navigate", {"url": base_url + "/assets/tenant_review?view=events"})
+
+        def table_shown() -> bool:
+            text = tools.evaluate("document.body ? document.body.innerText : ''") or ""
+            return "needing_review" in text and "evidence" in text
+
+        wait_until(table_shown, timeout=settle_timeout, interval=1.0, what="the tenant_review table")
+        _settle(tools)
+        # The page scrolls inside the app, not the document: a taller window shows more of the table.
+        tools.call("Emulation.setDeviceMetricsOverride",
+                   {"width": width, "height": REVIEW_SHOT_HEIGHT, "deviceScaleFactor": 1, "mobile": False})
+        _settle(tools)
+        shot = tools.call("Page.captureScreenshot", {"format": "png"})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(base64.b64decode(shot["data"]))
+
+
 def screenshot(chromium: str, base_url: str, groups: list[str], out: Path, *, width: int, height: int,
                settle_timeout: float) -> None:
     """Capture the global asset lineage page with every group expanded, top-down, fitted to the window."""
@@ -175,7 +233,9 @@ def screenshot(chromium: str, base_url: str, groups: list[str], out: Path, *, wi
                 try:
                     wait_until(drawn, timeout=settle_timeout, interval=1.0, what="the lineage graph to render")
                 except TimeoutError as exc:
-                    raise SystemExit(f"{exc}; last state: {last}") from None
+                    failed_shot = out.with_name(out.stem + ".failed.png")
+                    failed_shot.write_bytes(base64.b64decode(tools.call("Page.captureScreenshot", {"format": "png"})["data"]))
+                    raise SystemExit(f"{exc}; last state: {last}; what the page showed: {failed_shot}") from None
                 # 3. Statuses load after the nodes and the zoom animates: wait until the text stops changing.
                 previous = None
                 for _ in range(20):
@@ -192,9 +252,11 @@ def screenshot(chromium: str, base_url: str, groups: list[str], out: Path, *, wi
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "lineage.png")
+    parser.add_argument("--review-out", type=Path, default=REPO_ROOT / "docs" / "tenant_review.png")
     parser.add_argument("--no-materialise", action="store_true", help="skip the dry-run materialisation")
-    parser.add_argument("--width", type=int, default=1800)
-    parser.add_argument("--height", type=int, default=1000)
+    # Wide enough that every node of the lineage graph shows its whole name at the zoom that fits them all.
+    parser.add_argument("--width", type=int, default=2200)
+    parser.add_argument("--height", type=int, default=1100)
     args = parser.parse_args(argv)
 
     chromium = ensure_chromium()
@@ -213,7 +275,10 @@ def main(argv: list[str] | None = None) -> int:
                 dev.graphql("mutation { setNuxSeen }")
                 groups = sorted({n["groupName"] for n in dev.graphql("{ assetNodes { groupName } }")["assetNodes"]})
                 screenshot(chromium, dev.url, groups, args.out, width=args.width, height=args.height, settle_timeout=120)
-    print(f"wrote {args.out} ({args.out.stat().st_size // 1024} KB)")
+                screenshot_tenant_review(chromium, dev.url, args.review_out, width=args.width, height=args.height,
+                                         settle_timeout=120)
+    for written in (args.out, args.review_out):
+        print(f"wrote {written} ({written.stat().st_size // 1024} KB)")
     return 0
 
 
