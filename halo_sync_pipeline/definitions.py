@@ -12,17 +12,17 @@ from halo_sync_pipeline.defs.jobs import (
     halo_sync_plan,
     nightly_apply_schedule,
 )
-from halo_sync_pipeline.defs.m365.assets import m365_assets, m365_checks
+from halo_sync_pipeline.defs.m365.assets import m365_assets
 from halo_sync_pipeline.defs.resources import production_resources
-from halo_sync_pipeline.defs.sync.apply import applied_changes, apply_checks
+from halo_sync_pipeline.defs.sync.apply import applied_changes
 from halo_sync_pipeline.defs.sync.assets import company_mappings, contact_changes, inactive_report, tenant_review
-from halo_sync_pipeline.defs.sync.checks import sync_checks
 
 
 def build_definitions(resources: dict | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=[*halo_assets, *m365_assets, company_mappings, contact_changes, tenant_review, inactive_report, applied_changes],
-        asset_checks=[*halo_checks, *m365_checks, *sync_checks, *apply_checks],
+        # The other checks are declared on their assets (check_specs) and run in the assets' own steps.
+        asset_checks=halo_checks,
         jobs=[halo_sync_plan, halo_sync_apply],
         schedules=[daily_plan_schedule, nightly_apply_schedule],
         sensors=[halo_sync_failure_alert, halo_sync_review_alert],

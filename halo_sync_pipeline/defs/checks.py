@@ -1,10 +1,12 @@
 """Asset checks built from pure validation functions: pandera schemas and the plan checks.
 
-A failing blocking check stops every downstream step of the same run, so bad data never reaches
-a write. Failures come back as a markdown table naming each offending record.
+Each check is declared on its asset (`check_specs`) and evaluated inside the asset's own step: one step
+instead of one per check, so a run writes far fewer events. A failing blocking check still stops every
+downstream step of the same run, so bad data never reaches a write. Failures come back as a markdown
+table naming each offending record (tenant names beside tenant ids).
 """
 
-from collections.abc import Callable
+from __future__ import annotations
 
 import dagster as dg
 import pandas as pd
@@ -14,19 +16,23 @@ from halo_sync_pipeline.defs.metadata import markdown_table, with_tenant_names
 from halo_sync_pipeline.schemas.sources import validation_failures
 
 MAX_FAILURE_ROWS = 50
+ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
 
 
 def failure_result(
     failures: pd.DataFrame | None,
     *,
+    check_name: str,
     severity: dg.AssetCheckSeverity,
     what: str,
+    asset: str | None = None,
     tenant_names: pd.Series | None = None,
     what_to_do: str | None = None,
 ) -> dg.AssetCheckResult:
     """Pass, or fail with one row per failure (tenant names beside tenant ids) and what to do about it."""
+    key = dg.AssetKey(asset) if asset else None
     if failures is None or failures.empty:
-        return dg.AssetCheckResult(passed=True, metadata={"failures": 0})
+        return dg.AssetCheckResult(check_name=check_name, asset_key=key, passed=True, metadata={"failures": 0})
     metadata: dict = {
         "failures": len(failures),
         "failure_cases": dg.MetadataValue.md(
@@ -35,7 +41,10 @@ def failure_result(
     }
     if what_to_do:
         metadata = {"what_to_do": dg.MetadataValue.text(what_to_do), **metadata}
-    return dg.AssetCheckResult(passed=False, severity=severity, description=f"{len(failures)} {what}", metadata=metadata)
+    return dg.AssetCheckResult(
+        check_name=check_name, asset_key=key, passed=False, severity=severity, description=f"{len(failures)} {what}",
+        metadata=metadata,
+    )
 
 
 def tenant_names_of(frame: pd.DataFrame) -> pd.Series:
@@ -43,44 +52,25 @@ def tenant_names_of(frame: pd.DataFrame) -> pd.Series:
     return frame.drop_duplicates("tenant_id").set_index("tenant_id")["tenant_name"]
 
 
-def schema_check(
-    asset: dg.AssetsDefinition | dg.AssetKey, schema: type[pa.DataFrameModel]
-) -> dg.AssetChecksDefinition:
-    """A blocking check validating the asset against its pandera model, lazily (all failures at once)."""
-    asset_name = (asset if isinstance(asset, dg.AssetKey) else asset.key).path[-1]
+def schema_check_name(asset: str) -> str:
+    return f"{asset}_schema"
 
-    @dg.asset_check(
+
+def schema_spec(asset: str, schema: type[pa.DataFrameModel]) -> dg.AssetCheckSpec:
+    """The blocking check that the asset's frame satisfies its pandera model (evaluated in the asset's step)."""
+    return dg.AssetCheckSpec(
+        name=schema_check_name(asset),
         asset=asset,
-        name=f"{asset_name}_schema",
         blocking=True,
-        description=f"Every row of {asset_name} satisfies {schema.__name__} (types, keys, normalisation).",
+        description=f"Every row of {asset} satisfies {schema.__name__} (columns, types, keys, normalisation). A "
+        "failure means a structural break of the frame (a missing column, a wrong type of a whole column): the run "
+        "stops before any write; the table names each offending value.",
     )
-    def _check(context: dg.AssetCheckExecutionContext, value: pd.DataFrame) -> dg.AssetCheckResult:
-        return failure_result(
-            validation_failures(schema, value), severity=dg.AssetCheckSeverity.ERROR, what="schema violations"
-        )
-
-    return _check
 
 
-def rule_check(
-    asset: dg.AssetsDefinition | str,
-    name: str,
-    description: str,
-    find_problems: Callable[[pd.DataFrame], pd.DataFrame],
-    *,
-    blocking: bool,
-    what: str | None = None,
-    what_to_do: str | None = None,
-) -> dg.AssetChecksDefinition:
-    """A check on one asset whose logic is a pure function returning one row per problem (empty = pass).
-    The description says what the engineer should do; so does each failing result."""
-    severity = dg.AssetCheckSeverity.ERROR if blocking else dg.AssetCheckSeverity.WARN
-
-    @dg.asset_check(asset=asset, name=name, blocking=blocking, description=description)
-    def _check(context: dg.AssetCheckExecutionContext, value: pd.DataFrame) -> dg.AssetCheckResult:
-        return failure_result(
-            find_problems(value), severity=severity, what=what or f"problems ({name})", what_to_do=what_to_do
-        )
-
-    return _check
+def schema_result(asset: str, schema: type[pa.DataFrameModel], frame: pd.DataFrame) -> dg.AssetCheckResult:
+    """Validate lazily (every failure at once) and report it as the asset's schema check."""
+    return failure_result(
+        validation_failures(schema, frame), check_name=schema_check_name(asset), asset=asset, severity=ERROR,
+        what="schema violations",
+    )

@@ -1,10 +1,18 @@
-"""Source assets read from Halo PSA: companies, contacts, sites and tenant mappings."""
+"""Source assets read from Halo PSA: companies, contacts, sites and tenant mappings.
+
+Each asset's schema check runs inside its step; odd records are quarantined (rules/quarantine.py) and
+listed by the `halo_records_quarantined` warning, which needs all four frames and so has a step of its own.
+"""
+
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import dagster as dg
 import pandas as pd
+import pandera.pandas as pa
 
 from halo_sync_pipeline.clients import frames
-from halo_sync_pipeline.defs.checks import failure_result, schema_check
+from halo_sync_pipeline.defs.checks import WARN, failure_result, schema_result, schema_spec
 from halo_sync_pipeline.defs.metadata import OWNER, frame_metadata, request_metadata
 from halo_sync_pipeline.defs.resources import HaloResource, SyncSettingsResource
 from halo_sync_pipeline.rules import quarantine
@@ -14,11 +22,16 @@ HALO = {"group_name": "halo", "kinds": {"halo", "pandas"}, "owners": [OWNER]}
 
 
 def _quarantined(
-    context: dg.AssetExecutionContext, frame: pd.DataFrame, rule, counts: dict[str, int], extra: dict | None = None
-) -> dg.Output[pd.DataFrame]:
-    """The frame after its quarantine rule, with the odd and the unreadable records in the metadata.
-
-    A record without a readable id cannot be kept in the frame; it is left out, logged and listed here."""
+    context: dg.AssetExecutionContext,
+    frame: pd.DataFrame,
+    rule: Callable[[pd.DataFrame], pd.DataFrame],
+    schema: type[pa.DataFrameModel],
+    counts: dict[str, int],
+    extra: dict[str, Any] | None = None,
+) -> Iterator[dg.Output | dg.AssetCheckResult]:
+    """The frame after its quarantine rule, with the odd and the unreadable records in the metadata, then
+    its schema check. A record without a readable id cannot be kept in the frame; it is left out, logged
+    and listed here."""
     unreadable = frame.attrs.pop("unreadable_records", [])
     frame = rule(frame)
     frame.attrs.clear()
@@ -31,11 +44,13 @@ def _quarantined(
         **(extra or {}),
         **request_metadata(counts),
     }
-    return dg.Output(frame, metadata=frame_metadata(frame, metadata))
+    asset = context.asset_key.to_user_string()
+    yield dg.Output(frame, metadata=frame_metadata(frame, metadata))
+    yield schema_result(asset, schema, frame)
 
 
-@dg.asset(**HALO)
-def halo_companies(context: dg.AssetExecutionContext, halo: HaloResource) -> dg.Output[pd.DataFrame]:
+@dg.asset(**HALO, check_specs=[schema_spec("halo_companies", sources.HaloCompaniesSchema)])
+def halo_companies(context: dg.AssetExecutionContext, halo: HaloResource):
     """Every Halo client (company), active and inactive: id, name, website, main site.
 
     Read through the seed's saved "companies" report (one request) or, for API applications
@@ -44,13 +59,11 @@ def halo_companies(context: dg.AssetExecutionContext, halo: HaloResource) -> dg.
     with halo.client() as client:
         frame = frames.halo_companies_frame(client.companies())
         counts = client.request_counts.snapshot()
-    return _quarantined(context, frame, quarantine.quarantine_companies, counts)
+    yield from _quarantined(context, frame, quarantine.quarantine_companies, sources.HaloCompaniesSchema, counts)
 
 
-@dg.asset(**HALO)
-def halo_contacts(
-    context: dg.AssetExecutionContext, halo: HaloResource, sync_settings: SyncSettingsResource
-) -> dg.Output[pd.DataFrame]:
+@dg.asset(**HALO, check_specs=[schema_spec("halo_contacts", sources.HaloContactsSchema)])
+def halo_contacts(context: dg.AssetExecutionContext, halo: HaloResource, sync_settings: SyncSettingsResource):
     """Every Halo user (contact), active and inactive, with its Azure object id and keep-active field.
 
     Read through the seed's saved "contacts" report, which carries the keep-active custom field
@@ -61,11 +74,11 @@ def halo_contacts(
         frame = frames.halo_contacts_frame(client.contacts(keep_active_field), keep_active_field)
         counts = client.request_counts.snapshot()
     extra = {"active_contacts": int((~frame["inactive"]).sum())}
-    return _quarantined(context, frame, quarantine.quarantine_contacts, counts, extra)
+    yield from _quarantined(context, frame, quarantine.quarantine_contacts, sources.HaloContactsSchema, counts, extra)
 
 
-@dg.asset(**HALO)
-def halo_sites(context: dg.AssetExecutionContext, halo: HaloResource) -> dg.Output[pd.DataFrame]:
+@dg.asset(**HALO, check_specs=[schema_spec("halo_sites", sources.HaloSitesSchema)])
+def halo_sites(context: dg.AssetExecutionContext, halo: HaloResource):
     """Every Halo site with its company, address line 1 and whether it is the company's main site.
 
     New contacts go to the site whose address matches the user's street address, else the main site.
@@ -73,11 +86,11 @@ def halo_sites(context: dg.AssetExecutionContext, halo: HaloResource) -> dg.Outp
     with halo.client() as client:
         frame = frames.halo_sites_frame(client.sites())
         counts = client.request_counts.snapshot()
-    return _quarantined(context, frame, quarantine.quarantine_sites, counts)
+    yield from _quarantined(context, frame, quarantine.quarantine_sites, sources.HaloSitesSchema, counts)
 
 
-@dg.asset(**HALO)
-def halo_tenant_mappings(context: dg.AssetExecutionContext, halo: HaloResource) -> dg.Output[pd.DataFrame]:
+@dg.asset(**HALO, check_specs=[schema_spec("halo_tenant_mappings", sources.HaloTenantMappingsSchema)])
+def halo_tenant_mappings(context: dg.AssetExecutionContext, halo: HaloResource):
     """Microsoft tenant ↔ Halo company links from Halo's Azure AD connection (type 2) mappings.
 
     The first and strongest matching rule: a tenant listed here maps to its company outright.
@@ -85,7 +98,9 @@ def halo_tenant_mappings(context: dg.AssetExecutionContext, halo: HaloResource) 
     with halo.client() as client:
         frame = frames.halo_tenant_mappings_frame(client.tenant_mappings())
         counts = client.request_counts.snapshot()
-    return _quarantined(context, frame, quarantine.quarantine_tenant_mappings, counts)
+    yield from _quarantined(
+        context, frame, quarantine.quarantine_tenant_mappings, sources.HaloTenantMappingsSchema, counts
+    )
 
 
 @dg.asset_check(
@@ -104,14 +119,12 @@ def halo_records_quarantined(
     halo_contacts: pd.DataFrame, halo_companies: pd.DataFrame, halo_sites: pd.DataFrame, halo_tenant_mappings: pd.DataFrame
 ) -> dg.AssetCheckResult:
     found = quarantine.quarantined_records(halo_companies, halo_contacts, halo_sites, halo_tenant_mappings)
-    return failure_result(found, severity=dg.AssetCheckSeverity.WARN, what="Halo records quarantined")
+    return failure_result(
+        found, check_name="halo_records_quarantined", severity=WARN, what="Halo records quarantined",
+        what_to_do="Fix each record in Halo (give it a name, a GUID or one invoice site; remove the copy); the "
+        "sync leaves it alone until then and every other record syncs.",
+    )
 
 
 halo_assets = [halo_companies, halo_contacts, halo_sites, halo_tenant_mappings]
-halo_checks = [
-    halo_records_quarantined,
-    schema_check(halo_companies, sources.HaloCompaniesSchema),
-    schema_check(halo_contacts, sources.HaloContactsSchema),
-    schema_check(halo_sites, sources.HaloSitesSchema),
-    schema_check(halo_tenant_mappings, sources.HaloTenantMappingsSchema),
-]
+halo_checks = [halo_records_quarantined]

@@ -6,7 +6,7 @@ import dagster as dg
 import pandas as pd
 
 from halo_sync_pipeline.clients import frames
-from halo_sync_pipeline.defs.checks import failure_result, schema_check
+from halo_sync_pipeline.defs.checks import ERROR, WARN, failure_result, schema_result, schema_spec
 from halo_sync_pipeline.defs.metadata import OWNER, counts_markdown, frame_metadata, markdown_table, request_metadata
 from halo_sync_pipeline.defs.resources import M365Resource, SyncSettingsResource
 from halo_sync_pipeline.rules import plan_checks
@@ -23,6 +23,33 @@ async def _load_everything(m365: M365Resource) -> tuple[list, dict[str, int]]:
         return loads, client.request_counts.snapshot() | client.token_request_counts.snapshot()
 
 
+TENANTS_LOADED = dg.AssetCheckSpec(
+    name="m365_tenants_loaded",
+    asset="m365_tenants",
+    blocking=True,
+    description="Tenants whose users could not be read, with the error (warning: nothing is planned or written for "
+    "them, the others sync); an error, stopping the run, when every tenant failed, which points at credentials, "
+    "consent or a bug. What to do: consent the partner app in the customer tenant, renew GDAP, or fix the record "
+    "the error names; then re-run.",
+)
+SCHEMAS = {
+    "m365_tenants": sources.M365TenantsSchema,
+    "m365_domains": sources.M365DomainsSchema,
+    "m365_users": sources.M365UsersSchema,
+}
+
+
+def tenants_loaded_result(m365_tenants: pd.DataFrame) -> dg.AssetCheckResult:
+    failures = plan_checks.tenant_load_failures(m365_tenants)
+    everything_failed = len(m365_tenants) > 0 and len(failures) == len(m365_tenants)
+    return failure_result(
+        failures, check_name=TENANTS_LOADED.name, asset="m365_tenants", severity=ERROR if everything_failed else WARN,
+        what=f"of {len(m365_tenants)} tenants failed to load: nothing is written for them",
+        what_to_do="Read each error: consent missing in the customer tenant (consent the partner app there), GDAP "
+        "expired, throttling (it passes), or malformed data (the error names the user). The other tenants sync.",
+    )
+
+
 @dg.multi_asset(
     outs={
         "m365_tenants": dg.AssetOut(
@@ -35,17 +62,18 @@ async def _load_everything(m365: M365Resource) -> tuple[list, dict[str, int]]:
         ),
         "m365_users": dg.AssetOut(
             description="The users of each loaded tenant from Graph /users, with the properties the sync uses: "
-            "UPN, names, phones, street address, secondary smtp aliases, licence count, enabled, guest.",
+            "UPN, names, phones, street address, every smtp address, licence count, enabled, guest.",
             **M365,
         ),
     },
+    check_specs=[TENANTS_LOADED, *(schema_spec(name, schema) for name, schema in SCHEMAS.items())],
 )
 def m365_directory(context: dg.AssetExecutionContext, m365: M365Resource, sync_settings: SyncSettingsResource):
     """Reads all customer tenants concurrently (bounded), paging sequentially inside each tenant.
 
     A tenant that fails (consent revoked, repeated 5xx, malformed data, users without a property the
     filters need) is recorded as failed and its partial data dropped; the others still load. The seed
-    instead reused the previous tenant's users.
+    instead reused the previous tenant's users. The checks run in this same step.
     """
     loads, counts = asyncio.run(_load_everything(m365))
     tenants, domains, users = frames.m365_frames(loads, required_user_properties(sync_settings.settings()))
@@ -67,31 +95,9 @@ def m365_directory(context: dg.AssetExecutionContext, m365: M365Resource, sync_s
     names = tenants.set_index("tenant_id")["display_name"]
     yield dg.Output(domains, output_name="m365_domains", metadata=frame_metadata(domains, tenant_names=names))
     yield dg.Output(users, output_name="m365_users", metadata=frame_metadata(users, tenant_names=names))
-
-
-@dg.asset_check(
-    asset=dg.AssetKey("m365_tenants"),
-    blocking=True,
-    description="Tenants whose users could not be read, with the error (warning: nothing is planned or written for "
-    "them, the others sync); an error, stopping the run, when every tenant failed, which points at credentials, "
-    "consent or a bug. What to do: consent the partner app in the customer tenant, renew GDAP, or fix the record "
-    "the error names; then re-run.",
-)
-def m365_tenants_loaded(m365_tenants: pd.DataFrame) -> dg.AssetCheckResult:
-    failures = plan_checks.tenant_load_failures(m365_tenants)
-    everything_failed = len(m365_tenants) > 0 and len(failures) == len(m365_tenants)
-    severity = dg.AssetCheckSeverity.ERROR if everything_failed else dg.AssetCheckSeverity.WARN
-    return failure_result(
-        failures, severity=severity, what=f"of {len(m365_tenants)} tenants failed to load: nothing is written for them",
-        what_to_do="Read each error: consent missing in the customer tenant (consent the partner app there), GDAP "
-        "expired, throttling (it passes), or malformed data (the error names the user). The other tenants sync.",
-    )
+    yield tenants_loaded_result(tenants)
+    for name, frame in (("m365_tenants", tenants), ("m365_domains", domains), ("m365_users", users)):
+        yield schema_result(name, SCHEMAS[name], frame)
 
 
 m365_assets = [m365_directory]
-m365_checks = [
-    m365_tenants_loaded,
-    schema_check(dg.AssetKey("m365_tenants"), sources.M365TenantsSchema),
-    schema_check(dg.AssetKey("m365_domains"), sources.M365DomainsSchema),
-    schema_check(dg.AssetKey("m365_users"), sources.M365UsersSchema),
-]

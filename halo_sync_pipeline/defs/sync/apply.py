@@ -19,7 +19,7 @@ from halo_sync_pipeline.apply import (
     partner_connection_id,
     planned_writes,
 )
-from halo_sync_pipeline.defs.checks import schema_check
+from halo_sync_pipeline.defs.checks import schema_result, schema_spec
 from halo_sync_pipeline.defs.metadata import OWNER, counts_markdown, frame_metadata, markdown_table, request_metadata
 from halo_sync_pipeline.defs.resources import HaloResource
 from halo_sync_pipeline.schemas import plan
@@ -167,7 +167,10 @@ def apply_summary(applied: pd.DataFrame, dry_run: bool) -> str:
     )
 
 
-@dg.asset(group_name="sync", kinds={"halo", "pandas"}, owners=[OWNER])
+@dg.asset(
+    group_name="sync", kinds={"halo", "pandas"}, owners=[OWNER],
+    check_specs=[schema_spec("applied_changes", plan.AppliedChangesSchema)],
+)
 def applied_changes(
     context: dg.AssetExecutionContext,
     config: ApplyConfig,
@@ -207,8 +210,7 @@ def applied_changes(
     }
     # The summary first: the UI lists metadata in order, and LIVE or DRY RUN is what matters most.
     yield dg.Output(applied, metadata={"summary": dg.MetadataValue.text(summary), **frame_metadata(applied, details)})
+    yield schema_result("applied_changes", plan.AppliedChangesSchema, applied)
     if len(failed):
         raise dg.Failure(f"{len(failed)} of {len(applied)} actions failed; see applied_changes' failed table")
 
-
-apply_checks = [schema_check(applied_changes, plan.AppliedChangesSchema)]

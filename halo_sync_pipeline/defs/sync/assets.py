@@ -7,8 +7,17 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
+from halo_sync_pipeline.defs.checks import schema_result, schema_spec
 from halo_sync_pipeline.defs.metadata import OWNER, counts_markdown, frame_metadata, markdown_table, table_metadata
 from halo_sync_pipeline.defs.resources import SyncSettingsResource
+from halo_sync_pipeline.defs.sync.checks import (
+    CHANGES_HELD,
+    CHANGES_INTEGRITY,
+    MAPPINGS_INTEGRITY,
+    MAPPINGS_REVIEW,
+    change_results,
+    mapping_results,
+)
 from halo_sync_pipeline.rules.contacts import plan_contact_changes
 from halo_sync_pipeline.rules.matching import match_companies
 from halo_sync_pipeline.rules.quarantine import quarantined_records
@@ -16,6 +25,7 @@ from halo_sync_pipeline.rules.report import inactive_report as build_inactive_re
 from halo_sync_pipeline.rules.report import write_csv
 from halo_sync_pipeline.rules.review import review_stories, review_summary
 from halo_sync_pipeline.rules.review import tenant_review as build_tenant_review
+from halo_sync_pipeline.schemas import plan
 
 SYNC = {"group_name": "sync", "kinds": {"pandas"}, "owners": [OWNER]}
 # The whole table goes into the UI up to this many tenants; beyond, the problems first (the CSV has all).
@@ -52,7 +62,10 @@ def _export(context: dg.AssetExecutionContext, settings: SyncSettingsResource, f
     return {"export_folder": dg.MetadataValue.path(str(folder)), "export_csv": dg.MetadataValue.path(str(written))}
 
 
-@dg.asset(**SYNC)
+@dg.asset(
+    **SYNC,
+    check_specs=[schema_spec("company_mappings", plan.CompanyMappingsSchema), MAPPINGS_INTEGRITY, MAPPINGS_REVIEW],
+)
 def company_mappings(
     context: dg.AssetExecutionContext,
     m365_tenants: pd.DataFrame,
@@ -61,7 +74,7 @@ def company_mappings(
     halo_tenant_mappings: pd.DataFrame,
     halo_contacts: pd.DataFrame,
     sync_settings: SyncSettingsResource,
-) -> dg.Output[pd.DataFrame]:
+):
     """One row per customer tenant: the Halo company it maps to, by which rule, and the evidence.
 
     Rules in order (the first yielding exactly one active company wins): Halo tenant mapping, company
@@ -74,7 +87,7 @@ def company_mappings(
         m365_tenants, m365_domains, halo_companies, halo_tenant_mappings, halo_contacts, sync_settings.settings()
     )
     problems = frame[frame["method"].isin(["unmatched", "conflict"])]
-    return dg.Output(
+    yield dg.Output(
         frame,
         metadata=frame_metadata(
             frame,
@@ -88,9 +101,14 @@ def company_mappings(
             },
         ),
     )
+    yield schema_result("company_mappings", plan.CompanyMappingsSchema, frame)
+    yield from mapping_results(frame, m365_tenants, halo_companies)
 
 
-@dg.asset(**SYNC)
+@dg.asset(
+    **SYNC,
+    check_specs=[schema_spec("contact_changes", plan.ContactChangesSchema), CHANGES_INTEGRITY, CHANGES_HELD],
+)
 def contact_changes(
     context: dg.AssetExecutionContext,
     company_mappings: pd.DataFrame,
@@ -100,7 +118,7 @@ def contact_changes(
     halo_sites: pd.DataFrame,
     halo_companies: pd.DataFrame,
     sync_settings: SyncSettingsResource,
-) -> dg.Output[pd.DataFrame]:
+):
     """One row per planned contact action (create, pair, reactivate, update, deactivate, ambiguous).
 
     Only for matched tenants whose users loaded. Each row has the Halo write body, why it exists
@@ -114,7 +132,7 @@ def contact_changes(
     )
     held = frame[frame["held"]]
     actions = frame["action"] + frame["held"].map({True: " (held)", False: ""})
-    return dg.Output(
+    yield dg.Output(
         frame,
         metadata=frame_metadata(
             frame,
@@ -128,9 +146,11 @@ def contact_changes(
             },
         ),
     )
+    yield schema_result("contact_changes", plan.ContactChangesSchema, frame)
+    yield from change_results(frame, company_mappings, halo_contacts, sync_settings.settings())
 
 
-@dg.asset(**SYNC)
+@dg.asset(**SYNC, check_specs=[schema_spec("tenant_review", plan.TenantReviewSchema)])
 def tenant_review(
     context: dg.AssetExecutionContext,
     company_mappings: pd.DataFrame,
@@ -141,7 +161,7 @@ def tenant_review(
     halo_sites: pd.DataFrame,
     halo_tenant_mappings: pd.DataFrame,
     sync_settings: SyncSettingsResource,
-) -> dg.Output[pd.DataFrame]:
+):
     """Each tenant's whole story on one row, problems first: load status and error, the company and the
     rule that matched with its full evidence, candidates, the planned write-back, counts of each action,
     held actions with why they are held and what releases them, and what needs a person.
@@ -154,7 +174,7 @@ def tenant_review(
     quarantined = quarantined_records(halo_companies, halo_contacts, halo_sites, halo_tenant_mappings)
     shown = frame.head(REVIEW_TABLE_ROWS)
     problems = int(frame["needs_review"].sum())
-    return dg.Output(
+    yield dg.Output(
         frame,
         metadata={
             "summary": dg.MetadataValue.text(
@@ -168,12 +188,13 @@ def tenant_review(
             **_export(context, sync_settings, frame, "tenant_review"),
         },
     )
+    yield schema_result("tenant_review", plan.TenantReviewSchema, frame)
 
 
-@dg.asset(**SYNC)
+@dg.asset(**SYNC, check_specs=[schema_spec("inactive_report", plan.InactiveReportSchema)])
 def inactive_report(
     context: dg.AssetExecutionContext, contact_changes: pd.DataFrame, sync_settings: SyncSettingsResource
-) -> dg.Output[pd.DataFrame]:
+):
     """The seed's CSV of contacts to deactivate (Company, Name, Email, Mobile, Phone) plus Reason, Tenant, Held
     and Hold reason.
 
@@ -184,7 +205,8 @@ def inactive_report(
     report = build_inactive_report(contact_changes)
     exported = _export(context, sync_settings, report, "inactive_contacts")
     written = write_csv(report, sync_settings.report_path) if sync_settings.report_path else exported["export_csv"].path
-    return dg.Output(
+    yield dg.Output(
         report,
         metadata=frame_metadata(report, {"report_path": dg.MetadataValue.path(str(written)), **exported}),
     )
+    yield schema_result("inactive_report", plan.InactiveReportSchema, report)
