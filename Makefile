@@ -2,46 +2,56 @@
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
 export DAGSTER_HOME := $(CURDIR)
 export HALO_SYNC_STORAGE_DIR := $(CURDIR)/.dagster_home
 SANDBOX_DIR := $(CURDIR)/.sandbox
 
-.PHONY: demo test dev venv bench screenshot lock clean
+# Each target installs the package with the extras it needs (pyproject.toml), every version pinned by
+# requirements.lock, which covers all extras. A production image installs the core only (README).
+DEMO_EXTRAS := sandbox
+DEV_EXTRAS := sandbox,ui
+TEST_EXTRAS := sandbox,ui,dev
 
-$(STAMP): requirements.lock pyproject.toml
+.PHONY: demo test test-fast dev venv bench screenshot lock clean
+
+# One stamp per set of extras: `make demo` on a fresh clone does not pull the webserver or pytest.
+$(VENV)/.installed-%: requirements.lock pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.lock
-	$(PY) -m pip install --quiet --no-deps -e .
-	touch $(STAMP)
+	$(PY) -m pip install --quiet -c requirements.lock -e '.[$*]'
+	touch $@
 
-venv: $(STAMP)
+venv: $(VENV)/.installed-$(TEST_EXTRAS)
 
 ## make demo: sandbox with the example estate, a live halo_sync_apply against it, a summary.
-demo: $(STAMP)
+demo: $(VENV)/.installed-$(DEMO_EXTRAS)
 	mkdir -p $(HALO_SYNC_STORAGE_DIR)
-	$(PY) -m halo_sync_pipeline.demo --state-dir $(SANDBOX_DIR)/demo
+	$(PY) -m halo_sync_pipeline.devenv.demo --state-dir $(SANDBOX_DIR)/demo
 
 ## make test: the whole suite (unit, sandbox over HTTPS, Dagster, webserver end to end, PostgreSQL).
-test: $(STAMP)
+test: $(VENV)/.installed-$(TEST_EXTRAS)
 	$(PY) -m pytest -q
 
+## make test-fast: the unit tests only (no sandbox servers, Dagster runs, webserver or PostgreSQL).
+test-fast: $(VENV)/.installed-$(TEST_EXTRAS)
+	$(PY) -m pytest -q -m "not slow"
+
 ## make dev: the sandbox plus the Dagster UI on workspace.yaml, pointed at the sandbox.
-dev: $(STAMP)
+dev: $(VENV)/.installed-$(DEV_EXTRAS)
 	mkdir -p $(HALO_SYNC_STORAGE_DIR)
-	$(PY) -m halo_sync_pipeline.dev --state-dir $(SANDBOX_DIR)/dev
+	$(PY) -m halo_sync_pipeline.devenv.dev --state-dir $(SANDBOX_DIR)/dev
 
 ## make screenshot: retake docs/lineage.png and docs/tenant_review.png from a running UI (installs Debian's chromium if missing).
-screenshot: $(STAMP)
+# Needs the UI, the sandbox, tests/e2e/helpers.py's GraphQL client and websockets (the dev extra).
+screenshot: $(VENV)/.installed-$(TEST_EXTRAS)
 	$(PY) scripts/screenshot_lineage.py
 
-bench: $(STAMP)
+bench: $(VENV)/.installed-$(DEMO_EXTRAS)
 	$(PY) benchmarks/bench_rules.py
 
 lock:
-	$(VENV)/bin/pip install --quiet uv && $(VENV)/bin/uv pip compile pyproject.toml --extra dev -p 3.11 -o requirements.lock
+	$(VENV)/bin/pip install --quiet uv && $(VENV)/bin/uv pip compile pyproject.toml --all-extras -p 3.11 -o requirements.lock
 
 clean:
 	rm -rf $(VENV) .dagster_home .sandbox .pytest_cache

@@ -6,7 +6,7 @@ import re
 import shutil
 from pathlib import Path
 
-from halo_sync_pipeline import demo
+from halo_sync_pipeline.devenv import demo
 from halo_sync_pipeline.sandbox.credentials import SandboxCredentials
 from halo_sync_pipeline.sandbox.server import sandbox_env
 
