@@ -15,7 +15,7 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
-from halo_sync_pipeline.clients.graph import GraphClient
+from halo_sync_pipeline.clients.graph import DEFAULT_CONCURRENCY, GraphClient
 from halo_sync_pipeline.clients.halo import HaloClient, HaloSession
 from halo_sync_pipeline.settings import SyncSettings
 
@@ -72,7 +72,11 @@ class M365Resource(dg.ConfigurableResource):
         default=None, description="Secure Application Model refresh token; None = app-only tokens per customer tenant."
     )
     tenant_source: Literal["contracts", "gdap"] = "contracts"
-    concurrency: int = Field(default=8, ge=1, le=64)
+    concurrency: int = Field(
+        default=DEFAULT_CONCURRENCY, ge=1, le=64,
+        description="Customer tenants read at the same time. Graph throttles per tenant, not per partner; 16 reads "
+        "500 tenants at 100 ms per request in about 15 s (4 requests each: 500 / 16 × 0.4 s).",
+    )
     ca_bundle: str | None = None
     timeout_s: float = Field(default=30.0, gt=0)
     retry_deadline_s: float = Field(default=180.0, gt=0)

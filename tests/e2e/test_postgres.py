@@ -35,7 +35,7 @@ POSTGRES_YAML = REPO_ROOT / "config" / "dagster.postgres.yaml"
 PLAN_ASSETS = {
     "halo_companies", "halo_contacts", "halo_sites", "halo_tenant_mappings",
     "m365_tenants", "m365_domains", "m365_users",
-    "company_mappings", "contact_changes", "inactive_report",
+    "company_mappings", "contact_changes", "tenant_review", "inactive_report",
 }
 
 

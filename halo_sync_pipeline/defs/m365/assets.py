@@ -19,7 +19,8 @@ M365 = {"group_name": "m365", "kinds": {"microsoft365", "pandas"}, "owners": [OW
 async def _load_everything(m365: M365Resource) -> tuple[list, dict[str, int]]:
     async with m365.client() as client:
         tenants = await client.tenants()
-        loads = await client.load_all(tenants)
+        # Each tenant's users are typed into compact columns as it loads; its raw JSON is dropped at once.
+        loads = await client.load_all(tenants, on_load=frames.compact_tenant_load)
         return loads, client.request_counts.snapshot() | client.token_request_counts.snapshot()
 
 
