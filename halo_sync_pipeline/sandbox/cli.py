@@ -1,4 +1,8 @@
-"""`halo-sync-sandbox`: serve a sandbox in the foreground, generate an estate, export a state dir."""
+"""`halo-sync-sandbox`: serve a sandbox in the foreground, generate an estate, export a state dir.
+
+The script is installed with the package, the servers only with the sandbox extra: without it the
+command says how to get it (exit 2) instead of failing on an import.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +14,29 @@ import threading
 from pathlib import Path
 
 from halo_sync_pipeline.sandbox.estate import EstateError
-from halo_sync_pipeline.sandbox.halo_app import parse_rate_limit
-from halo_sync_pipeline.sandbox.server import SandboxStateError, export_state_dir, start_sandbox
 
 FAULT_KINDS = ["500", "503", "reset"]
+# What the sandbox extra brings (pyproject.toml); a production install has none of them.
+SANDBOX_EXTRA_MODULES = frozenset({"uvicorn", "starlette", "trustme"})
+MISSING_EXTRA = (
+    "halo-sync-sandbox needs the sandbox extra (no module {module}): pip install 'halo-sync-pipeline[sandbox]'"
+)
+
+
+def _missing_extra() -> str | None:
+    """The name of the sandbox-extra module that cannot be imported, or None when the servers can run."""
+    try:
+        import halo_sync_pipeline.sandbox.server  # noqa: F401  (imports uvicorn, starlette and trustme)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] in SANDBOX_EXTRA_MODULES:
+            return exc.name
+        raise  # anything else is a bug, not a missing extra
+    return None
 
 
 def _rate_limit(value: str) -> tuple[int, float] | None:
+    from halo_sync_pipeline.sandbox.halo_app import parse_rate_limit  # sandbox extra: checked in main
+
     try:
         return parse_rate_limit(value)
     except ValueError as exc:
@@ -60,6 +80,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from halo_sync_pipeline.sandbox.server import start_sandbox  # sandbox extra: checked in main
+
     stop_requested = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop_requested.set())
@@ -94,12 +116,19 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from halo_sync_pipeline.sandbox.server import export_state_dir  # sandbox extra: checked in main
+
     sys.stdout.write(json.dumps(export_state_dir(args.state_dir), separators=(",", ":")))
     sys.stdout.write("\n")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    if missing := _missing_extra():
+        print(MISSING_EXTRA.format(module=missing), file=sys.stderr)
+        return 2
+    from halo_sync_pipeline.sandbox.server import SandboxStateError
+
     args = _parser().parse_args(argv)
     command = {"serve": _serve, "generate": _generate, "export": _export}[args.command]
     try:
