@@ -27,7 +27,7 @@ INSTALL_HINT = "pip install 'halo-sync-pipeline[sandbox]'"
 
 
 def _applies(requirement: Requirement, extras: Iterable[str]) -> bool:
-    """Whether `requirement` (from a distribution's metadata) holds when that distribution is installed with `extras`."""
+    """Whether `requirement` (a distribution's metadata) holds when that distribution is installed with `extras`."""
     if requirement.marker is None:
         return True
     return any(requirement.marker.evaluate({"extra": extra}) for extra in (*extras, ""))
@@ -92,7 +92,8 @@ def test_the_dev_extra_brings_the_test_and_screenshot_tools() -> None:
 
 def test_the_lock_pins_every_distribution_of_every_extra() -> None:
     # make installs with `-c requirements.lock`: a distribution missing from the lock would float.
-    everything = closure([*PROJECT["dependencies"], *(r for extra in PROJECT["optional-dependencies"].values() for r in extra)])
+    extras = PROJECT["optional-dependencies"].values()
+    everything = closure([*PROJECT["dependencies"], *(requirement for extra in extras for requirement in extra)])
     assert everything - locked_names() == set()
 
 
