@@ -80,6 +80,29 @@ _SMALL_ESTATE: dict[str, Any] = {
 }
 
 
+# Markers by where a test lives and what it starts (registered in pyproject.toml; `make test-fast` is
+# `-m "not slow"`). Slow: the Dagster jobs of tests/pipeline/, the webserver and PostgreSQL of tests/e2e/,
+# and any test that starts a sandbox (the sandbox_factory fixture, or a module that calls start_sandbox).
+SLOW_DIRS = frozenset({"pipeline", "e2e"})
+E2E_DIRS = frozenset({"e2e"})
+TESTS_DIR = Path(__file__).parent
+
+
+def _starts_a_sandbox(item: pytest.Item) -> bool:
+    module = getattr(item, "module", None)
+    return "sandbox_factory" in getattr(item, "fixturenames", ()) or hasattr(module, "start_sandbox")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = item.path.relative_to(TESTS_DIR).parts
+        room = parts[0] if len(parts) > 1 else ""
+        if room in E2E_DIRS:
+            item.add_marker(pytest.mark.e2e)
+        if room in SLOW_DIRS or _starts_a_sandbox(item):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture
 def small_estate() -> dict[str, Any]:
     """A fresh copy of a small valid estate: 3 clients (one inactive), 3 sites, 5 users, 3 tenants."""
