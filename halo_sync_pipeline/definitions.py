@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from halo_sync_pipeline.defs.alerts import halo_sync_failure_alert, halo_sync_review_alert
-from halo_sync_pipeline.defs.halo.assets import halo_assets, halo_checks
+from halo_sync_pipeline.defs.halo.assets import halo_assets
 from halo_sync_pipeline.defs.jobs import (
     daily_plan_schedule,
     halo_sync_apply,
@@ -14,6 +14,7 @@ from halo_sync_pipeline.defs.jobs import (
 )
 from halo_sync_pipeline.defs.m365.assets import m365_assets
 from halo_sync_pipeline.defs.resources import production_resources
+from halo_sync_pipeline.defs.storage import AssetValueStore
 from halo_sync_pipeline.defs.sync.apply import applied_changes
 from halo_sync_pipeline.defs.sync.assets import company_mappings, contact_changes, inactive_report, tenant_review
 
@@ -21,12 +22,11 @@ from halo_sync_pipeline.defs.sync.assets import company_mappings, contact_change
 def build_definitions(resources: dict | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=[*halo_assets, *m365_assets, company_mappings, contact_changes, tenant_review, inactive_report, applied_changes],
-        # The other checks are declared on their assets (check_specs) and run in the assets' own steps.
-        asset_checks=halo_checks,
+        # Every check is declared on its asset (check_specs) and runs in the asset's own step.
         jobs=[halo_sync_plan, halo_sync_apply],
         schedules=[daily_plan_schedule, nightly_apply_schedule],
         sensors=[halo_sync_failure_alert, halo_sync_review_alert],
-        resources=resources if resources is not None else production_resources(),
+        resources={"io_manager": AssetValueStore(), **(resources if resources is not None else production_resources())},
         # One process, steps in order: the multiprocess executor costs seconds per step on small machines.
         executor=dg.in_process_executor,
     )

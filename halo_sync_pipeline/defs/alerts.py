@@ -20,10 +20,6 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import dagster as dg
-from dagster_msteams import Card
-from dagster_msteams.adaptive_card import AdaptiveCard
-from dagster_msteams.client import TeamsClient
-from dagster_msteams.utils import MSTeamsHyperlink, build_message_with_link
 
 from halo_sync_pipeline.clients.retry import SecretScrubber
 from halo_sync_pipeline.defs.jobs import halo_sync_apply, halo_sync_plan
@@ -131,6 +127,11 @@ def review_alert(job_name: str, run_id: str, summary: Mapping[str, Any], base_ur
 
 def card_payload(alert: TeamsAlert, *, legacy: bool) -> dict[str, Any]:
     """The message body: an adaptive card (Workflows webhooks) or a hero card (legacy Office 365 connectors)."""
+    # Imported here: loading the code location should not pay for requests and dagster-msteams.
+    from dagster_msteams import Card
+    from dagster_msteams.adaptive_card import AdaptiveCard
+    from dagster_msteams.utils import MSTeamsHyperlink, build_message_with_link
+
     hyperlink = MSTeamsHyperlink(text="Open the run in Dagster", url=alert.run_url)
     link = build_message_with_link(legacy, text="", link=hyperlink).strip()
     if legacy:  # a hero card is one attachment of HTML text
@@ -177,6 +178,8 @@ def dagster_url() -> str:
 
 def post_alert(alert: TeamsAlert, hook_url: str, log: logging.Logger | dg.DagsterLogManager) -> bool:
     """Post one card; a failed post is one scrubbed warning line, never an exception (alerts must not break sensors)."""
+    from dagster_msteams.client import TeamsClient
+
     scrub = webhook_scrubber(hook_url)
     client = TeamsClient(hook_url=hook_url, timeout=_POST_TIMEOUT_SECONDS)
     try:

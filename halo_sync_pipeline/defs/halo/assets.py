@@ -1,7 +1,7 @@
 """Source assets read from Halo PSA: companies, contacts, sites and tenant mappings.
 
 Each asset's schema check runs inside its step; odd records are quarantined (rules/quarantine.py) and
-listed by the `halo_records_quarantined` warning, which needs all four frames and so has a step of its own.
+listed by the `halo_records_quarantined` warning, which needs all four frames and so runs in tenant_review's step.
 """
 
 from collections.abc import Callable, Iterator
@@ -12,7 +12,7 @@ import pandas as pd
 import pandera.pandas as pa
 
 from halo_sync_pipeline.clients import frames
-from halo_sync_pipeline.defs.checks import WARN, failure_result, schema_result, schema_spec
+from halo_sync_pipeline.defs.checks import schema_result, schema_spec
 from halo_sync_pipeline.defs.metadata import OWNER, frame_metadata, request_metadata
 from halo_sync_pipeline.defs.resources import HaloResource, SyncSettingsResource
 from halo_sync_pipeline.rules import quarantine
@@ -103,28 +103,4 @@ def halo_tenant_mappings(context: dg.AssetExecutionContext, halo: HaloResource):
     )
 
 
-@dg.asset_check(
-    asset=halo_contacts,
-    blocking=False,
-    additional_ins={
-        "halo_companies": dg.AssetIn("halo_companies"),
-        "halo_sites": dg.AssetIn("halo_sites"),
-        "halo_tenant_mappings": dg.AssetIn("halo_tenant_mappings"),
-    },
-    description="Odd Halo records the sync sets aside instead of stopping: contacts whose azureoid is not a GUID, "
-    "tenant mappings to a non-GUID tenant id, companies with several invoice sites, ids listed twice, missing "
-    "names. Each row says what is wrong and how the sync treats it; fix the record in Halo to clear it.",
-)
-def halo_records_quarantined(
-    halo_contacts: pd.DataFrame, halo_companies: pd.DataFrame, halo_sites: pd.DataFrame, halo_tenant_mappings: pd.DataFrame
-) -> dg.AssetCheckResult:
-    found = quarantine.quarantined_records(halo_companies, halo_contacts, halo_sites, halo_tenant_mappings)
-    return failure_result(
-        found, check_name="halo_records_quarantined", severity=WARN, what="Halo records quarantined",
-        what_to_do="Fix each record in Halo (give it a name, a GUID or one invoice site; remove the copy); the "
-        "sync leaves it alone until then and every other record syncs.",
-    )
-
-
 halo_assets = [halo_companies, halo_contacts, halo_sites, halo_tenant_mappings]
-halo_checks = [halo_records_quarantined]

@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from halo_sync_pipeline.defs.checks import schema_result, schema_spec
+from halo_sync_pipeline.defs.checks import WARN, failure_result, schema_result, schema_spec
 from halo_sync_pipeline.defs.metadata import OWNER, counts_markdown, frame_metadata, markdown_table, table_metadata
 from halo_sync_pipeline.defs.resources import SyncSettingsResource
 from halo_sync_pipeline.defs.sync.checks import (
@@ -150,7 +150,18 @@ def contact_changes(
     yield from change_results(frame, company_mappings, halo_contacts, sync_settings.settings())
 
 
-@dg.asset(**SYNC, check_specs=[schema_spec("tenant_review", plan.TenantReviewSchema)])
+QUARANTINED = dg.AssetCheckSpec(
+    name="halo_records_quarantined",
+    asset="tenant_review",
+    blocking=False,
+    description="Odd Halo records the sync sets aside instead of stopping: contacts whose azureoid is not a GUID, "
+    "tenant mappings to a non-GUID tenant id, companies with several invoice sites, ids listed twice, missing "
+    "names. Each row says what is wrong and how the sync treats it; fix the record in Halo to clear it. (On "
+    "tenant_review, whose step has all four Halo frames.)",
+)
+
+
+@dg.asset(**SYNC, check_specs=[schema_spec("tenant_review", plan.TenantReviewSchema), QUARANTINED])
 def tenant_review(
     context: dg.AssetExecutionContext,
     company_mappings: pd.DataFrame,
@@ -189,6 +200,11 @@ def tenant_review(
         },
     )
     yield schema_result("tenant_review", plan.TenantReviewSchema, frame)
+    yield failure_result(
+        quarantined, check_name=QUARANTINED.name, severity=WARN, what="Halo records quarantined",
+        what_to_do="Fix each record in Halo (give it a name, a GUID or one invoice site; remove the copy); the "
+        "sync leaves it alone until then and every other record syncs.",
+    )
 
 
 @dg.asset(**SYNC, check_specs=[schema_spec("inactive_report", plan.InactiveReportSchema)])
