@@ -111,14 +111,27 @@ def test_pip_itself_installs_no_sandbox_package_with_the_core(tmp_path: Path) ->
     assert would_install - {"halo-sync-pipeline"} == core()
 
 
-def _sandbox_cli(tmp_path: Path, blocked: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run the installed `halo-sync-sandbox` script with `blocked` unimportable, as if it were not installed."""
+def _without(tmp_path: Path, blocked: Iterable[str], command: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run `command` with the `blocked` modules unimportable, as if they were not installed."""
     shim = tmp_path / "shim"
     shim.mkdir()
-    (shim / "sitecustomize.py").write_text(f"import sys\nsys.modules[{blocked!r}] = None\n")
+    (shim / "sitecustomize.py").write_text("import sys\n" + "".join(f"sys.modules[{m!r}] = None\n" for m in blocked))
     env = os.environ | {"PYTHONPATH": str(shim)}
-    script = Path(sys.executable).with_name("halo-sync-sandbox")
-    return subprocess.run([str(script), *args], capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+
+
+def _sandbox_cli(tmp_path: Path, blocked: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return _without(tmp_path, [blocked], [str(Path(sys.executable).with_name("halo-sync-sandbox")), *args])
+
+
+def test_the_code_location_loads_without_the_sandbox_and_ui_extras(tmp_path: Path) -> None:
+    blocked = [*SANDBOX_ONLY, "dagster_webserver", "halo_sync_pipeline.sandbox", "halo_sync_pipeline.devenv"]
+    # What `dagster code-server start -m halo_sync_pipeline.definitions` looks for: a Definitions at module level.
+    load = ("import dagster as dg, halo_sync_pipeline.definitions as location\n"
+            "print(sum(isinstance(value, dg.Definitions) for value in vars(location).values()))")
+    done = _without(tmp_path, blocked, [sys.executable, "-c", load])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "1"
 
 
 @pytest.mark.parametrize("blocked", sorted(SANDBOX_ONLY))
