@@ -1,0 +1,104 @@
+"""The fixed cost of a plan run on the example estate at latency 0, as a user meets it.
+
+    .venv/bin/python benchmarks/bench_fixed_cost.py [--runs 3]
+
+Prints, each over --runs runs (min / median):
+- the import of `halo_sync_pipeline.definitions` (a fresh interpreter each time);
+- `dagster job execute -m halo_sync_pipeline.definitions -j halo_sync_plan` (the CLI, a fresh process, the
+  project's dagster.yaml with SQLite storage in a temporary DAGSTER_HOME);
+- the same job in-process on that SQLite instance, and on an in-memory instance, with the number of events
+  a run writes and the slowest steps.
+Numbers, not assertions: the machine is shared and noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+PYTHON = REPO / ".venv" / "bin" / "python"
+DAGSTER = REPO / ".venv" / "bin" / "dagster"
+
+
+def _line(what: str, seconds: list[float]) -> str:
+    return f"{what:<58} min {min(seconds):5.2f} s   median {statistics.median(seconds):5.2f} s"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args(argv)
+
+    import dagster as dg
+
+    from halo_sync_pipeline.sandbox import EXAMPLE_ESTATE
+    from halo_sync_pipeline.sandbox.server import start_sandbox
+
+    imports = []
+    for _ in range(args.runs):
+        started = time.perf_counter()
+        subprocess.run([str(PYTHON), "-c", "import halo_sync_pipeline.definitions"], check=True, cwd=REPO)
+        imports.append(time.perf_counter() - started)
+    print(_line("import halo_sync_pipeline.definitions", imports))
+
+    with tempfile.TemporaryDirectory(prefix="halo-sync-bench-") as tmp:
+        home = Path(tmp) / "home"
+        home.mkdir()
+        shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+        storage = Path(tmp) / "storage"
+        with start_sandbox(Path(tmp) / "sandbox", json.loads(EXAMPLE_ESTATE.read_text()), reset=True) as sandbox:
+            env = os.environ | sandbox.env | {"DAGSTER_HOME": str(home), "HALO_SYNC_STORAGE_DIR": str(storage)}
+            cli = []
+            for _ in range(args.runs):
+                started = time.perf_counter()
+                subprocess.run(
+                    [str(DAGSTER), "job", "execute", "-m", "halo_sync_pipeline.definitions", "-j", "halo_sync_plan"],
+                    env=env, cwd=REPO, check=True, capture_output=True,
+                )
+                cli.append(time.perf_counter() - started)
+            print(_line("dagster job execute -j halo_sync_plan (CLI)", cli))
+
+            os.environ.update(env)
+            from halo_sync_pipeline.definitions import build_definitions
+
+            job = build_definitions().resolve_job_def("halo_sync_plan")
+            quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+            with dg.DagsterInstance.get() as instance:
+                sqlite, result = [], None
+                for _ in range(args.runs):
+                    started = time.perf_counter()
+                    result = job.execute_in_process(instance=instance, run_config=quiet)
+                    sqlite.append(time.perf_counter() - started)
+                events = instance.all_logs(result.run_id)
+                steps = sorted(
+                    ((e.dagster_event.step_key, e.dagster_event.event_specific_data.duration_ms)
+                     for e in events if e.dagster_event and e.dagster_event.event_type_value == "STEP_SUCCESS"),
+                    key=lambda pair: -pair[1],
+                )
+            print(_line("the same job in-process, project's SQLite instance", sqlite))
+            memory = []
+            for _ in range(args.runs):
+                started = time.perf_counter()
+                job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), run_config=quiet)
+                memory.append(time.perf_counter() - started)
+            print(_line("the same job in-process, in-memory instance", memory))
+            kinds = Counter(e.dagster_event.event_type_value if e.dagster_event else "log message" for e in events)
+            print(f"events per run: {len(events)} ({', '.join(f'{n} {k}' for k, n in kinds.most_common(6))}, …)")
+            print("slowest steps: " + ", ".join(f"{key} {ms:.0f} ms" for key, ms in steps[:5]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
