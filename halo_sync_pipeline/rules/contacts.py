@@ -450,8 +450,10 @@ def _joined_key(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
 
 def _in_pairs(left: pd.DataFrame, left_on: list[str], right: pd.DataFrame, right_on: list[str]) -> pd.Series:
     """Per row of `left`: is (left_on) among `right`'s (right_on) rows? Rows with a missing key are not."""
-    right_keys = _joined_key(right, right_on).dropna().unique()
-    return _joined_key(left, left_on).isin(right_keys).fillna(False).astype(bool)
+    # A hash lookup in an Index: Series.isin walks the right-hand values in Python for Arrow-backed strings.
+    known = pd.Index(_joined_key(right, right_on).dropna().unique())
+    found = known.get_indexer(_joined_key(left, left_on)) >= 0
+    return pd.Series(found, index=left.index, dtype=bool)
 
 
 def deactivation_candidates(

@@ -15,8 +15,17 @@ from halo_sync_pipeline.settings import SyncSettings
 def is_general_user(names: pd.Series, settings: SyncSettings) -> pd.Series:
     """Per contact name: is it the company's catch-all contact (`general_user_name`; case, surrounding
     and repeated inner whitespace ignored)? It is never deactivated and not counted by the guard."""
-    found = normalise_company_names(names) == normalise_company_name(settings.general_user_name)
-    return found.fillna(False).astype(bool)
+    target = normalise_company_name(settings.general_user_name)
+    found = pd.Series(False, index=names.index, dtype=bool)
+    if target is None:
+        return found
+    # Only names containing every word of the target can match: normalise those few, not every contact's name.
+    lowered = names.astype("string").str.casefold()
+    maybe = pd.Series(True, index=names.index, dtype=bool)
+    for word in target.split(" "):
+        maybe &= lowered.str.contains(word, regex=False).fillna(False).astype(bool)
+    found[maybe] = (normalise_company_names(names[maybe]) == target).fillna(False).astype(bool)
+    return found
 
 
 def deactivation_limits(changes: pd.DataFrame, contacts: pd.DataFrame, settings: SyncSettings) -> pd.DataFrame:

@@ -117,6 +117,8 @@ def clean_text_for_halo(value: object, max_length: int = HALO_TEXT_MAX_LENGTH) -
     text = _text(value)
     if text is None:
         return None, None
+    if len(text) <= max_length and text.isprintable():  # the common case: nothing to clean (Cc/Cf are not printable)
+        return text, None
     notes = []
     cleaned = _UNSAFE_CHARACTERS.sub("", text).strip()
     if cleaned != text:

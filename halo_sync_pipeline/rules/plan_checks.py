@@ -158,9 +158,10 @@ def _acted_on_twice(on_contacts: pd.DataFrame) -> pd.DataFrame:
 
 
 def _second_active_azureoid(creates: pd.DataFrame, contacts: pd.DataFrame) -> pd.DataFrame:
-    active_oids = set(contacts.loc[~contacts["inactive"], "azureoid"].dropna().str.lower())
+    active_oids = pd.Index(contacts.loc[~contacts["inactive"], "azureoid"].dropna().str.lower().unique())
     live = creates.loc[~creates["held"]]
-    return live.loc[live["user_id"].str.lower().isin(active_oids).fillna(False).astype(bool)]
+    # Index lookup, not Series.isin: the latter walks a large right-hand side in Python for Arrow strings.
+    return live.loc[active_oids.get_indexer(live["user_id"].str.lower()) >= 0]
 
 
 class _Change(NamedTuple):
