@@ -1,55 +1,90 @@
 """The sync's settings: the seed script's switches, with its defaults, as one immutable value.
 
-Pure (no Dagster): rules take a `SyncSettings`; the Dagster layer builds one from run config.
+Pure (no Dagster): rules take a `SyncSettings`. It is also the one definition of the settings: the Dagster
+resource `SyncSettingsResource` inherits these fields, their defaults, descriptions and checks, so the UI,
+a settings file and the rules can never disagree about a name, a default or what a field means.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
-@dataclass(frozen=True)
-class SyncSettings:
-    # Tenants skipped entirely (display names or tenant ids, case-insensitive). Seed: $customerExclude
-    exclude_tenants: tuple[str, ...] = ()
-    # Only users with at least one assigned licence are synced. Seed: $licensedUsersOnly
-    licensed_users_only: bool = True
-    # Users with accountEnabled=false are not synced (the seed synced them).
-    exclude_disabled_accounts: bool = True
-    # userType=Guest users are not synced (the seed synced them).
-    exclude_guests: bool = True
-    # Case-insensitive regexes searched in the local part of the UPN (before '@'). Seed: hard-coded "admin" on the whole UPN
-    exclude_upn_patterns: tuple[str, ...] = ("admin",)
-    # Halo user custom field that, when equal to keep_active_value, protects a contact from deactivation.
-    keep_active_field: str = "CFM365SyncKeepActive"
-    keep_active_value: str = "2"
-    # Halo's catch-all contact per company; never deactivated. Seed: hard-coded 'General User'
-    general_user_name: str = "General User"
-    # Write the tenant id back to a company matched by name/website/domains. Seed: $SetHuduAzureID
-    set_halo_tenant_ids: bool = True
-    create_contacts: bool = True
-    # Seed: $InactivateUsers
-    deactivate_contacts: bool = True
-    # Off in the seed: existing linked contacts are not rewritten.
-    update_contact_fields: bool = False
-    # Deactivation guard: a tenant's deactivations are held when they exceed
-    # max(guard_min_contacts, guard_fraction * its active contacts), unless the tenant is allowed.
-    guard_min_contacts: int = 10
-    guard_fraction: float = 0.5
-    allow_mass_deactivation: tuple[str, ...] = ()
-    # Where the inactive-contacts CSV goes; None = inside the Dagster storage folder.
-    report_path: str | None = None
+class SyncSettings(BaseModel):
+    model_config = ConfigDict(frozen=True)
 
-    def __post_init__(self) -> None:
-        import re
+    exclude_tenants: list[str] = Field(
+        default=[],
+        description="Tenants skipped entirely: display names or tenant ids, case-insensitive (method `excluded`). "
+        "Seed: $customerExclude.",
+    )
+    licensed_users_only: bool = Field(
+        default=True, description="Sync only users with an assigned licence (the seed's $licensedUsersOnly)."
+    )
+    exclude_disabled_accounts: bool = Field(default=True, description="Do not sync users whose account is disabled.")
+    exclude_guests: bool = Field(default=True, description="Do not sync guest users (userType Guest).")
+    exclude_upn_patterns: list[str] = Field(
+        default=["admin"],
+        description="Case-insensitive regexes searched in the local part of the UPN (the seed searched the whole "
+        "UPN); matching users are never created, paired or reactivated, and their contacts never deactivated.",
+    )
+    keep_active_field: str = Field(
+        default="CFM365SyncKeepActive", description="Halo user custom field that protects a contact from deactivation."
+    )
+    keep_active_value: str = Field(
+        default="2",
+        description='The keep-active value; compared trimmed, case-insensitively and numerically when both sides are '
+        'numbers ("02" and 2.0 equal "2").',
+    )
+    general_user_name: str = Field(
+        default="General User",
+        description="Halo's catch-all contact per company: never deactivated, not counted by the guard.",
+    )
+    set_halo_tenant_ids: bool = Field(
+        default=True,
+        description="PLAN setting: plan tenant-id write-backs for companies matched by name, website or contact "
+        "domains (seed: $SetHuduAzureID). The apply's allow_tenant_id_writes can only narrow a run further.",
+    )
+    create_contacts: bool = Field(
+        default=True,
+        description="PLAN setting: plan creates for new users (seed: $CreateUsers). The apply's allow_creates can only "
+        "narrow a run.",
+    )
+    deactivate_contacts: bool = Field(
+        default=True,
+        description="PLAN setting: plan deactivations (seed: $InactivateUsers). Off: would-be deactivations are still "
+        "listed (held) in the inactive report. The apply's allow_deactivations can only narrow a run.",
+    )
+    update_contact_fields: bool = Field(
+        default=False,
+        description="Plan updates of linked contacts' names and phones (a blank M365 value never overwrites Halo).",
+    )
+    guard_min_contacts: int = Field(
+        default=10,
+        ge=0,
+        description="Deactivation guard: a tenant's deactivations are held above max(this, guard_fraction × active "
+        "contacts).",
+    )
+    guard_fraction: float = Field(
+        default=0.5, ge=0, le=1, description="Deactivation guard: fraction of the company's active contacts."
+    )
+    allow_mass_deactivation: list[str] = Field(
+        default=[], description="Tenants (names or ids) exempt from the deactivation guard."
+    )
+    report_path: str | None = Field(
+        default=None,
+        description="Also write the inactive report to this path; the run's export folder is then created beside it. "
+        "Default: reports/ in the Dagster storage folder.",
+    )
 
-        for pattern in self.exclude_upn_patterns:
+    @field_validator("exclude_upn_patterns")
+    @classmethod
+    def _patterns_compile(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
             try:
                 re.compile(pattern)
             except re.error as exc:
                 raise ValueError(f"exclude_upn_patterns: {pattern!r} is not a valid regex: {exc}") from None
-        if not 0 <= self.guard_fraction <= 1:
-            raise ValueError(f"guard_fraction must be between 0 and 1, got {self.guard_fraction}")
-        if self.guard_min_contacts < 0:
-            raise ValueError(f"guard_min_contacts must be >= 0, got {self.guard_min_contacts}")
-
+        return patterns

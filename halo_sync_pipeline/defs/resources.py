@@ -98,70 +98,15 @@ class M365Resource(dg.ConfigurableResource):
         )
 
 
-class SyncSettingsResource(dg.ConfigurableResource):
+class SyncSettingsResource(dg.ConfigurableResource, SyncSettings):
     """What the plan does: the seed script's switches, with its defaults (README, "Settings").
 
-    Deployments set them in a settings file (`HALO_SYNC_SETTINGS_FILE`), which every run uses, the
-    schedules' included; a launch may still override them under `resources.sync_settings.config`."""
-
-    exclude_tenants: list[str] = Field(
-        default=[], description="Tenants skipped entirely: display names or tenant ids, case-insensitive (method `excluded`)."
-    )
-    licensed_users_only: bool = Field(
-        default=True, description="Sync only users with an assigned licence (the seed's $licensedUsersOnly)."
-    )
-    exclude_disabled_accounts: bool = Field(default=True, description="Do not sync users whose account is disabled.")
-    exclude_guests: bool = Field(default=True, description="Do not sync guest users (userType Guest).")
-    exclude_upn_patterns: list[str] = Field(
-        default=["admin"],
-        description="Case-insensitive regexes searched in the local part of the UPN; matching users are never created, "
-        "paired or reactivated, and their contacts never deactivated.",
-    )
-    keep_active_field: str = Field(
-        default="CFM365SyncKeepActive", description="Halo user custom field that protects a contact from deactivation."
-    )
-    keep_active_value: str = Field(
-        default="2",
-        description="The keep-active value; compared trimmed, case-insensitively and numerically when both sides are "
-        "numbers (\"02\" and 2.0 equal \"2\").",
-    )
-    general_user_name: str = Field(
-        default="General User", description="Halo's catch-all contact per company: never deactivated, not counted by the guard."
-    )
-    set_halo_tenant_ids: bool = Field(
-        default=True,
-        description="PLAN setting: plan tenant-id write-backs for companies matched by name, website or contact "
-        "domains. The apply's allow_tenant_id_writes can only narrow a run further.",
-    )
-    create_contacts: bool = Field(
-        default=True, description="PLAN setting: plan creates for new users. The apply's allow_creates can only narrow a run."
-    )
-    deactivate_contacts: bool = Field(
-        default=True,
-        description="PLAN setting: plan deactivations. Off: would-be deactivations are still listed (held) in the "
-        "inactive report. The apply's allow_deactivations can only narrow a run.",
-    )
-    update_contact_fields: bool = Field(
-        default=False, description="Plan updates of linked contacts' names and phones (a blank M365 value never overwrites Halo)."
-    )
-    guard_min_contacts: int = Field(
-        default=10, description="Deactivation guard: a tenant's deactivations are held above max(this, guard_fraction × active contacts)."
-    )
-    guard_fraction: float = Field(default=0.5, description="Deactivation guard: fraction of the company's active contacts.")
-    allow_mass_deactivation: list[str] = Field(
-        default=[], description="Tenants (names or ids) exempt from the deactivation guard."
-    )
-    report_path: str | None = Field(
-        default=None,
-        description="Also write the inactive report to this path; the run's export folder is then created beside it. "
-        "Default: reports/ in the Dagster storage folder.",
-    )
+    Its fields, defaults, descriptions and checks are `SyncSettings`'s (one definition). Deployments set
+    them in a settings file (`HALO_SYNC_SETTINGS_FILE`), which every run uses, the schedules' included; a
+    launch may still override them under `resources.sync_settings.config`."""
 
     def settings(self) -> SyncSettings:
-        values = self.model_dump()
-        for key in ("exclude_tenants", "exclude_upn_patterns", "allow_mass_deactivation"):
-            values[key] = tuple(values[key])
-        return SyncSettings(**values)
+        return SyncSettings(**self.model_dump())
 
 
 SETTINGS_FILE_ENV = "HALO_SYNC_SETTINGS_FILE"

@@ -94,7 +94,7 @@ def test_deployment_settings_file_reaches_every_run_schedules_included(tmp_path)
     settings_file.write_text("exclude_tenants: [Northwind]\nguard_min_contacts: 25\ndeactivate_contacts: false\n")
     resources = production_resources({"HALO_SYNC_SETTINGS_FILE": str(settings_file)})
     settings = resources["sync_settings"].settings()
-    assert (settings.exclude_tenants, settings.guard_min_contacts, settings.deactivate_contacts) == (("Northwind",), 25, False)
+    assert (settings.exclude_tenants, settings.guard_min_contacts, settings.deactivate_contacts) == (["Northwind"], 25, False)
     # The schedules launch with run config for ops only, so the deployment's resource values apply to them.
     from halo_sync_pipeline.definitions import build_definitions
 
