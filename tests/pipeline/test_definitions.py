@@ -69,7 +69,7 @@ def test_live_schedule_is_off_and_writes_live_plan_schedule_is_on():
 
 def test_dagster_config_defaults_are_the_rules_defaults():
     # The resource and the run config mirror pure dataclasses; their defaults must not drift apart.
-    from halo_sync_pipeline.apply import ApplyToggles
+    from halo_sync_pipeline.write_engine import ApplyToggles
     from halo_sync_pipeline.defs.resources import SyncSettingsResource
     from halo_sync_pipeline.defs.sync.apply import ApplyConfig
     from halo_sync_pipeline.settings import SyncSettings

@@ -1,6 +1,5 @@
 """The final apply step: writes the plan to Halo and records the outcome of every action."""
 
-import dataclasses
 import fcntl
 import time
 from collections.abc import Iterator
@@ -11,7 +10,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from halo_sync_pipeline.apply import (
+from halo_sync_pipeline.write_engine import (
     ApplyToggles,
     PrepareBody,
     apply_writes,
@@ -35,30 +34,14 @@ PLAN_INPUTS = (
 )  # fmt: skip
 
 
-_NARROWS = (
-    " Only narrows this run: what is planned at all is decided by the sync_settings resource; an action is "
-    "written only when both allow it."
-)
-
-
-class ApplyConfig(dg.Config):
-    """Run config of the apply (`ops.applied_changes.config`). Live writes need an explicit `dry_run: false`."""
+class ApplyConfig(dg.Config, ApplyToggles):
+    """Run config of the apply (`ops.applied_changes.config`): the `allow_*` toggles (`ApplyToggles`, one
+    definition), plus the mode and the plan's age limit. Live writes need an explicit `dry_run: false`."""
 
     dry_run: bool = Field(
         default=True,
         description="true (default): write nothing, list what would be written. false: write to Halo (LIVE). "
         "The run is tagged halo_sync/mode = dry_run or live.",
-    )
-    allow_creates: bool = Field(default=True, description="Write the planned contact creates." + _NARROWS)
-    allow_pairs: bool = Field(default=True, description="Write the planned pairings (azureoid set on an existing contact)." + _NARROWS)
-    allow_reactivations: bool = Field(default=True, description="Write the planned reactivations." + _NARROWS)
-    allow_updates: bool = Field(default=True, description="Write the planned field updates." + _NARROWS)
-    allow_deactivations: bool = Field(default=True, description="Write the planned deactivations." + _NARROWS)
-    allow_tenant_id_writes: bool = Field(
-        default=True, description="Write the planned tenant-id write-backs to companies." + _NARROWS
-    )
-    tenant_id_writes_only: bool = Field(
-        default=False, description="Write only the tenant-id write-backs, no contact change (the seed's $CheckMatchesOnly)."
     )
     max_plan_age_minutes: float = Field(
         default=15.0,
@@ -67,7 +50,7 @@ class ApplyConfig(dg.Config):
     )
 
     def toggles(self) -> ApplyToggles:
-        return ApplyToggles(**{f.name: getattr(self, f.name) for f in dataclasses.fields(ApplyToggles)})
+        return ApplyToggles(**{name: getattr(self, name) for name in ApplyToggles.model_fields})
 
 
 def _refuse_stale_plan(context: dg.AssetExecutionContext, max_age_minutes: float) -> None:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
 
 from halo_sync_pipeline.rules.contacts import CHANGE_COLUMNS
 
@@ -29,21 +29,36 @@ PLAN_COLUMNS = CHANGE_COLUMNS
 APPLIED_COLUMNS = [*PLAN_COLUMNS, "outcome", "error", "halo_id"]
 
 
-@dataclass(frozen=True)
-class ApplyToggles:
+_NARROWS = (
+    " Only narrows this run: what is planned at all is decided by the sync_settings resource; an action is "
+    "written only when both allow it."
+)
+
+
+class ApplyToggles(BaseModel):
     """Which kinds of *planned* action an apply run may write (all on by default).
 
     They only narrow a run: the plan settings (`sync_settings.create_contacts`, `deactivate_contacts`,
     `set_halo_tenant_ids`) decide what is planned at all, so an action is written only when both are on.
-    The names say so (`allow_*`), unlike the seed, where one switch name meant both."""
+    The names say so (`allow_*`), unlike the seed, where one switch name meant both. The apply's run config
+    (`ApplyConfig`) inherits these fields, defaults and descriptions."""
 
-    allow_creates: bool = True
-    allow_pairs: bool = True
-    allow_reactivations: bool = True
-    allow_updates: bool = True
-    allow_deactivations: bool = True
-    allow_tenant_id_writes: bool = True
-    tenant_id_writes_only: bool = False  # the seed's $CheckMatchesOnly: only the company write-backs
+    model_config = ConfigDict(frozen=True)
+
+    allow_creates: bool = Field(default=True, description="Write the planned contact creates." + _NARROWS)
+    allow_pairs: bool = Field(
+        default=True, description="Write the planned pairings (azureoid set on an existing contact)." + _NARROWS
+    )
+    allow_reactivations: bool = Field(default=True, description="Write the planned reactivations." + _NARROWS)
+    allow_updates: bool = Field(default=True, description="Write the planned field updates." + _NARROWS)
+    allow_deactivations: bool = Field(default=True, description="Write the planned deactivations." + _NARROWS)
+    allow_tenant_id_writes: bool = Field(
+        default=True, description="Write the planned tenant-id write-backs to companies." + _NARROWS
+    )
+    tenant_id_writes_only: bool = Field(
+        default=False,
+        description="Write only the tenant-id write-backs, no contact change (the seed's $CheckMatchesOnly).",
+    )
 
     def allows(self, action: str) -> bool:
         if self.tenant_id_writes_only:

@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from halo_sync_pipeline.apply import (
+from halo_sync_pipeline.write_engine import (
     ApplyToggles,
     apply_writes,
     merge_tenant_entries,
