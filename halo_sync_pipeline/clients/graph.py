@@ -29,15 +29,10 @@ import httpx
 import msal
 
 from .errors import ForeignNextLinkError, GraphApiError, GraphAuthError, MalformedDataError, short_detail
-from .retry import (
-    USER_AGENT,
-    RequestCounts,
-    RetryableStatus,
-    RetryPolicy,
-    SecretScrubber,
-    raise_for_retryable,
-    ssl_verify,
-)
+from .connection import USER_AGENT, ssl_verify
+from .request_counts import RequestCounts
+from .retry import RetryableStatus, RetryPolicy, raise_for_retryable
+from .secret_scrubber import SecretScrubber
 
 MICROSOFT_LOGIN_HOSTS = frozenset({"login.microsoftonline.com", "login.microsoftonline.us", "login.chinacloudapi.cn"})
 USER_SELECT = (

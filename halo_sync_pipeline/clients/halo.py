@@ -33,15 +33,10 @@ from typing import Any, Literal
 import httpx
 
 from .errors import HaloApiError, HaloAuthError, HaloReportError, HaloWriteError, short_detail
-from .retry import (
-    USER_AGENT,
-    RequestCounts,
-    RetryableStatus,
-    RetryPolicy,
-    SecretScrubber,
-    raise_for_retryable,
-    ssl_verify,
-)
+from .connection import USER_AGENT, ssl_verify
+from .request_counts import RequestCounts
+from .retry import RetryableStatus, RetryPolicy, raise_for_retryable
+from .secret_scrubber import SecretScrubber
 
 UpsertEndpoint = Literal["Users", "Client"]
 PARTNER_CONNECTION_TYPE = 2  # Halo's Azure AD connection type "Microsoft Partner"

@@ -10,19 +10,15 @@ retries are exhausted that exception escapes and the client turns it into its ow
 `stamina.retry_context` is used (not the decorator) so stamina's retry log records never carry
 call arguments, which could hold secrets.
 
-Also here, because both clients need it: the User-Agent, TLS `verify` from a CA bundle path,
-request counters and the secret scrubber applied to every error text.
+The rest of what both clients share lives beside this module, one job each: `connection` (User-Agent,
+TLS), `request_counts` and `secret_scrubber`.
 """
 
 from __future__ import annotations
 
 import email.utils
-import importlib.metadata
 import math
-import ssl
-import threading
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -142,68 +138,3 @@ def raise_for_retryable(response: httpx.Response, method: str, path: str, detail
             parse_retry_after(response.headers.get("retry-after")),
             detail() if detail else "",
         )
-
-
-# --- HTTP plumbing shared by both clients -------------------------------------------------------
-
-
-def _package_version() -> str:
-    try:
-        return importlib.metadata.version("halo-sync-pipeline")
-    except importlib.metadata.PackageNotFoundError:
-        return "0"
-
-
-USER_AGENT = f"halo-sync-pipeline/{_package_version()}"
-
-
-def ssl_verify(verify: str | bool) -> ssl.SSLContext | bool:
-    """httpx's `verify` from a CA bundle path (e.g. the sandbox's) or a bool."""
-    if isinstance(verify, bool):
-        return verify
-    if not verify:
-        raise ValueError("verify must be True, False or the path of a CA bundle file")
-    return ssl.create_default_context(cafile=verify)
-
-
-class RequestCounts:
-    """Requests actually sent (retries included), by "METHOD /path" (no query string); thread-safe."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts: Counter[str] = Counter()
-
-    def add(self, method: str, path: str) -> None:
-        with self._lock:
-            self._counts[f"{method.upper()} {path}"] += 1
-
-    def snapshot(self) -> dict[str, int]:
-        with self._lock:
-            return dict(sorted(self._counts.items()))
-
-    @property
-    def total(self) -> int:
-        with self._lock:
-            return sum(self._counts.values())
-
-    def __repr__(self) -> str:
-        return f"RequestCounts(total={self.total})"
-
-
-class SecretScrubber:
-    """Replaces known secret values in any text that may reach an error message or a log line."""
-
-    def __init__(self, *secrets: str | None) -> None:
-        self._secrets = [s for s in secrets if s]
-
-    def add(self, secret: str | None) -> None:
-        if secret and secret not in self._secrets:
-            self._secrets.append(secret)
-
-    def __call__(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
-
-    def __repr__(self) -> str:
-        return f"SecretScrubber({len(self._secrets)} secrets hidden)"

@@ -21,7 +21,7 @@ from urllib.parse import quote, urlsplit
 
 import dagster as dg
 
-from halo_sync_pipeline.clients.retry import SecretScrubber
+from halo_sync_pipeline.clients.secret_scrubber import SecretScrubber
 from halo_sync_pipeline.defs.jobs import halo_sync_apply, halo_sync_plan
 
 TEAMS_WEBHOOK_ENV = "HALO_SYNC_TEAMS_WEBHOOK_URL"
