@@ -228,20 +228,3 @@ def contact_change_warnings(contact_changes: pd.DataFrame) -> pd.DataFrame:
     )
     detail = counts["n"].astype("string") + " " + counts["action"] + " held: " + counts["hold_reason"].fillna("")
     return _combine([_failures(counts, "held_" + counts["action"], detail, WARNING_COLUMNS)], WARNING_COLUMNS)
-
-
-def tenant_load_failures(m365_tenants: pd.DataFrame) -> pd.DataFrame:
-    """Tenants whose directory could not be read (one row each: tenant, check, detail).
-
-    Nothing is planned for them, so they are listed for review; when every tenant failed, the
-    cause is almost surely systemic (credentials, consent, a bug) rather than per tenant.
-    """
-    failed = m365_tenants.loc[m365_tenants["status"] == "failed"]
-    return pd.DataFrame(
-        {
-            "tenant_id": failed["tenant_id"],
-            "tenant_name": failed["display_name"],
-            "check": "tenant_failed_to_load",
-            "detail": failed["error"],
-        }
-    ).reset_index(drop=True)

@@ -9,7 +9,7 @@ from halo_sync_pipeline.clients import frames
 from halo_sync_pipeline.defs.checks import ERROR, WARN, failure_result, schema_result, schema_spec
 from halo_sync_pipeline.defs.metadata import OWNER, counts_markdown, frame_metadata, markdown_table, request_metadata
 from halo_sync_pipeline.defs.resources import M365Resource, SyncSettingsResource
-from halo_sync_pipeline.rules import plan_checks
+from halo_sync_pipeline.rules import source_checks
 from halo_sync_pipeline.rules.users import required_user_properties
 from halo_sync_pipeline.schemas import sources
 
@@ -41,7 +41,7 @@ SCHEMAS = {
 
 
 def tenants_loaded_result(m365_tenants: pd.DataFrame) -> dg.AssetCheckResult:
-    failures = plan_checks.tenant_load_failures(m365_tenants)
+    failures = source_checks.tenant_load_failures(m365_tenants)
     everything_failed = len(m365_tenants) > 0 and len(failures) == len(m365_tenants)
     return failure_result(
         failures, check_name=TENANTS_LOADED.name, asset="m365_tenants", severity=ERROR if everything_failed else WARN,
