@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from halo_sync_pipeline.clients import HaloApiError, HaloAuthError, HaloClient, HaloReportError, HaloSession, HaloWriteError
-from halo_sync_pipeline.clients.halo import SavedReport, contacts_report_sql
+from halo_sync_pipeline.clients.halo_reports import SavedReport, contacts_report_sql
 from halo_sync_pipeline.clients.retry import RetryPolicy
 
 SECRET = "halo-secret-value-1234567890"
