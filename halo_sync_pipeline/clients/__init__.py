@@ -1,5 +1,6 @@
 """API clients for Halo PSA and Microsoft Graph, and the builders of the source DataFrames."""
 
+from .auth import HaloSession
 from .errors import (
     ApiError,
     ForeignNextLinkError,
@@ -12,7 +13,7 @@ from .errors import (
     MalformedDataError,
 )
 from .graph import GraphClient, TenantLoad, TenantRef
-from .halo import HaloClient, HaloSession
+from .halo import HaloClient
 from .retry import RetryPolicy
 
 __all__ = [

@@ -23,40 +23,21 @@ contacts' email2/email3 (inactive contacts have none in REST mode).
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any, Literal
 
 import httpx
 
+from .auth import HaloAuth, HaloSession
 from .connection import USER_AGENT, ssl_verify
 from .errors import HaloApiError, HaloAuthError, HaloReportError, HaloWriteError, short_detail
 from .halo_reports import SavedReport, companies_report_sql, contacts_report_sql, sites_report_sql
-from .request_counts import RequestCounts
+from .request_counts import RequestCounts, counting_hooks
 from .retry import RetryableStatus, RetryPolicy, raise_for_retryable
 from .secret_scrubber import SecretScrubber
 
 UpsertEndpoint = Literal["Users", "Client"]
 PARTNER_CONNECTION_TYPE = 2  # Halo's Azure AD connection type "Microsoft Partner"
-TOKEN_REFRESH_SKEW_S = 60.0
-
-
-class HaloSession:
-    """Authorisation state of one Halo API application: its auth server URL and current bearer token.
-
-    Several clients may share one (a Dagster run makes one client per asset), so that they ask
-    Halo for a token once instead of once each, against Halo's request rate limit.
-    """
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.auth_url: str | None = None
-        self.token: str | None = None
-        self.expires_at = 0.0  # time.monotonic() after which the token is renewed
-
-    def __repr__(self) -> str:
-        return f"HaloSession(auth_url={self.auth_url!r}, token={'***' if self.token else None})"
 
 
 class HaloClient:
@@ -104,6 +85,7 @@ class HaloClient:
         self.request_counts = RequestCounts()
         self._scrub = SecretScrubber(client_secret)
         self._session = session or HaloSession()
+        self._auth = HaloAuth(self._session, self._fetch_token, self._scrub)
         self._report_ids: dict[str, int] = {}
         # Messages naming the Azure AD records the last connection/mapping read skipped (not an object, no id).
         self.skipped_records: list[str] = []
@@ -115,6 +97,7 @@ class HaloClient:
             headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
             transport=transport,
             follow_redirects=False,
+            event_hooks=counting_hooks(self.request_counts),
         )
 
     def __repr__(self) -> str:
@@ -140,7 +123,8 @@ class HaloClient:
             self._session.auth_url = str(auth_url).rstrip("/") if auth_url else f"{self.base_url}/auth"
         return self._session.auth_url
 
-    def _fetch_token(self) -> None:
+    def _fetch_token(self) -> tuple[str, Any]:
+        """A new client-credentials token and its `expires_in`, for `HaloAuth`."""
         token_url = f"{self._discover_auth_url()}/token"
         params = {"tenant": self.tenant} if self.tenant else None
         form = {
@@ -162,41 +146,9 @@ class HaloClient:
         token = body.get("access_token") if isinstance(body, dict) else None
         if not token:
             raise HaloAuthError(f"Halo token response (POST {path}) has no access_token", method="POST", path=path)
-        try:
-            lifetime = float(body.get("expires_in", 3600))
-        except (TypeError, ValueError):
-            lifetime = 3600.0
-        self._session.token = str(token)
-        # Refresh a little early so a token never expires between our check and Halo's.
-        self._session.expires_at = time.monotonic() + max(0.0, lifetime - min(TOKEN_REFRESH_SKEW_S, lifetime / 2))
-
-    def _bearer(self, *, force_refresh: bool = False) -> str:
-        session = self._session
-        with session.lock:
-            if force_refresh or session.token is None or time.monotonic() >= session.expires_at:
-                self._fetch_token()
-            assert session.token is not None
-            self._scrub.add(session.token)  # the token may come from another client of the session
-            return session.token
+        return str(token), body.get("expires_in")
 
     # --- requests -------------------------------------------------------------------------------
-
-    def _send_once(
-        self,
-        method: str,
-        url: str,
-        *,
-        params: dict[str, Any] | None,
-        json: Any,
-        data: dict[str, str] | None,
-        token: str | None,
-    ) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {token}"} if token else None
-        request = self._http.build_request(method, url, params=params, json=json, data=data, headers=headers)
-        self.request_counts.add(method, request.url.path)
-        response = self._http.send(request)
-        response.read()
-        return response
 
     def _send_with_retries(
         self,
@@ -209,18 +161,12 @@ class HaloClient:
         authenticated: bool = True,
         write: bool = False,
     ) -> httpx.Response:
-        """Send with back-off on 429/5xx/connection errors; renew the token once on a 401."""
+        """Send with back-off on 429/5xx/connection errors; `HaloAuth` renews the token once on a 401."""
         path = httpx.URL(url).path
-        renewed = False
 
         def attempt() -> httpx.Response:
-            nonlocal renewed
-            token = self._bearer() if authenticated else None
-            response = self._send_once(method, url, params=params, json=json, data=data, token=token)
-            if response.status_code == 401 and authenticated and not renewed:
-                renewed = True  # the token expired or was revoked early: one fresh token, then give up
-                token = self._bearer(force_refresh=True)
-                response = self._send_once(method, url, params=params, json=json, data=data, token=token)
+            request = self._http.build_request(method, url, params=params, json=json, data=data)
+            response = self._http.send(request, auth=self._auth if authenticated else None)
             raise_for_retryable(response, method, path, lambda: self._message(response))
             return response
 

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from functools import partial
+
+import httpx
 
 
 class RequestCounts:
@@ -28,3 +34,38 @@ class RequestCounts:
 
     def __repr__(self) -> str:
         return f"RequestCounts(total={self.total})"
+
+
+# Counts that also receive the requests of the current context (under asyncio: the current task), so
+# that one client can count all its requests and, say, one tenant's load apart.
+_SCOPED: ContextVar[tuple[RequestCounts, ...]] = ContextVar("halo_sync_scoped_request_counts", default=())
+
+
+@contextmanager
+def counting_into(counts: RequestCounts) -> Iterator[RequestCounts]:
+    """Inside the block, the requests this context sends are also counted into `counts`."""
+    token = _SCOPED.set((*_SCOPED.get(), counts))
+    try:
+        yield counts
+    finally:
+        _SCOPED.reset(token)
+
+
+def count_request(counts: RequestCounts, request: httpx.Request) -> None:
+    """httpx `request` event hook body: runs as each request goes out (auth re-sends and token requests too)."""
+    for target in (counts, *_SCOPED.get()):
+        target.add(request.method, request.url.path)
+
+
+def counting_hooks(counts: RequestCounts) -> dict[str, list[Callable[[httpx.Request], None]]]:
+    """`event_hooks` for an `httpx.Client` that counts every request it sends into `counts`."""
+    return {"request": [partial(count_request, counts)]}
+
+
+def async_counting_hooks(counts: RequestCounts) -> dict[str, list[Callable[[httpx.Request], Awaitable[None]]]]:
+    """`event_hooks` for an `httpx.AsyncClient` (whose hooks are awaited) counting into `counts`."""
+
+    async def hook(request: httpx.Request) -> None:
+        count_request(counts, request)
+
+    return {"request": [hook]}
