@@ -1,10 +1,8 @@
 """An asynchronous Microsoft Graph client for the partner's customer tenants, with msal tokens.
 
-Tokens: one msal `ConfidentialClientApplication` per tenant authority, all sharing one
-`SerializableTokenCache`, all given `MsalHttpAdapter` (a sync httpx.Client with the same TLS
-settings, so a CA bundle applies to identity calls too). Either the Secure Application Model (the
-partner's refresh token redeemed per customer tenant, as the seed does) or app-only client
-credentials per customer tenant. msal is blocking, so its calls run in threads.
+Tokens: `auth.MsalAuth`, an httpx auth flow per tenant over `msal_tokens.MsalTokens` (msal, the
+Secure Application Model or app-only client credentials per customer tenant), renewed once on a 401.
+Requests are counted by an httpx event hook, per client and per tenant load.
 
 Reads: tenants from `contracts` or GDAP `delegatedAdminRelationships`; per tenant `domains` and
 `users` (only the properties the sync uses, `$top=999`), paging sequentially inside a tenant and
@@ -18,30 +16,26 @@ incomplete, and reading it as empty would, say, turn every user of the tenant in
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import httpx
-import msal
 
-from .errors import ForeignNextLinkError, GraphApiError, GraphAuthError, MalformedDataError, short_detail
+from .auth import MsalAuth
 from .connection import USER_AGENT, ssl_verify
-from .request_counts import RequestCounts
+from .errors import ForeignNextLinkError, GraphApiError, MalformedDataError, short_detail
+from .msal_tokens import MsalHttpAdapter, MsalTokens
+from .request_counts import RequestCounts, async_counting_hooks, counting_into
 from .retry import RetryableStatus, RetryPolicy, raise_for_retryable
 from .secret_scrubber import SecretScrubber
 
-MICROSOFT_LOGIN_HOSTS = frozenset({"login.microsoftonline.com", "login.microsoftonline.us", "login.chinacloudapi.cn"})
 USER_SELECT = (
     "id", "displayName", "givenName", "surname", "userPrincipalName", "mail", "jobTitle", "businessPhones",
     "mobilePhone", "faxNumber", "streetAddress", "proxyAddresses", "assignedLicenses", "accountEnabled", "userType",
 )  # fmt: skip
 DOMAIN_SELECT = ("id", "isVerified", "isDefault")
 PAGE_SIZE = 999  # Graph's maximum $top for users
-TOKEN_REFRESH_SKEW_S = 60.0
 # Tenants read at once. Graph throttles per customer tenant (each has its own budget), not per partner,
 # so the bound is set by our latency, not by Microsoft. A tenant of up to 999 users costs 4 requests one
 # after the other: OpenID discovery and the token (msal, per tenant authority), domains, one users page.
@@ -89,68 +83,6 @@ class TenantLoad:
         )
 
 
-class MsalHttpAdapter:
-    """The requests-like object msal wants (`get`/`post` returning a response with `status_code`,
-    `text`, `headers`, `raise_for_status()`), over a sync httpx.Client, with the shared retry policy
-    so msal only ever sees final answers (msal would otherwise cache 429/5xx answers as throttles)."""
-
-    def __init__(
-        self,
-        *,
-        verify: str | bool,
-        timeout: float,
-        retry_policy: RetryPolicy,
-        counts: RequestCounts,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
-        self._client = httpx.Client(
-            verify=ssl_verify(verify),
-            timeout=httpx.Timeout(timeout),
-            headers={"User-Agent": USER_AGENT},
-            transport=transport,
-            follow_redirects=False,
-        )
-        self._policy = retry_policy
-        self._counts = counts
-
-    def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        request = self._client.build_request(
-            method,
-            url,
-            params=kwargs.get("params"),
-            headers=kwargs.get("headers"),
-            data=kwargs.get("data"),
-            json=kwargs.get("json"),
-        )
-        path = request.url.path
-
-        def attempt() -> httpx.Response:
-            self._counts.add(method, path)
-            response = self._client.send(request)
-            response.read()
-            raise_for_retryable(response, method, path)
-            return response
-
-        try:
-            return self._policy.call(attempt)
-        except RetryableStatus as exc:
-            raise GraphAuthError(f"identity {method} {path} still answered {exc.status_code} after retries", status_code=exc.status_code, method=method, path=path) from None
-        except httpx.TransportError as exc:
-            raise GraphAuthError(f"identity {method} {path}: connection failed ({type(exc).__name__})", method=method, path=path) from None
-
-    def get(self, url: str, **kwargs: Any) -> httpx.Response:
-        return self._request("GET", url, **kwargs)
-
-    def post(self, url: str, **kwargs: Any) -> httpx.Response:
-        return self._request("POST", url, **kwargs)
-
-    def close(self) -> None:
-        self._client.close()
-
-    def __repr__(self) -> str:
-        return "MsalHttpAdapter()"
-
-
 class GraphClient:
     """Microsoft Graph reads for the sync. Use as `async with GraphClient(...) as graph:`."""
 
@@ -187,8 +119,6 @@ class GraphClient:
         self.graph_url = graph_url.rstrip("/")
         self.partner_tenant_id = partner_tenant_id.strip().lower()
         self.client_id = client_id
-        self._client_secret = client_secret
-        self._refresh_token = refresh_token
         self.app_only = app_only
         self.tenant_source = tenant_source
         self.concurrency = concurrency
@@ -198,18 +128,20 @@ class GraphClient:
         self.token_request_counts = RequestCounts()  # identity calls made by msal
         self._scrub = SecretScrubber(client_secret, refresh_token)
         self._graph_origin = _origin(httpx.URL(self.graph_url))
-        self._token_cache = msal.SerializableTokenCache()
-        self._msal_http = MsalHttpAdapter(
-            verify=verify, timeout=timeout, retry_policy=self.retry_policy, counts=self.token_request_counts, transport=token_transport
+        self._msal = MsalTokens(
+            login_url=self.login_url,
+            client_id=client_id,
+            client_secret=client_secret,
+            refresh_token=refresh_token,
+            app_only=app_only,
+            scope=self.graph_scope,
+            http=MsalHttpAdapter(
+                verify=verify, timeout=timeout, retry_policy=self.retry_policy, counts=self.token_request_counts, transport=token_transport
+            ),
+            threads=concurrency,  # a token thread per concurrent tenant
+            scrub=self._scrub,
         )
-        self._apps: dict[str, msal.ConfidentialClientApplication] = {}
-        self._apps_lock = threading.Lock()
-        self._app_locks: dict[str, threading.Lock] = {}  # tenant -> lock held while its msal app is built
-        self._tokens: dict[str, tuple[str, float]] = {}  # tenant -> (access token, monotonic expiry)
-        # msal blocks, so token requests run in threads: our own pool, one per concurrent tenant. The loop's
-        # default pool has min(32, CPUs + 4) threads (6 on 2 cores) and would cap the token steps below
-        # `concurrency`.
-        self._msal_threads = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="graph-msal")
+        self._tokens = self._msal.cached  # tenant -> (access token, renewal time)
         self._http = httpx.AsyncClient(
             verify=ssl_verify(verify),
             timeout=httpx.Timeout(timeout),
@@ -217,6 +149,7 @@ class GraphClient:
             headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
             transport=transport,
             follow_redirects=False,
+            event_hooks=async_counting_hooks(self.request_counts),
         )
 
     def __repr__(self) -> str:
@@ -228,87 +161,13 @@ class GraphClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
-        self._msal_threads.shutdown(wait=False, cancel_futures=True)
-        self._msal_http.close()
+        self._msal.close()
 
     async def __aenter__(self) -> GraphClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
-
-    # --- tokens ---------------------------------------------------------------------------------
-
-    def _app(self, tenant_id: str) -> msal.ConfidentialClientApplication:
-        # msal's constructor makes the tenant's OpenID discovery request. Under one shared lock every
-        # tenant's discovery waited for the others' (500 tenants at 100 ms: 50 s, whatever the
-        # concurrency), so the shared lock only hands out a per-tenant lock.
-        with self._apps_lock:
-            app = self._apps.get(tenant_id)
-            if app is not None:
-                return app
-            tenant_lock = self._app_locks.setdefault(tenant_id, threading.Lock())
-        with tenant_lock:
-            app = self._apps.get(tenant_id)
-            if app is None:
-                app = self._new_app(tenant_id)
-                with self._apps_lock:
-                    self._apps[tenant_id] = app
-            return app
-
-    def _new_app(self, tenant_id: str) -> msal.ConfidentialClientApplication:
-        microsoft = httpx.URL(self.login_url).host in MICROSOFT_LOGIN_HOSTS
-        return msal.ConfidentialClientApplication(
-            self.client_id,
-            client_credential=self._client_secret,
-            authority=f"{self.login_url}/{tenant_id}",
-            token_cache=self._token_cache,
-            http_client=self._msal_http,
-            # msal validates authorities against Microsoft's list; a sandbox or sovereign
-            # test host is not on it, and instance discovery would call Microsoft.
-            validate_authority=microsoft,
-            instance_discovery=False if not microsoft else None,
-        )
-
-    def _acquire_token_blocking(self, tenant_id: str, force: bool) -> tuple[str, float]:
-        try:
-            app = self._app(tenant_id)
-            scopes = [self.graph_scope]
-            if self.app_only:
-                if force:
-                    app.remove_tokens_for_client()  # otherwise msal hands back the cached token
-                result = app.acquire_token_for_client(scopes=scopes)
-            else:
-                assert self._refresh_token is not None
-                result = app.acquire_token_by_refresh_token(self._refresh_token, scopes=scopes)
-        except GraphApiError:
-            raise
-        except Exception as exc:  # msal raises ValueError/RuntimeError/MsalServiceError on discovery problems
-            raise GraphAuthError(f"token for tenant {tenant_id}: {type(exc).__name__}: {self._scrub(short_detail(str(exc)))}") from None
-        if not isinstance(result, dict) or "access_token" not in result:
-            error = result.get("error", "unknown_error") if isinstance(result, dict) else "no answer"
-            description = result.get("error_description", "") if isinstance(result, dict) else ""
-            raise GraphAuthError(
-                f"no token for tenant {tenant_id}: {error}: {self._scrub(short_detail(str(description)))}".rstrip(": ")
-            )
-        token = str(result["access_token"])
-        self._scrub.add(token)
-        if result.get("refresh_token"):
-            self._scrub.add(str(result["refresh_token"]))
-        try:
-            lifetime = float(result.get("expires_in", 3600))
-        except (TypeError, ValueError):
-            lifetime = 3600.0
-        return token, time.monotonic() + max(0.0, lifetime - min(TOKEN_REFRESH_SKEW_S, lifetime / 2))
-
-    async def _token(self, tenant_id: str, *, force: bool = False) -> str:
-        cached = self._tokens.get(tenant_id)
-        if cached and not force and time.monotonic() < cached[1]:
-            return cached[0]
-        loop = asyncio.get_running_loop()
-        token, expires_at = await loop.run_in_executor(self._msal_threads, self._acquire_token_blocking, tenant_id, force)
-        self._tokens[tenant_id] = (token, expires_at)
-        return token
 
     # --- requests -------------------------------------------------------------------------------
 
@@ -320,18 +179,13 @@ class GraphClient:
                 f"{self._graph_origin[0]}://{self._graph_origin[1]}:{self._graph_origin[2]}); the token is never sent elsewhere"
             )
 
-    async def _get_json(self, tenant_id: str, url: httpx.URL, counts: RequestCounts) -> dict[str, Any]:
+    async def _get_json(self, tenant_id: str, url: httpx.URL) -> dict[str, Any]:
         self._check_same_origin(url)  # defence in depth: every Graph call, not only nextLinks
         path = url.path
-        renewed = False
+        auth = MsalAuth(self._msal, tenant_id)
 
         async def attempt() -> httpx.Response:
-            nonlocal renewed
-            token = await self._token(tenant_id)
-            response = await self._send(url, token, counts)
-            if response.status_code == 401 and not renewed:
-                renewed = True  # token expired or revoked mid-run: one fresh token, then give up
-                response = await self._send(url, await self._token(tenant_id, force=True), counts)
+            response = await self._http.get(url, auth=auth)
             raise_for_retryable(response, "GET", path, lambda: _graph_message(response))
             return response
 
@@ -358,19 +212,12 @@ class GraphClient:
             raise MalformedDataError(f"Graph GET {path}: answer is not a JSON object", method="GET", path=path)
         return body
 
-    async def _send(self, url: httpx.URL, token: str, counts: RequestCounts) -> httpx.Response:
-        counts.add("GET", url.path)
-        self.request_counts.add("GET", url.path)
-        response = await self._http.get(url, headers={"Authorization": f"Bearer {token}"})
-        await response.aread()
-        return response
-
-    async def _paged(self, tenant_id: str, path: str, params: dict[str, str], counts: RequestCounts) -> list[dict[str, Any]]:
+    async def _paged(self, tenant_id: str, path: str, params: dict[str, str]) -> list[dict[str, Any]]:
         """Every `value` record of a collection, following nextLinks one after the other."""
         url: httpx.URL | None = httpx.URL(f"{self.graph_url}{path}", params=params)
         records: list[dict[str, Any]] = []
         while url is not None:
-            body = await self._get_json(tenant_id, url, counts)
+            body = await self._get_json(tenant_id, url)
             page = body.get("value")
             if not isinstance(page, list):
                 raise MalformedDataError(f"Graph GET {path}: answer has no 'value' list")
@@ -386,10 +233,9 @@ class GraphClient:
 
     async def tenants(self) -> list[TenantRef]:
         """The partner's customer tenants (GDAP: active relationships only), one per tenant id."""
-        counts = RequestCounts()
         by_id: dict[str, TenantRef] = {}
         if self.tenant_source == "contracts":
-            for index, contract in enumerate(await self._paged(self.partner_tenant_id, "/v1.0/contracts", {}, counts)):
+            for index, contract in enumerate(await self._paged(self.partner_tenant_id, "/v1.0/contracts", {})):
                 tenant_id = _clean(contract.get("customerId"))
                 if not tenant_id:
                     raise MalformedDataError(f"contract #{index} (id {contract.get('id')!r}) has no customerId")
@@ -398,7 +244,7 @@ class GraphClient:
                 )
         else:
             path = "/v1.0/tenantRelationships/delegatedAdminRelationships"
-            for index, relation in enumerate(await self._paged(self.partner_tenant_id, path, {}, counts)):
+            for index, relation in enumerate(await self._paged(self.partner_tenant_id, path, {})):
                 if str(relation.get("status", "")).lower() != "active":
                     continue
                 customer = relation.get("customer") or {}
@@ -411,12 +257,13 @@ class GraphClient:
 
     async def load_tenant(self, tenant: TenantRef) -> TenantLoad:
         """Domains and users of one tenant; never raises for a tenant-level failure."""
-        counts = RequestCounts()
+        with counting_into(RequestCounts()) as counts:  # this tenant's Graph requests (the hook counts them)
+            return await self._load_tenant(tenant, counts)
+
+    async def _load_tenant(self, tenant: TenantRef, counts: RequestCounts) -> TenantLoad:
         try:
-            domains = await self._paged(tenant.tenant_id, "/v1.0/domains", {"$select": ",".join(DOMAIN_SELECT)}, counts)
-            users = await self._paged(
-                tenant.tenant_id, "/v1.0/users", {"$select": ",".join(USER_SELECT), "$top": str(PAGE_SIZE)}, counts
-            )
+            domains = await self._paged(tenant.tenant_id, "/v1.0/domains", {"$select": ",".join(DOMAIN_SELECT)})
+            users = await self._paged(tenant.tenant_id, "/v1.0/users", {"$select": ",".join(USER_SELECT), "$top": str(PAGE_SIZE)})
             _check_records(tenant.tenant_id, domains, users)
         except asyncio.CancelledError:
             raise

@@ -36,8 +36,9 @@ class RequestCounts:
         return f"RequestCounts(total={self.total})"
 
 
-# Counts that also receive the requests of the current context (under asyncio: the current task), so
-# that one client can count all its requests and, say, one tenant's load apart.
+# Counts that also receive the requests of the current context (an asyncio task), so that one async
+# client counts all its requests and, say, one tenant's load apart. Threads started by
+# `loop.run_in_executor` do not inherit it.
 _SCOPED: ContextVar[tuple[RequestCounts, ...]] = ContextVar("halo_sync_scoped_request_counts", default=())
 
 
@@ -53,8 +54,7 @@ def counting_into(counts: RequestCounts) -> Iterator[RequestCounts]:
 
 def count_request(counts: RequestCounts, request: httpx.Request) -> None:
     """httpx `request` event hook body: runs as each request goes out (auth re-sends and token requests too)."""
-    for target in (counts, *_SCOPED.get()):
-        target.add(request.method, request.url.path)
+    counts.add(request.method, request.url.path)
 
 
 def counting_hooks(counts: RequestCounts) -> dict[str, list[Callable[[httpx.Request], None]]]:
@@ -63,9 +63,11 @@ def counting_hooks(counts: RequestCounts) -> dict[str, list[Callable[[httpx.Requ
 
 
 def async_counting_hooks(counts: RequestCounts) -> dict[str, list[Callable[[httpx.Request], Awaitable[None]]]]:
-    """`event_hooks` for an `httpx.AsyncClient` (whose hooks are awaited) counting into `counts`."""
+    """`event_hooks` for an `httpx.AsyncClient` (whose hooks are awaited): every request into `counts`,
+    and into the counts of the sending task's `counting_into` blocks."""
 
     async def hook(request: httpx.Request) -> None:
-        count_request(counts, request)
+        for target in (counts, *_SCOPED.get()):
+            count_request(target, request)
 
     return {"request": [hook]}

@@ -292,7 +292,7 @@ def test_token_refusal_fails_the_tenant_without_secrets() -> None:
 
     async def go() -> Any:
         async with make(FakeGraph({T1: []}), identity=None) as graph:
-            graph._msal_http._client._transport = httpx.MockTransport(identity)  # swap identity answers
+            graph._msal.http._client._transport = httpx.MockTransport(identity)  # swap identity answers
             return await graph.load_tenant(TenantRef(T1)), repr(graph)
 
     load, graph_repr = run(go())
@@ -338,6 +338,6 @@ def test_default_concurrency_fits_500_tenants_in_about_15_seconds() -> None:
     graph = make(FakeGraph({}))
     try:
         assert graph.concurrency == DEFAULT_CONCURRENCY == 16
-        assert graph._msal_threads._max_workers == 16  # a token thread per concurrent tenant
+        assert graph._msal.threads._max_workers == 16  # a token thread per concurrent tenant
     finally:
         run(graph.aclose())
