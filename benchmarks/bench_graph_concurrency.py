@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_sync import start_sandbox_process  # noqa: E402
 
-from halo_sync_pipeline.clients.graph import GraphClient  # noqa: E402
+from halo_sync_pipeline.defs.resources import M365Resource  # noqa: E402
 from halo_sync_pipeline.sandbox.generator import generate_estate  # noqa: E402
 
 
@@ -35,11 +35,12 @@ def cpu_seconds(pid: int | None = None) -> float:
 
 
 async def read_all(env: dict[str, str], concurrency: int) -> tuple[float, int, int, int, int]:
-    async with GraphClient(
-        env["M365_LOGIN_URL"], env["M365_GRAPH_URL"], env["M365_PARTNER_TENANT_ID"], env["M365_CLIENT_ID"],
-        env["M365_CLIENT_SECRET"], refresh_token=env.get("M365_REFRESH_TOKEN") or None,
-        app_only=not env.get("M365_REFRESH_TOKEN"), verify=env["HALO_SYNC_CA_BUNDLE"], concurrency=concurrency,
-    ) as graph:  # fmt: skip
+    # Built as the pipeline builds it: the resource's timeout and retry deadline, this run's concurrency.
+    async with M365Resource(
+        login_url=env["M365_LOGIN_URL"], graph_url=env["M365_GRAPH_URL"], partner_tenant_id=env["M365_PARTNER_TENANT_ID"],
+        client_id=env["M365_CLIENT_ID"], client_secret=env["M365_CLIENT_SECRET"],
+        refresh_token=env.get("M365_REFRESH_TOKEN") or None, ca_bundle=env["HALO_SYNC_CA_BUNDLE"], concurrency=concurrency,
+    ).client() as graph:  # fmt: skip
         started = time.perf_counter()
         loads = await graph.load_all(await graph.tenants())
         seconds = time.perf_counter() - started

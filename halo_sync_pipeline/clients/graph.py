@@ -36,14 +36,6 @@ USER_SELECT = (
 )  # fmt: skip
 DOMAIN_SELECT = ("id", "isVerified", "isDefault")
 PAGE_SIZE = 999  # Graph's maximum $top for users
-# Tenants read at once. Graph throttles per customer tenant (each has its own budget), not per partner,
-# so the bound is set by our latency, not by Microsoft. A tenant of up to 999 users costs 4 requests one
-# after the other: OpenID discovery and the token (msal, per tenant authority), domains, one users page.
-# At 100 ms a request that is 0.4 s per tenant, so 500 tenants are 200 tenant-seconds: 16 at a time
-# read them in 500 / 16 × 0.4 s ≈ 12.5 s, plus the partner's own token and contracts (≈ 0.3 s) and
-# tenants with more than 999 users (one more request each), about 15 s. 16 connections and 16 msal
-# threads are nothing for the client; Halo is not involved (its 300 requests / 5 min is a separate budget).
-DEFAULT_CONCURRENCY = 16
 
 TenantSource = Literal["contracts", "gdap"]
 
@@ -84,7 +76,13 @@ class TenantLoad:
 
 
 class GraphClient:
-    """Microsoft Graph reads for the sync. Use as `async with GraphClient(...) as graph:`."""
+    """Microsoft Graph reads for the sync. Use as `async with GraphClient(...) as graph:`.
+
+    `concurrency`, `timeout` and `retry_policy` have no defaults here: `M365Resource` is their one source.
+    `concurrency` is the number of tenants read at once (and of msal threads). Graph throttles per
+    customer tenant, not per partner, so the bound is set by our latency: a tenant of up to 999 users
+    costs 4 requests one after the other (OpenID discovery, token, domains, one users page).
+    """
 
     def __init__(
         self,
@@ -98,10 +96,9 @@ class GraphClient:
         app_only: bool = False,
         tenant_source: TenantSource = "contracts",
         verify: str | bool = True,
-        concurrency: int = DEFAULT_CONCURRENCY,
-        timeout: float = 30.0,
-        retry_deadline_s: float = 120.0,
-        retry_policy: RetryPolicy | None = None,
+        concurrency: int,
+        timeout: float,
+        retry_policy: RetryPolicy,
         transport: httpx.AsyncBaseTransport | None = None,
         token_transport: httpx.BaseTransport | None = None,
         graph_scope: str | None = None,
@@ -123,7 +120,7 @@ class GraphClient:
         self.tenant_source = tenant_source
         self.concurrency = concurrency
         self.graph_scope = graph_scope or f"{self.graph_url}/.default"
-        self.retry_policy = retry_policy or RetryPolicy(deadline_s=retry_deadline_s)
+        self.retry_policy = retry_policy
         self.request_counts = RequestCounts()  # Graph calls, all tenants
         self.token_request_counts = RequestCounts()  # identity calls made by msal
         self._scrub = SecretScrubber(client_secret, refresh_token)

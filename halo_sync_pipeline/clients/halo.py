@@ -44,7 +44,8 @@ class HaloClient:
     """Halo API over one pooled HTTPS connection, with client-credentials tokens and retries.
 
     `transport` is the seam for tests (e.g. `httpx.MockTransport`). Not meant for concurrent use
-    from several threads, apart from the request counters.
+    from several threads, apart from the request counters. `timeout`, `retry_policy`, `page_size` and
+    `write_batch_size` have no defaults here: `HaloResource` is their one source.
     """
 
     def __init__(
@@ -55,13 +56,12 @@ class HaloClient:
         tenant: str | None,
         *,
         verify: str | bool = True,
-        timeout: float = 30.0,
-        retry_deadline_s: float = 120.0,
-        retry_policy: RetryPolicy | None = None,
+        timeout: float,
+        retry_policy: RetryPolicy,
         transport: httpx.BaseTransport | None = None,
         reports_mode: bool = True,
-        page_size: int = 250,
-        write_batch_size: int = 100,
+        page_size: int,
+        write_batch_size: int,
         contact_details_limit: int = 5000,
         session: HaloSession | None = None,
     ) -> None:
@@ -81,7 +81,7 @@ class HaloClient:
         self.page_size = page_size
         self.write_batch_size = write_batch_size
         self.contact_details_limit = contact_details_limit
-        self.retry_policy = retry_policy or RetryPolicy(deadline_s=retry_deadline_s)
+        self.retry_policy = retry_policy
         self.request_counts = RequestCounts()
         self._scrub = SecretScrubber(client_secret)
         self._session = session or HaloSession()

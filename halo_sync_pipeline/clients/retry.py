@@ -71,9 +71,10 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Back-off bounds for one logical call (all attempts and waits together stay within `deadline_s`)."""
+    """Back-off bounds for one logical call (all attempts and waits together stay within `deadline_s`,
+    which has no default here: the resources' `retry_deadline_s` is its one source)."""
 
-    deadline_s: float = 120.0
+    deadline_s: float
     wait_initial_s: float = 0.5
     wait_max_s: float = 30.0
     wait_jitter_s: float = 1.0

@@ -15,8 +15,9 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
-from halo_sync_pipeline.clients.graph import DEFAULT_CONCURRENCY, GraphClient
+from halo_sync_pipeline.clients.graph import GraphClient
 from halo_sync_pipeline.clients.halo import HaloClient, HaloSession
+from halo_sync_pipeline.clients.retry import RetryPolicy
 from halo_sync_pipeline.settings import SyncSettings
 
 MICROSOFT_LOGIN_URL = "https://login.microsoftonline.com"
@@ -52,7 +53,7 @@ class HaloResource(dg.ConfigurableResource):
             self.tenant,
             verify=self.ca_bundle or True,
             timeout=self.timeout_s,
-            retry_deadline_s=self.retry_deadline_s,
+            retry_policy=RetryPolicy(deadline_s=self.retry_deadline_s),
             reports_mode=self.use_reports,
             page_size=self.page_size,
             write_batch_size=self.write_batch_size,
@@ -73,7 +74,7 @@ class M365Resource(dg.ConfigurableResource):
     )
     tenant_source: Literal["contracts", "gdap"] = "contracts"
     concurrency: int = Field(
-        default=DEFAULT_CONCURRENCY, ge=1, le=64,
+        default=16, ge=1, le=64,
         description="Customer tenants read at the same time. Graph throttles per tenant, not per partner; 16 reads "
         "500 tenants at 100 ms per request in about 15 s (4 requests each: 500 / 16 × 0.4 s).",
     )
@@ -94,7 +95,7 @@ class M365Resource(dg.ConfigurableResource):
             verify=self.ca_bundle or True,
             concurrency=self.concurrency,
             timeout=self.timeout_s,
-            retry_deadline_s=self.retry_deadline_s,
+            retry_policy=RetryPolicy(deadline_s=self.retry_deadline_s),
         )
 
 

@@ -26,6 +26,7 @@ from halo_sync_pipeline.clients import frames
 from halo_sync_pipeline.clients.retry import RetryPolicy
 from halo_sync_pipeline.schemas import sources
 from halo_sync_pipeline.sandbox.server import RunningSandbox
+from tests.clients.resource_defaults import graph_settings, halo_settings
 
 KEEP_ACTIVE = "CFM365SyncKeepActive"
 QUICK = RetryPolicy(deadline_s=30.0, wait_initial_s=0.01, wait_max_s=0.05, wait_jitter_s=0.0)
@@ -64,7 +65,9 @@ def remember(*clients: HaloClient | GraphClient) -> None:
 def halo_client(sandbox: RunningSandbox, **kwargs: Any) -> HaloClient:
     c = sandbox.credentials
     kwargs.setdefault("retry_policy", QUICK)
-    client = HaloClient(sandbox.halo_url, c.halo_client_id, c.halo_client_secret, c.halo_tenant, verify=str(sandbox.ca_bundle), **kwargs)
+    client = HaloClient(
+        sandbox.halo_url, c.halo_client_id, c.halo_client_secret, c.halo_tenant, verify=str(sandbox.ca_bundle), **halo_settings(**kwargs)
+    )
     _SEEN_SECRETS.extend([c.halo_client_secret, c.m365_client_secret, c.m365_refresh_token])
     return client
 
@@ -76,7 +79,8 @@ def graph_client(sandbox: RunningSandbox, **kwargs: Any) -> GraphClient:
         kwargs.setdefault("refresh_token", c.m365_refresh_token)
     _SEEN_SECRETS.extend([c.halo_client_secret, c.m365_client_secret, c.m365_refresh_token])
     return GraphClient(
-        sandbox.ms_url, sandbox.ms_url, c.partner_tenant_id, c.m365_client_id, c.m365_client_secret, verify=str(sandbox.ca_bundle), **kwargs
+        sandbox.ms_url, sandbox.ms_url, c.partner_tenant_id, c.m365_client_id, c.m365_client_secret, verify=str(sandbox.ca_bundle),
+        **graph_settings(**kwargs),
     )
 
 

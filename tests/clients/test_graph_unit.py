@@ -11,8 +11,10 @@ import httpx
 import pytest
 
 from halo_sync_pipeline.clients import GraphClient, TenantRef
-from halo_sync_pipeline.clients.graph import DEFAULT_CONCURRENCY, USER_SELECT
+from halo_sync_pipeline.clients.graph import USER_SELECT
 from halo_sync_pipeline.clients.retry import RetryPolicy
+from halo_sync_pipeline.defs.resources import M365Resource
+from tests.clients.resource_defaults import graph_settings
 
 LOGIN = "https://login.test"
 GRAPH = "https://graph.test"
@@ -96,7 +98,7 @@ def make(graph: FakeGraph, identity: FakeIdentity | None = None, **kwargs: Any) 
     return GraphClient(
         LOGIN, GRAPH, PARTNER, "client-id", SECRET,
         transport=httpx.MockTransport(graph), token_transport=httpx.MockTransport(identity or FakeIdentity()),
-        retry_policy=FAST, **kwargs,
+        **graph_settings(retry_policy=FAST, **kwargs),
     )  # fmt: skip
 
 
@@ -219,7 +221,7 @@ def test_a_domain_without_a_selected_property_fails_its_tenant() -> None:
 
     async def go() -> Any:
         async with GraphClient(
-            LOGIN, GRAPH, PARTNER, "client-id", SECRET, refresh_token=REFRESH, retry_policy=FAST,
+            LOGIN, GRAPH, PARTNER, "client-id", SECRET, refresh_token=REFRESH, **graph_settings(retry_policy=FAST),
             transport=httpx.MockTransport(graph), token_transport=httpx.MockTransport(FakeIdentity()),
         ) as client:  # fmt: skip
             return await client.load_tenant(TenantRef(T1))
@@ -252,7 +254,7 @@ def test_401_mid_run_renews_the_token_once() -> None:
 
     async def go() -> Any:
         async with GraphClient(
-            LOGIN, GRAPH, PARTNER, "client-id", SECRET, refresh_token=REFRESH, retry_policy=FAST,
+            LOGIN, GRAPH, PARTNER, "client-id", SECRET, refresh_token=REFRESH, **graph_settings(retry_policy=FAST),
             transport=httpx.MockTransport(graph), token_transport=httpx.MockTransport(identity),
         ) as client:  # fmt: skip
             return await client.load_tenant(TenantRef(T1))
@@ -275,7 +277,7 @@ def test_429_with_retry_after_is_waited_out() -> None:
 
     async def go() -> Any:
         async with GraphClient(
-            LOGIN, GRAPH, PARTNER, "client-id", SECRET, refresh_token=REFRESH, retry_policy=FAST,
+            LOGIN, GRAPH, PARTNER, "client-id", SECRET, refresh_token=REFRESH, **graph_settings(retry_policy=FAST),
             transport=httpx.MockTransport(graph), token_transport=httpx.MockTransport(FakeIdentity()),
         ) as client:  # fmt: skip
             return await client.load_tenant(TenantRef(T1))
@@ -303,9 +305,9 @@ def test_token_refusal_fails_the_tenant_without_secrets() -> None:
 
 def test_constructor_validates() -> None:
     with pytest.raises(ValueError, match="exactly one"):
-        GraphClient(LOGIN, GRAPH, PARTNER, "c", SECRET)
+        GraphClient(LOGIN, GRAPH, PARTNER, "c", SECRET, **graph_settings())
     with pytest.raises(ValueError, match="https"):
-        GraphClient(LOGIN, "http://graph.test", PARTNER, "c", SECRET, app_only=True)
+        GraphClient(LOGIN, "http://graph.test", PARTNER, "c", SECRET, app_only=True, **graph_settings())
 
 
 class MeetingIdentity(FakeIdentity):
@@ -337,7 +339,7 @@ def test_tenants_discover_their_authorities_at_the_same_time() -> None:
 def test_default_concurrency_fits_500_tenants_in_about_15_seconds() -> None:
     graph = make(FakeGraph({}))
     try:
-        assert graph.concurrency == DEFAULT_CONCURRENCY == 16
+        assert graph.concurrency == M365Resource.model_fields["concurrency"].default == 16
         assert graph._msal.threads._max_workers == 16  # a token thread per concurrent tenant
     finally:
         run(graph.aclose())

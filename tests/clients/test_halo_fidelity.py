@@ -12,6 +12,7 @@ import pytest
 
 from halo_sync_pipeline.clients import HaloClient
 from halo_sync_pipeline.clients.retry import RetryPolicy
+from tests.clients.resource_defaults import halo_settings
 from halo_sync_pipeline.sandbox.server import RunningSandbox
 
 QUICK = RetryPolicy(deadline_s=30.0, wait_initial_s=0.01, wait_max_s=0.05, wait_jitter_s=0.0)
@@ -37,7 +38,7 @@ def sandbox(sandbox_factory: Callable[..., RunningSandbox], small_estate: dict[s
 def make_client(sandbox: RunningSandbox, **kwargs: Any) -> HaloClient:
     c = sandbox.credentials
     return HaloClient(sandbox.halo_url, c.halo_client_id, c.halo_client_secret, c.halo_tenant,
-                      verify=str(sandbox.ca_bundle), retry_policy=QUICK, **kwargs)
+                      verify=str(sandbox.ca_bundle), **halo_settings(retry_policy=QUICK, **kwargs))
 
 
 @pytest.fixture

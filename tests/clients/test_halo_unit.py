@@ -13,6 +13,7 @@ import pytest
 from halo_sync_pipeline.clients import HaloApiError, HaloAuthError, HaloClient, HaloReportError, HaloSession, HaloWriteError
 from halo_sync_pipeline.clients.halo_reports import SavedReport, contacts_report_sql
 from halo_sync_pipeline.clients.retry import RetryPolicy
+from tests.clients.resource_defaults import halo_settings
 
 SECRET = "halo-secret-value-1234567890"
 TOKEN = "halo-access-token-abcdef"
@@ -44,7 +45,8 @@ class FakeHalo:
 def make_client(api: Handler, **kwargs: Any) -> tuple[HaloClient, FakeHalo]:
     fake = FakeHalo(api)
     kwargs.setdefault("retry_policy", FAST)
-    client = HaloClient("https://halo.test", "client-id", kwargs.pop("secret", SECRET), "acme", transport=httpx.MockTransport(fake), **kwargs)
+    secret = kwargs.pop("secret", SECRET)
+    client = HaloClient("https://halo.test", "client-id", secret, "acme", transport=httpx.MockTransport(fake), **halo_settings(**kwargs))
     return client, fake
 
 
@@ -367,7 +369,7 @@ def test_clients_sharing_a_session_ask_for_one_token() -> None:
     session = HaloSession()
     for _ in range(3):
         with HaloClient("https://halo.test", "client-id", SECRET, "acme", transport=httpx.MockTransport(fake),
-                        retry_policy=FAST, reports_mode=False, session=session) as client:  # fmt: skip
+                        reports_mode=False, session=session, **halo_settings(retry_policy=FAST)) as client:  # fmt: skip
             assert client.companies() == []
     paths = [r.url.path for r in fake.requests]
     assert paths.count("/auth/token") == 1 and paths.count("/api/authinfo") == 1 and paths.count("/api/Client") == 3

@@ -13,6 +13,7 @@ import pandas as pd
 from halo_sync_pipeline.clients import GraphClient, TenantLoad, TenantRef
 from halo_sync_pipeline.clients import frames
 from halo_sync_pipeline.clients.graph import USER_SELECT
+from tests.clients.resource_defaults import graph_settings
 
 REQUIRED = ("assignedLicenses", "accountEnabled", "userType")
 
@@ -89,6 +90,7 @@ def test_load_all_streams_each_tenant_into_columns_against_the_sandbox(sandbox_f
         async with GraphClient(
             env["M365_LOGIN_URL"], env["M365_GRAPH_URL"], env["M365_PARTNER_TENANT_ID"], env["M365_CLIENT_ID"],
             env["M365_CLIENT_SECRET"], refresh_token=env["M365_REFRESH_TOKEN"], verify=env["HALO_SYNC_CA_BUNDLE"],
+            **graph_settings(),
         ) as graph:  # fmt: skip
             return await graph.load_all(await graph.tenants(), on_load=on_load)
 

@@ -19,6 +19,7 @@ from halo_sync_pipeline.clients import GraphClient, TenantLoad
 from halo_sync_pipeline.clients.graph import USER_SELECT
 from halo_sync_pipeline.clients.retry import RetryPolicy
 from halo_sync_pipeline.sandbox.server import RunningSandbox
+from tests.clients.resource_defaults import graph_settings
 from tests.conftest import CONTOSO_TENANT_ID, FABRIKAM_TENANT_ID, NORTHWIND_TENANT_ID
 
 QUICK = RetryPolicy(deadline_s=30.0, wait_initial_s=0.01, wait_max_s=0.05, wait_jitter_s=0.0)
@@ -41,7 +42,7 @@ def _graph_client(sandbox: RunningSandbox, **kwargs: Any) -> GraphClient:
     if not kwargs.get("app_only"):
         kwargs.setdefault("refresh_token", c.m365_refresh_token)
     return GraphClient(sandbox.ms_url, sandbox.ms_url, c.partner_tenant_id, c.m365_client_id, c.m365_client_secret,
-                       verify=str(sandbox.ca_bundle), retry_policy=QUICK, **kwargs)  # fmt: skip
+                       verify=str(sandbox.ca_bundle), **graph_settings(retry_policy=QUICK, **kwargs))  # fmt: skip
 
 
 def _load_all(sandbox: RunningSandbox, **kwargs: Any) -> dict[str, TenantLoad]:
