@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from halo_sync_pipeline.rules.contacts import CHANGE_COLUMNS
 
 # endpoint ("Users" | "Client"), bodies -> saved records in the same order
-WriteBatch = Callable[[str, list[dict[str, Any]]], list[dict[str, Any]]]
+Endpoint = Literal["Users", "Client"]
+WriteBatch = Callable[[Endpoint, list[dict[str, Any]]], list[dict[str, Any]]]
 # action, planned body -> the body to send (None: Halo already has it); raising fails that action alone
 PrepareBody = Callable[[str, dict[str, Any]], dict[str, Any] | None]
 
@@ -126,7 +127,7 @@ def merge_tenant_entries(current: dict[str, Any], planned: dict[str, Any], detai
     return {"id": planned["id"], "azure_tenants": [*existing, *added]}
 
 
-def _endpoint(action: str) -> str:
+def _endpoint(action: str) -> Endpoint:
     return "Client" if action == "set_tenant_id" else "Users"
 
 
@@ -145,7 +146,7 @@ def _safe_to_resend(exc: Exception, bodies: Sequence[dict[str, Any]]) -> bool:
 
 
 def _write_isolating(
-    write_batch: WriteBatch, endpoint: str, items: Sequence[tuple[int, dict[str, Any]]], results: dict[int, tuple]
+    write_batch: WriteBatch, endpoint: Endpoint, items: Sequence[tuple[int, dict[str, Any]]], results: dict[int, tuple]
 ) -> None:
     """Write `items` (row index, body); on a refusal split until each bad record fails alone."""
     bodies = [body for _, body in items]

@@ -197,13 +197,14 @@ def _first_step_failure(context: dg.RunFailureSensorContext) -> tuple[str | None
     """(failed step, root error) of a failed run; (None, the run's failure message) when no step failed."""
     # The run failure event only says which steps failed; the first step's error says why.
     step_failures = context.instance.all_logs(context.dagster_run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
-    failed = next((e for e in step_failures if e.dagster_event.step_failure_data.error), None)
-    if failed is None:
-        return None, context.failure_event.message
-    error = failed.dagster_event.step_failure_data.error
-    while error.cause is not None:  # Dagster wraps the op's own exception
-        error = error.cause
-    return failed.step_key, error.message
+    for event in step_failures:
+        error = event.dagster_event.step_failure_data.error if event.dagster_event else None
+        if error is None:
+            continue
+        while error.cause is not None:  # Dagster wraps the op's own exception
+            error = error.cause
+        return event.step_key, error.message
+    return None, context.failure_event.message
 
 
 # No monitored_jobs: a run failure sensor then watches every job of its code location, `__ASSET_JOB` too.

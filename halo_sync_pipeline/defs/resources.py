@@ -24,6 +24,12 @@ MICROSOFT_LOGIN_URL = "https://login.microsoftonline.com"
 MICROSOFT_GRAPH_URL = "https://graph.microsoft.com"
 
 
+def _tenant_source(value: str) -> Literal["contracts", "gdap"]:
+    if value not in ("contracts", "gdap"):
+        raise ValueError(f"M365_TENANT_SOURCE must be contracts or gdap, got {value!r}")
+    return "gdap" if value == "gdap" else "contracts"
+
+
 def _ca_bundle(env: Mapping[str, str]) -> str | None:
     # The sandbox's CA; unset in real use, where the system trust store applies.
     return env.get("HALO_SYNC_CA_BUNDLE") or None
@@ -159,7 +165,7 @@ def production_resources(env: Mapping[str, str] | None = None) -> dict[str, dg.C
             client_id=dg.EnvVar("M365_CLIENT_ID"),
             client_secret=dg.EnvVar("M365_CLIENT_SECRET"),
             refresh_token=dg.EnvVar("M365_REFRESH_TOKEN") if env.get("M365_REFRESH_TOKEN") else None,
-            tenant_source=env.get("M365_TENANT_SOURCE", "contracts"),
+            tenant_source=_tenant_source(env.get("M365_TENANT_SOURCE", "contracts")),
             ca_bundle=_ca_bundle(env),
         ),
         "sync_settings": settings_from_file(env[SETTINGS_FILE_ENV]) if env.get(SETTINGS_FILE_ENV) else SyncSettingsResource(),

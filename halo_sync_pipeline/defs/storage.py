@@ -46,5 +46,9 @@ class AssetValueStore(dg.ConfigurableIOManagerFactory):
     base_dir: str | None = None
 
     def create_io_manager(self, context: dg.InitResourceContext) -> dg.IOManager:
-        base = Path(self.base_dir) if self.base_dir else Path(context.instance.storage_directory())
+        if self.base_dir:
+            return _PickleFiles(Path(self.base_dir))
+        if context.instance is None:
+            raise dg.DagsterInvariantViolationError("AssetValueStore needs a base_dir or a Dagster instance")
+        base = Path(context.instance.storage_directory())
         return _PickleFiles(base)

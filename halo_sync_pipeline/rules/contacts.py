@@ -186,7 +186,7 @@ def plan_updates(links: pd.DataFrame, settings: SyncSettings) -> pd.DataFrame:
     changed = pd.DataFrame(index=active.index)
     cut_notes: dict[object, list[str]] = {}
     for field, source in UPDATED_FIELDS.items():
-        values, notes = [], []
+        values: list[object] = []
         for index, value in zip(active.index, active[source]):
             cleaned, note = _cleaned(value)
             values.append(cleaned)

@@ -88,7 +88,7 @@ def _company_update_problem(tenant_id: str, method: str, company_id: object, tex
     problems = check_body("Client", body)
     if not problems.ok:
         return f"invalid POST /api/Client body: {problems.errors + [f'unknown field {u}' for u in problems.unknown_fields]}"
-    if body.get("id") != int(company_id):
+    if body.get("id") != int(str(company_id)):
         return f"company_update targets company {body.get('id')!r}, not the mapped company {company_id}"
     if tenant_id not in {entry.get("azure_tenant_id") for entry in body.get("azure_tenants") or []}:
         return "company_update does not add the tenant to azure_tenants"
@@ -189,7 +189,7 @@ def _body_problems(changes: pd.DataFrame) -> pd.DataFrame:
             rows.append({**_ids(record), "check": "missing_body", "detail": f"{record.action} without a body"})
             continue
         try:
-            body = json.loads(record.body)
+            body = json.loads(str(record.body))
         except json.JSONDecodeError as exc:
             rows.append({**_ids(record), "check": "invalid_body", "detail": f"body is not JSON: {exc}"})
             continue

@@ -110,9 +110,11 @@ def compile_checker(schema: dict[str, Any]) -> Callable[[Any], bool]:
         search = re.compile(schema["pattern"]).search
         checks.append(lambda v: not isinstance(v, str) or search(v) is not None)
     if "minLength" in schema:
-        checks.append(lambda v, n=schema["minLength"]: not isinstance(v, str) or len(v) >= n)
+        min_length: int = schema["minLength"]
+        checks.append(lambda v: not isinstance(v, str) or len(v) >= min_length)
     if "minimum" in schema:
-        checks.append(lambda v, n=schema["minimum"]: type(v) not in (int, float) or v >= n)
+        minimum: float = schema["minimum"]
+        checks.append(lambda v: type(v) not in (int, float) or v >= minimum)
     if "items" in schema:
         item = compile_checker(schema["items"])
         checks.append(lambda v: not isinstance(v, list) or all(item(i) for i in v))

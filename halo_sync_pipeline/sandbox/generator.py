@@ -390,10 +390,10 @@ class _EstateBuilder:
 
     def plan(self, index: int, tenants: int) -> tuple[str, frozenset[str]]:
         if index < len(_PLANNED_TENANTS):
-            match, extras = _PLANNED_TENANTS[index]
+            match, planned = _PLANNED_TENANTS[index]
             if match == "conflict_two_unmapped" and self._open_pair is None and index == tenants - 1:
-                return "name", extras  # no tenant left to complete the pair
-            return match, extras
+                return "name", planned  # no tenant left to complete the pair
+            return match, planned
         rng = self.rng
         match = rng.choices(MATCH_PATHS, weights=_MATCH_WEIGHTS)[0]
         if self._open_pair is not None:
@@ -667,7 +667,9 @@ class _EstateBuilder:
         rng = self.rng
         first, last = self._person()
         licensed = kind in _MEMBER_KINDS or kind in ("disabled", "admin")
-        display, given, surname = f"{first} {last}", first, last
+        display: str = f"{first} {last}"
+        given: str | None = first
+        surname: str | None = last
         if kind == "shared":
             local = self._fresh_local(tenant, rng.choice(_SHARED_MAILBOXES))
             display, given, surname, street = local.capitalize(), None, None, None
@@ -973,7 +975,7 @@ def generate_estate(tenants: int, users_per_tenant: int, seed: int) -> dict[str,
 
 
 def _tenant_record(builder: _EstateBuilder, tenant: _Tenant) -> dict[str, Any]:
-    gdap = "active"
+    gdap: str | None = "active"
     for situation, status in (("gdap_expired", "expired"), ("gdap_terminated", "terminated"), ("gdap_missing", None)):
         if situation in tenant.extras:
             gdap = status

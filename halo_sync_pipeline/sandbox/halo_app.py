@@ -84,8 +84,8 @@ def _page(request: Request, key: str, records: list[dict[str, Any]]) -> dict[str
     """Halo list paging: `pageinate=true` with page_size/page_no (1-based), else all (or `count`) records."""
     total = len(records)
     if _bool_param(request, "pageinate"):
-        size = _int_param(request, "page_size", DEFAULT_PAGE_SIZE, minimum=1)
-        number = _int_param(request, "page_no", 1, minimum=1)
+        size = _int_param(request, "page_size", DEFAULT_PAGE_SIZE, minimum=1) or DEFAULT_PAGE_SIZE
+        number = _int_param(request, "page_no", 1, minimum=1) or 1
         start = (number - 1) * size
         return {"page_no": number, "page_size": size, "record_count": total, key: records[start : start + size]}
     count = _int_param(request, "count", 0)

@@ -341,12 +341,12 @@ class HaloStore:
         """Halo semantics: non-zero id updates the given fields, id 0/absent creates. All or nothing."""
         with self._transaction() as db:
             ids = [self._upsert_client(db, i, e) for i, e in enumerate(elements)]
-            return [self.client(client_id, details=True) for client_id in ids]
+            return [_saved(self.client(client_id, details=True), client_id) for client_id in ids]
 
     def upsert_users(self, elements: list[dict[str, Any]]) -> list[dict[str, Any]]:
         with self._transaction() as db:
             ids = [self._upsert_user(db, i, e) for i, e in enumerate(elements)]
-            return [self.user(user_id, details=True) for user_id in ids]
+            return [_saved(self.user(user_id, details=True), user_id) for user_id in ids]
 
     def _upsert_client(self, db: sqlite3.Connection, index: int, element: dict[str, Any]) -> int:
         client_id = element.get("id") or 0
@@ -518,7 +518,7 @@ class HaloStore:
                         "INSERT INTO ANALYZERPROFILE (APname, APsql) VALUES (?, ?)", (element["name"], element["sql"])
                     ).lastrowid
                 ids.append(report_id)
-            return [self.report(report_id) for report_id in ids]
+            return [_saved(self.report(int(report_id or 0)), report_id) for report_id in ids]
 
     def run_report_sql(self, sql: str) -> list[dict[str, Any]]:
         """Rows of a read-only query; ReportSqlError for anything else or SQL that fails."""
@@ -578,3 +578,10 @@ def _is_guid(value: Any) -> bool:
     except (TypeError, ValueError, AttributeError):
         return False
     return isinstance(value, str) and len(value.strip("{}")) == 36
+
+
+def _saved(record: dict[str, Any] | None, record_id: object) -> dict[str, Any]:
+    # A record just written in this transaction is always there; anything else is a sandbox bug.
+    if record is None:
+        raise RuntimeError(f"sandbox: record {record_id!r} vanished right after it was written")
+    return record

@@ -14,6 +14,7 @@ import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from collections.abc import MutableMapping
 from typing import Any
 
 from starlette.responses import JSONResponse
@@ -263,7 +264,7 @@ class SandboxMiddleware:
         faults = self.runtime.faults
         status_seen = 0
 
-        async def send_and_count(message: dict) -> None:
+        async def send_and_count(message: MutableMapping[str, Any]) -> None:
             nonlocal status_seen
             if message["type"] == "http.response.start":
                 status_seen = message["status"]

@@ -84,7 +84,7 @@ class CompanyMappingsSchema(StrictModel):
 class ContactChangesSchema(StrictModel):
     tenant_id: Series[pd.StringDtype]
     tenant_name: Series[pd.StringDtype] = pa.Field(nullable=True)
-    company_id: Series["int64"]
+    company_id: Series[int]
     company_name: Series[pd.StringDtype] = pa.Field(nullable=True)
     contact_id: Series[pd.Int64Dtype] = pa.Field(nullable=True)
     user_id: Series[pd.StringDtype] = pa.Field(nullable=True)
@@ -183,13 +183,13 @@ class TenantReviewSchema(StrictModel):
     evidence: Series[pd.StringDtype]
     candidates: Series[pd.StringDtype] = pa.Field(nullable=True)
     write_back: Series[pd.StringDtype] = pa.Field(nullable=True)
-    creates: Series["int64"] = pa.Field(ge=0)
-    pairs: Series["int64"] = pa.Field(ge=0)
-    reactivates: Series["int64"] = pa.Field(ge=0)
-    updates: Series["int64"] = pa.Field(ge=0)
-    deactivates: Series["int64"] = pa.Field(ge=0)
-    ambiguous: Series["int64"] = pa.Field(ge=0)
-    held: Series["int64"] = pa.Field(ge=0)
+    creates: Series[int] = pa.Field(ge=0)
+    pairs: Series[int] = pa.Field(ge=0)
+    reactivates: Series[int] = pa.Field(ge=0)
+    updates: Series[int] = pa.Field(ge=0)
+    deactivates: Series[int] = pa.Field(ge=0)
+    ambiguous: Series[int] = pa.Field(ge=0)
+    held: Series[int] = pa.Field(ge=0)
     hold_reasons: Series[pd.StringDtype] = pa.Field(nullable=True)
 
     @pa.check(

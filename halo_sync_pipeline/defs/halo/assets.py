@@ -18,7 +18,7 @@ from halo_sync_pipeline.defs.resources import HaloResource, SyncSettingsResource
 from halo_sync_pipeline.rules import quarantine
 from halo_sync_pipeline.schemas import sources
 
-HALO = {"group_name": "halo", "kinds": {"halo", "pandas"}, "owners": [OWNER]}
+HALO: dict[str, Any] = {"group_name": "halo", "kinds": {"halo", "pandas"}, "owners": [OWNER]}
 
 
 def _quarantined(

@@ -1,6 +1,7 @@
 """Source assets read from Microsoft 365: customer tenants (with fetch status), their domains and users."""
 
 import asyncio
+from typing import Any
 
 import dagster as dg
 import pandas as pd
@@ -13,7 +14,7 @@ from halo_sync_pipeline.rules import source_checks
 from halo_sync_pipeline.rules.users import required_user_properties
 from halo_sync_pipeline.schemas import sources
 
-M365 = {"group_name": "m365", "kinds": {"microsoft365", "pandas"}, "owners": [OWNER]}
+M365: dict[str, Any] = {"group_name": "m365", "kinds": {"microsoft365", "pandas"}, "owners": [OWNER]}
 
 
 async def _load_everything(m365: M365Resource) -> tuple[list, dict[str, int]]:

@@ -3,6 +3,7 @@ by the pure rules; every run that computes the plan also exports it as CSV, one 
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pandas as pd
@@ -27,7 +28,7 @@ from halo_sync_pipeline.rules.review import review_stories, review_summary
 from halo_sync_pipeline.rules.review import tenant_review as build_tenant_review
 from halo_sync_pipeline.schemas import plan
 
-SYNC = {"group_name": "sync", "kinds": {"pandas"}, "owners": [OWNER]}
+SYNC: dict[str, Any] = {"group_name": "sync", "kinds": {"pandas"}, "owners": [OWNER]}
 # The whole table goes into the UI up to this many tenants; beyond, the problems first (the CSV has all).
 REVIEW_TABLE_ROWS = 1000
 # Paragraphs of the tenants needing review, above the table (the table is wider than the page).
