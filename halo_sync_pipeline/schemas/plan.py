@@ -10,7 +10,7 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
 
-from halo_sync_pipeline.schemas.common import StrictModel, is_nullable_string
+from halo_sync_pipeline.schemas.common import StrictModel
 
 MAPPING_METHODS = (
     "tenant_id",
@@ -61,12 +61,6 @@ class CompanyMappingsSchema(StrictModel):
     evidence: Series[pd.StringDtype]
     company_update: Series[pd.StringDtype] = pa.Field(nullable=True)
 
-    @pa.check(
-        "tenant_id", "tenant_name", "default_domain", "users_status", "method", "reason",
-        "company_name", "candidates", "evidence", "company_update", name="nullable_string_dtype",
-    )
-    def _string_dtype(cls, series: pd.Series) -> bool:
-        return is_nullable_string(series)
 
     @pa.dataframe_check(name="company_iff_matched")
     def _company_iff_matched(cls, df: pd.DataFrame) -> pd.Series:
@@ -100,12 +94,6 @@ class ContactChangesSchema(StrictModel):
     body: Series[pd.StringDtype] = pa.Field(nullable=True)
     evidence: Series[pd.StringDtype]
 
-    @pa.check(
-        "tenant_id", "tenant_name", "company_name", "user_id", "action", "reason", "hold_reason", "name", "email",
-        "phonenumber", "mobilenumber", "body", "evidence", name="nullable_string_dtype",
-    )
-    def _string_dtype(cls, series: pd.Series) -> bool:
-        return is_nullable_string(series)
 
     @pa.dataframe_check(name="hold_reason_iff_held")
     def _hold_reason(cls, df: pd.DataFrame) -> pd.Series:
@@ -133,12 +121,6 @@ class AppliedChangesSchema(ContactChangesSchema):
     error: Series[pd.StringDtype] = pa.Field(nullable=True)
     halo_id: Series[pd.Int64Dtype] = pa.Field(nullable=True)
 
-    @pa.check(
-        "tenant_id", "tenant_name", "company_name", "user_id", "action", "reason", "hold_reason", "name", "email",
-        "phonenumber", "mobilenumber", "body", "evidence", "outcome", "error", name="nullable_string_dtype",
-    )
-    def _string_dtype(cls, series: pd.Series) -> bool:
-        return is_nullable_string(series)
 
     @pa.dataframe_check(name="contact_id_unless_create")
     def _contact_id(cls, df: pd.DataFrame) -> pd.Series:
@@ -160,13 +142,6 @@ class InactiveReportSchema(StrictModel):
     @pa.dataframe_check(name="hold_reason_iff_held")
     def _hold_reason(cls, df: pd.DataFrame) -> pd.Series:
         return (df["Held"] == "yes") == df["Hold reason"].notna()
-
-    @pa.check(
-        "Company", "Name", "Email", "Mobile", "Phone", "Reason", "Tenant", "Held", "Hold reason",
-        name="nullable_string_dtype",
-    )
-    def _string_dtype(cls, series: pd.Series) -> bool:
-        return is_nullable_string(series)
 
 
 class TenantReviewSchema(StrictModel):
@@ -192,12 +167,6 @@ class TenantReviewSchema(StrictModel):
     held: Series[int] = pa.Field(ge=0)
     hold_reasons: Series[pd.StringDtype] = pa.Field(nullable=True)
 
-    @pa.check(
-        "tenant_name", "tenant_id", "warnings", "load_status", "load_error", "method", "reason", "company_name",
-        "evidence", "candidates", "write_back", "hold_reasons", name="nullable_string_dtype",
-    )
-    def _string_dtype(cls, series: pd.Series) -> bool:
-        return is_nullable_string(series)
 
     @pa.dataframe_check(name="needs_review_iff_warnings")
     def _needs_review(cls, df: pd.DataFrame) -> pd.Series:

@@ -13,7 +13,7 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
 
-from halo_sync_pipeline.schemas.common import StrictModel, is_nullable_string
+from halo_sync_pipeline.schemas.common import StrictModel
 
 GUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 TENANT_STATUSES = ("loaded", "failed")
@@ -37,9 +37,6 @@ class HaloCompaniesSchema(StrictModel):
     # What is odd about the record (rules/quarantine.py); the record is then treated conservatively.
     quarantine: Series[pd.StringDtype] = pa.Field(nullable=True)
 
-    @pa.check("name", "website", "quarantine", name="nullable_string_dtype")
-    def _string_dtype(cls, series: pd.Series) -> bool:
-        return is_nullable_string(series)
 
     @pa.check("name", "website", name="not_blank")
     def _text(cls, series: pd.Series) -> pd.Series:
@@ -56,9 +53,6 @@ class HaloTenantMappingsSchema(StrictModel):
     connection_id: Series[pd.Int64Dtype] = pa.Field(nullable=True, gt=0)
     quarantine: Series[pd.StringDtype] = pa.Field(nullable=True)
 
-    @pa.check("tenant_id", "tenant_name", "company_name", "quarantine", name="nullable_string_dtype")
-    def _string_dtype(cls, series: pd.Series) -> bool:
-        return is_nullable_string(series)
 
     @pa.dataframe_check(name="guid_tenant_id_unless_quarantined")
     def _guid_unless_quarantined(cls, df: pd.DataFrame) -> pd.Series:
@@ -90,12 +84,6 @@ class HaloContactsSchema(StrictModel):
     keep_active: Series[pd.StringDtype] = pa.Field(nullable=True)
     quarantine: Series[pd.StringDtype] = pa.Field(nullable=True)
 
-    @pa.check(
-        "name", "firstname", "surname", "email", "email2", "email3", "phonenumber", "mobilenumber", "title",
-        "azureoid", "keep_active", "quarantine", name="nullable_string_dtype",
-    )  # fmt: skip
-    def _string_dtype(cls, series: pd.Series) -> bool:
-        return is_nullable_string(series)
 
     @pa.check("email", "email2", "email3", "azureoid", name="lower_case_stripped")
     def _lower(cls, series: pd.Series) -> pd.Series:
@@ -114,9 +102,6 @@ class HaloSitesSchema(StrictModel):
     is_main: Series[bool]
     quarantine: Series[pd.StringDtype] = pa.Field(nullable=True)
 
-    @pa.check("name", "line1", "quarantine", name="nullable_string_dtype")
-    def _string_dtype(cls, series: pd.Series) -> bool:
-        return is_nullable_string(series)
 
     @pa.dataframe_check(name="at_most_one_main_site_per_company")
     def _one_main(cls, df: pd.DataFrame) -> pd.Series:
@@ -133,9 +118,6 @@ class M365TenantsSchema(StrictModel):
     user_count: Series[pd.Int64Dtype] = pa.Field(nullable=True, ge=0)
     domain_count: Series[pd.Int64Dtype] = pa.Field(nullable=True, ge=0)
 
-    @pa.check("tenant_id", "display_name", "default_domain", "status", "error", name="nullable_string_dtype")
-    def _string_dtype(cls, series: pd.Series) -> bool:
-        return is_nullable_string(series)
 
     @pa.check("default_domain", name="lower_case_stripped")
     def _lower(cls, series: pd.Series) -> pd.Series:
@@ -160,9 +142,6 @@ class M365DomainsSchema(StrictModel):
     class Config:
         unique = ["tenant_id", "domain"]
 
-    @pa.check("tenant_id", "domain", name="nullable_string_dtype")
-    def _string_dtype(cls, series: pd.Series) -> bool:
-        return is_nullable_string(series)
 
     @pa.check("domain", name="lower_case_stripped")
     def _lower(cls, series: pd.Series) -> pd.Series:
@@ -197,12 +176,6 @@ class M365UsersSchema(StrictModel):
     class Config:
         unique = ["tenant_id", "user_id"]
 
-    @pa.check(
-        "tenant_id", "user_id", "upn", "display_name", "given_name", "surname", "mail", "job_title", "business_phone",
-        "mobile_phone", "fax", "street_address", "smtp_aliases", "user_type", name="nullable_string_dtype",
-    )  # fmt: skip
-    def _string_dtype(cls, series: pd.Series) -> bool:
-        return is_nullable_string(series)
 
     @pa.check("upn", "mail", "smtp_aliases", name="lower_case_stripped")
     def _lower(cls, series: pd.Series) -> pd.Series:
@@ -215,8 +188,6 @@ class M365UsersSchema(StrictModel):
     @pa.dataframe_check(name="is_guest_iff_user_type_guest")
     def _guest(cls, df: pd.DataFrame) -> pd.Series:
         return df["is_guest"] == df["user_type"].str.lower().eq("guest").fillna(False).astype(bool)
-
-
 
 
 def _cell(value: Any) -> str:
