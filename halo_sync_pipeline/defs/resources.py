@@ -156,7 +156,7 @@ def production_resources(env: Mapping[str, str] | None = None) -> dict[str, dg.C
             tenant=env.get("HALO_TENANT", ""),
             ca_bundle=_ca_bundle(env),
             use_reports=env.get("HALO_USE_REPORTS", "true").lower() != "false",
-            write_batch_size=int(env.get("HALO_WRITE_BATCH_SIZE", "100")),
+            **({"write_batch_size": int(env["HALO_WRITE_BATCH_SIZE"])} if env.get("HALO_WRITE_BATCH_SIZE") else {}),
         ),
         "m365": M365Resource(
             login_url=env.get("M365_LOGIN_URL", MICROSOFT_LOGIN_URL),
