@@ -12,7 +12,7 @@ DEMO_EXTRAS := sandbox
 DEV_EXTRAS := sandbox,ui
 TEST_EXTRAS := sandbox,ui,dev
 
-.PHONY: demo test test-fast dev venv bench screenshot lock clean
+.PHONY: check demo test test-fast dev venv bench screenshot lock clean
 
 # One stamp per set of extras: `make demo` on a fresh clone does not pull the webserver or pytest.
 $(VENV)/.installed-%: requirements.lock pyproject.toml
@@ -30,8 +30,14 @@ demo: $(VENV)/.installed-$(DEMO_EXTRAS)
 	$(PY) -m halo_sync_pipeline.devenv.demo --state-dir $(SANDBOX_DIR)/demo
 
 ## make test: the whole suite (unit, sandbox over HTTPS, Dagster, webserver end to end, PostgreSQL).
-test: $(VENV)/.installed-$(TEST_EXTRAS)
+test: $(VENV)/.installed-$(TEST_EXTRAS) check
 	$(PY) -m pytest -q
+
+## make check: the quality gates (ruff lint, ruff format check, mypy on halo_sync_pipeline/); part of make test.
+check: $(VENV)/.installed-$(TEST_EXTRAS)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 ## make test-fast: the unit tests only (no sandbox servers, Dagster runs, webserver or PostgreSQL).
 test-fast: $(VENV)/.installed-$(TEST_EXTRAS)

@@ -38,7 +38,12 @@ def plan_rows(n: int) -> pd.DataFrame:
                 body |= {"email2": f"p{i}@c{i // 100}.onmicrosoft.net", "email3": f"alias{i}@c{i // 100}.com"}
             action, contact_id, company_id = "create", pd.NA, 1000 + i // 100
         elif kind < 8:
-            body, action, contact_id, company_id = {"id": i, "azureoid": oid, "inactive": False}, "pair", i, 1000 + i // 100
+            body, action, contact_id, company_id = (
+                {"id": i, "azureoid": oid, "inactive": False},
+                "pair",
+                i,
+                1000 + i // 100,
+            )
         else:
             body, action, contact_id, company_id = {"id": i, "inactive": True}, "deactivate", i, 1000 + i // 100
         if i % 20011 == 0:
@@ -58,7 +63,9 @@ def body_problems_one_by_one(changes: pd.DataFrame) -> pd.DataFrame:
         if r.body not in checked:
             try:
                 problems = check_body("Users", json.loads(r.body))
-                checked[r.body] = "; ".join(problems.errors + [f"unknown field {u!r} (Halo would drop it)" for u in problems.unknown_fields])
+                checked[r.body] = "; ".join(
+                    problems.errors + [f"unknown field {u!r} (Halo would drop it)" for u in problems.unknown_fields]
+                )
             except json.JSONDecodeError as exc:
                 checked[r.body] = f"body is not JSON: {exc}"
         detail = checked[r.body]
@@ -88,8 +95,10 @@ def main() -> None:
     after = _body_problems(changes)
     after_s = time.perf_counter() - started
     same = before.reset_index(drop=True).equals(after.reset_index(drop=True))
-    print(f"{args.bodies} bodies: one by one {before_s:.2f} s, once per shape {after_s:.2f} s "
-          f"({before_s / after_s:.0f}x); problems found {len(before)} / {len(after)}, identical: {same}")
+    print(
+        f"{args.bodies} bodies: one by one {before_s:.2f} s, once per shape {after_s:.2f} s "
+        f"({before_s / after_s:.0f}x); problems found {len(before)} / {len(after)}, identical: {same}"
+    )
     if args.profile:
         profile = cProfile.Profile()
         profile.runcall(_body_problems, changes)

@@ -65,7 +65,10 @@ def main(argv: list[str] | None = None) -> int:
                 started = time.perf_counter()
                 subprocess.run(
                     [str(DAGSTER), "job", "execute", "-m", "halo_sync_pipeline.definitions", "-j", "halo_sync_plan"],
-                    env=env, cwd=REPO, check=True, capture_output=True,
+                    env=env,
+                    cwd=REPO,
+                    check=True,
+                    capture_output=True,
                 )
                 cli.append(time.perf_counter() - started)
             print(_line("dagster job execute -j halo_sync_plan (CLI)", cli))
@@ -83,8 +86,11 @@ def main(argv: list[str] | None = None) -> int:
                     sqlite.append(time.perf_counter() - started)
                 events = instance.all_logs(result.run_id)
                 steps = sorted(
-                    ((e.dagster_event.step_key, e.dagster_event.event_specific_data.duration_ms)
-                     for e in events if e.dagster_event and e.dagster_event.event_type_value == "STEP_SUCCESS"),
+                    (
+                        (e.dagster_event.step_key, e.dagster_event.event_specific_data.duration_ms)
+                        for e in events
+                        if e.dagster_event and e.dagster_event.event_type_value == "STEP_SUCCESS"
+                    ),
                     key=lambda pair: -pair[1],
                 )
             print(_line("the same job in-process, project's SQLite instance", sqlite))

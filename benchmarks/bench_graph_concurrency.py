@@ -69,10 +69,12 @@ def main() -> None:
                 client_cpu, sandbox_cpu = cpu_seconds(), cpu_seconds(sandbox.pid)
                 seconds, tenants, loaded, graph_n, identity_n = asyncio.run(read_all(env, concurrency))
                 client_cpu, sandbox_cpu = cpu_seconds() - client_cpu, cpu_seconds(sandbox.pid) - sandbox_cpu
-                print(f"concurrency {concurrency:3d}: {tenants} tenants ({loaded} loaded) read in {seconds:5.1f} s at "
-                      f"{args.latency_ms:.0f} ms/request; Graph {graph_n} + identity {identity_n} requests "
-                      f"({(graph_n + identity_n) / max(tenants, 1):.1f} per tenant); CPU: client {client_cpu:.1f} s, "
-                      f"sandbox {sandbox_cpu:.1f} s")
+                print(
+                    f"concurrency {concurrency:3d}: {tenants} tenants ({loaded} loaded) read in {seconds:5.1f} s at "
+                    f"{args.latency_ms:.0f} ms/request; Graph {graph_n} + identity {identity_n} requests "
+                    f"({(graph_n + identity_n) / max(tenants, 1):.1f} per tenant); CPU: client {client_cpu:.1f} s, "
+                    f"sandbox {sandbox_cpu:.1f} s"
+                )
         finally:
             sandbox.send_signal(signal.SIGTERM)
             sandbox.wait(timeout=60)

@@ -62,17 +62,21 @@ def main() -> None:
 
     estate = json.loads(EXAMPLE_ESTATE.read_text())
     tenant = next(t for t in estate["m365"]["tenants"] if t.get("consented", True))
-    with tempfile.TemporaryDirectory() as tmp, start_sandbox(
-        Path(tmp), estate, halo_rate_limit=None, graph_rate=0
-    ) as sandbox, httpx.Client(verify=str(sandbox.ca_bundle), timeout=30) as http:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        start_sandbox(Path(tmp), estate, halo_rate_limit=None, graph_rate=0) as sandbox,
+        httpx.Client(verify=str(sandbox.ca_bundle), timeout=30) as http,
+    ):
         targets = {
             "halo GET /api/Client": _halo_request(sandbox, http),
             "ms   GET /v1.0/users": _graph_request(sandbox, http, tenant["customerId"]),
         }
         for name, (url, headers) in targets.items():
             timings = _timings_ms(http, url, headers, args.requests)
-            print(f"{name}: p50 {_percentile(timings, 0.5):6.2f} ms  p90 {_percentile(timings, 0.9):6.2f} ms  "
-                  f"({args.requests} sequential requests)")
+            print(
+                f"{name}: p50 {_percentile(timings, 0.5):6.2f} ms  p90 {_percentile(timings, 0.9):6.2f} ms  "
+                f"({args.requests} sequential requests)"
+            )
 
 
 if __name__ == "__main__":

@@ -107,8 +107,10 @@ def main() -> None:
         estate_path = Path(tmp) / "estate.json"
         started = time.perf_counter()
         generate_estate_file(estate_path, args.tenants, args.users_per_tenant, args.seed)
-        print(f"generate: {time.perf_counter() - started:.1f}s, {args.tenants} tenants x {args.users_per_tenant} users "
-              f"({estate_path.stat().st_size / 2**20:.0f} MiB of JSON)")
+        print(
+            f"generate: {time.perf_counter() - started:.1f}s, {args.tenants} tenants x {args.users_per_tenant} users "
+            f"({estate_path.stat().st_size / 2**20:.0f} MiB of JSON)"
+        )
         started = time.perf_counter()
         sandbox, env = start_sandbox_process(estate_path, Path(tmp) / "sandbox", args.latency_ms)
         try:
@@ -138,8 +140,10 @@ def main() -> None:
                         starts[entry.step_key] = event.timestamp
                     elif entry.event_type_value == "STEP_SUCCESS":
                         peak = rss.peak_mib(starts.get(entry.step_key, event.timestamp), event.timestamp)
-                        print(f"  step {entry.step_key:<52} {entry.event_specific_data.duration_ms / 1000:6.1f}s  "
-                              f"peak RSS {peak:6.0f} MiB")
+                        print(
+                            f"  step {entry.step_key:<52} {entry.event_specific_data.duration_ms / 1000:6.1f}s  "
+                            f"peak RSS {peak:6.0f} MiB"
+                        )
             stats = httpx.get(f"{env['HALO_URL']}/_sandbox/stats", verify=env["HALO_SYNC_CA_BUNDLE"]).json()
             by_server: dict[str, int] = {}
             for row in stats["requests"]:

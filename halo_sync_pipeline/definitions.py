@@ -21,7 +21,15 @@ from halo_sync_pipeline.defs.sync.assets import company_mappings, contact_change
 
 def build_definitions(resources: dict | None = None) -> dg.Definitions:
     return dg.Definitions(
-        assets=[*halo_assets, *m365_assets, company_mappings, contact_changes, tenant_review, inactive_report, applied_changes],
+        assets=[
+            *halo_assets,
+            *m365_assets,
+            company_mappings,
+            contact_changes,
+            tenant_review,
+            inactive_report,
+            applied_changes,
+        ],
         # Every check is declared on its asset (check_specs) and runs in the asset's own step.
         jobs=[halo_sync_plan, halo_sync_apply],
         schedules=[daily_plan_schedule, nightly_apply_schedule],

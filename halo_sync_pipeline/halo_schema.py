@@ -41,7 +41,9 @@ class BodyProblems:
 def _without_closed_objects(node: Any) -> Any:
     # Unknown fields are counted by us, not rejected, so drop `additionalProperties: false`.
     if isinstance(node, dict):
-        return {k: _without_closed_objects(v) for k, v in node.items() if not (k == "additionalProperties" and v is False)}
+        return {
+            k: _without_closed_objects(v) for k, v in node.items() if not (k == "additionalProperties" and v is False)
+        }
     if isinstance(node, list):
         return [_without_closed_objects(v) for v in node]
     return node
@@ -183,8 +185,8 @@ def _constrains_values(node: Any, defs: dict[str, Any], seen: set[str]) -> bool:
         elif key == "properties":
             if any(_constrains_values(v, defs, seen) for v in value.values()):
                 return True
-        elif key not in _TYPE_ONLY_KEYWORDS:
-            return True
-        elif isinstance(value, (dict, list)) and _constrains_values(value, defs, seen):
+        elif (
+            key not in _TYPE_ONLY_KEYWORDS or isinstance(value, (dict, list)) and _constrains_values(value, defs, seen)
+        ):
             return True
     return False

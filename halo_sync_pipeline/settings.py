@@ -35,7 +35,7 @@ class SyncSettings(BaseModel):
     )
     keep_active_value: str = Field(
         default="2",
-        description='The keep-active value; compared trimmed, case-insensitively and numerically when both sides are '
+        description="The keep-active value; compared trimmed, case-insensitively and numerically when both sides are "
         'numbers ("02" and 2.0 equal "2").',
     )
     general_user_name: str = Field(

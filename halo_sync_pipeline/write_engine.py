@@ -117,8 +117,11 @@ def merge_tenant_entries(current: dict[str, Any], planned: dict[str, Any], detai
     existing = [entry for entry in current.get("azure_tenants") or [] if isinstance(entry, dict)]
     known = {str(entry.get("azure_tenant_id") or "").strip().lower() for entry in existing}
     added = [
-        {"azure_tenant_id": entry["azure_tenant_id"], "azure_tenant_name": entry.get("azure_tenant_name"),
-         "details_id": details_id}
+        {
+            "azure_tenant_id": entry["azure_tenant_id"],
+            "azure_tenant_name": entry.get("azure_tenant_name"),
+            "details_id": details_id,
+        }
         for entry in planned.get("azure_tenants") or []
         if str(entry["azure_tenant_id"]).strip().lower() not in known
     ]

@@ -51,15 +51,33 @@ from tests.e2e.helpers import (  # noqa: E402
 )
 
 ASSETS = (
-    "halo_companies", "halo_contacts", "halo_sites", "halo_tenant_mappings",
-    "m365_tenants", "m365_domains", "m365_users",
-    "company_mappings", "contact_changes", "tenant_review", "inactive_report", "applied_changes",
+    "halo_companies",
+    "halo_contacts",
+    "halo_sites",
+    "halo_tenant_mappings",
+    "m365_tenants",
+    "m365_domains",
+    "m365_users",
+    "company_mappings",
+    "contact_changes",
+    "tenant_review",
+    "inactive_report",
+    "applied_changes",
 )
 REVIEW_SHOT_HEIGHT = 2000
 CHROMIUM_FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-default-apps", "--disable-extensions", "--hide-scrollbars", "--mute-audio",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--disable-extensions",
+    "--hide-scrollbars",
+    "--mute-audio",
 )
 
 
@@ -120,7 +138,7 @@ _DRAWN_JS = """
   return JSON.stringify({present: names.filter(n => text.includes(n)), title: document.title,
                          loading: /Loading/.test(text)});
 })()
-""" % json.dumps(list(ASSETS))
+""".replace("%s", json.dumps(list(ASSETS)))
 
 # Hide the main navigation and the asset tree beside the graph (both are toggled by a
 # "panel_show_right" button), so the graph gets the whole width.
@@ -136,18 +154,32 @@ def browser(chromium: str, width: int, height: int):
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="halo-sync-chromium-") as profile:
         cmd = [
-            chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--window-size={width},{height}",
-            "--remote-debugging-address=127.0.0.1", f"--remote-debugging-port={port}", "about:blank",
+            chromium,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={profile}",
+            f"--window-size={width},{height}",
+            "--remote-debugging-address=127.0.0.1",
+            f"--remote-debugging-port={port}",
+            "about:blank",
         ]
-        with managed_process(cmd, env=os.environ, cwd=REPO_ROOT, log_path=Path(profile) / "chromium.log", stop_timeout=15):
+        with managed_process(
+            cmd, env=os.environ, cwd=REPO_ROOT, log_path=Path(profile) / "chromium.log", stop_timeout=15
+        ):
             targets = wait_until(
-                lambda: [t for t in httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=5).json() if t.get("type") == "page"],
-                timeout=60, what="Chromium's DevTools endpoint",
+                lambda: [
+                    t
+                    for t in httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=5).json()
+                    if t.get("type") == "page"
+                ],
+                timeout=60,
+                what="Chromium's DevTools endpoint",
             )
             with contextlib.closing(DevTools(targets[0]["webSocketDebuggerUrl"])) as tools:
                 tools.call("Page.enable")
-                tools.call("Emulation.setDeviceMetricsOverride",
-                           {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+                tools.call(
+                    "Emulation.setDeviceMetricsOverride",
+                    {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+                )
                 yield tools
 
 
@@ -162,8 +194,9 @@ def _settle(tools: DevTools) -> None:
         previous = current
 
 
-def screenshot_tenant_review(chromium: str, base_url: str, out: Path, *, width: int, height: int,
-                             settle_timeout: float) -> None:
+def screenshot_tenant_review(
+    chromium: str, base_url: str, out: Path, *, width: int, height: int, settle_timeout: float
+) -> None:
     """tenant_review's Events tab: its latest materialisation, with the stories and the table of every tenant."""
     with browser(chromium, width, height) as tools:
         tools.call("Page.navigate", {"url": base_url + "/assets/tenant_review?view=events"})
@@ -175,33 +208,50 @@ def screenshot_tenant_review(chromium: str, base_url: str, out: Path, *, width: 
         wait_until(table_shown, timeout=settle_timeout, interval=1.0, what="the tenant_review table")
         _settle(tools)
         # The page scrolls inside the app, not the document: a taller window shows more of the table.
-        tools.call("Emulation.setDeviceMetricsOverride",
-                   {"width": width, "height": REVIEW_SHOT_HEIGHT, "deviceScaleFactor": 1, "mobile": False})
+        tools.call(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": REVIEW_SHOT_HEIGHT, "deviceScaleFactor": 1, "mobile": False},
+        )
         _settle(tools)
         shot = tools.call("Page.captureScreenshot", {"format": "png"})
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(base64.b64decode(shot["data"]))
 
 
-def screenshot(chromium: str, base_url: str, groups: list[str], out: Path, *, width: int, height: int,
-               settle_timeout: float) -> None:
+def screenshot(
+    chromium: str, base_url: str, groups: list[str], out: Path, *, width: int, height: int, settle_timeout: float
+) -> None:
     """Capture the global asset lineage page with every group expanded, top-down, fitted to the window."""
     port = free_port()
     expanded = "/asset-groups?" + urlencode({"expanded": ",".join(f"global@global:{g}" for g in groups)})
     with tempfile.TemporaryDirectory(prefix="halo-sync-chromium-") as profile:
         cmd = [
-            chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--window-size={width},{height}",
-            "--remote-debugging-address=127.0.0.1", f"--remote-debugging-port={port}", "about:blank",
+            chromium,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={profile}",
+            f"--window-size={width},{height}",
+            "--remote-debugging-address=127.0.0.1",
+            f"--remote-debugging-port={port}",
+            "about:blank",
         ]
-        with managed_process(cmd, env=os.environ, cwd=REPO_ROOT, log_path=Path(profile) / "chromium.log", stop_timeout=15):
+        with managed_process(
+            cmd, env=os.environ, cwd=REPO_ROOT, log_path=Path(profile) / "chromium.log", stop_timeout=15
+        ):
             targets = wait_until(
-                lambda: [t for t in httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=5).json() if t.get("type") == "page"],
-                timeout=60, what="Chromium's DevTools endpoint",
+                lambda: [
+                    t
+                    for t in httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=5).json()
+                    if t.get("type") == "page"
+                ],
+                timeout=60,
+                what="Chromium's DevTools endpoint",
             )
             with contextlib.closing(DevTools(targets[0]["webSocketDebuggerUrl"])) as tools:
                 tools.call("Page.enable")
-                tools.call("Emulation.setDeviceMetricsOverride",
-                           {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+                tools.call(
+                    "Emulation.setDeviceMetricsOverride",
+                    {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+                )
 
                 def page_shows(*words: str) -> bool:
                     text = tools.evaluate("document.body ? document.body.innerText : ''") or ""
@@ -213,8 +263,11 @@ def screenshot(chromium: str, base_url: str, groups: list[str], out: Path, *, wi
                 wait_until(lambda: page_shows("Global asset lineage"), timeout=settle_timeout, what="the UI to load")
                 tools.evaluate("localStorage.setItem('asset-graph-direction', JSON.stringify('vertical'))")
                 tools.call("Page.navigate", {"url": base_url + "/asset-groups"})
-                wait_until(lambda: page_shows("Global asset lineage", *groups), timeout=settle_timeout,
-                           what="the collapsed groups")
+                wait_until(
+                    lambda: page_shows("Global asset lineage", *groups),
+                    timeout=settle_timeout,
+                    what="the collapsed groups",
+                )
                 # 2. Give the graph the whole width, then expand every group through the app's router: the
                 #    new layout is zoomed to fit the (now wider) viewport.
                 tools.evaluate(_HIDE_PANELS_JS)
@@ -234,7 +287,9 @@ def screenshot(chromium: str, base_url: str, groups: list[str], out: Path, *, wi
                     wait_until(drawn, timeout=settle_timeout, interval=1.0, what="the lineage graph to render")
                 except TimeoutError as exc:
                     failed_shot = out.with_name(out.stem + ".failed.png")
-                    failed_shot.write_bytes(base64.b64decode(tools.call("Page.captureScreenshot", {"format": "png"})["data"]))
+                    failed_shot.write_bytes(
+                        base64.b64decode(tools.call("Page.captureScreenshot", {"format": "png"})["data"])
+                    )
                     raise SystemExit(f"{exc}; last state: {last}; what the page showed: {failed_shot}") from None
                 # 3. Statuses load after the nodes and the zoom animates: wait until the text stops changing.
                 previous = None
@@ -264,19 +319,22 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="halo-sync-screenshot-") as tmp:
         estate = json.loads(EXAMPLE_ESTATE.read_text())
-        with start_sandbox(Path(tmp) / "sandbox", estate, reset=True) as sandbox:
-            with dagster_dev(sandbox.env, workdir=Path(tmp) / "dagster") as dev:
-                print(f"dagster dev on {dev.url}", flush=True)
-                if not args.no_materialise:
-                    run_id = dev.client().submit_job_execution("halo_sync_apply")  # default config: dry run
-                    status = wait_for_run(dev, run_id, timeout=360)
-                    print(f"dry-run halo_sync_apply {run_id}: {status}", flush=True)
-                # Dismiss the UI's one-time "join the community" dialog.
-                dev.graphql("mutation { setNuxSeen }")
-                groups = sorted({n["groupName"] for n in dev.graphql("{ assetNodes { groupName } }")["assetNodes"]})
-                screenshot(chromium, dev.url, groups, args.out, width=args.width, height=args.height, settle_timeout=120)
-                screenshot_tenant_review(chromium, dev.url, args.review_out, width=args.width, height=args.height,
-                                         settle_timeout=120)
+        with (
+            start_sandbox(Path(tmp) / "sandbox", estate, reset=True) as sandbox,
+            dagster_dev(sandbox.env, workdir=Path(tmp) / "dagster") as dev,
+        ):
+            print(f"dagster dev on {dev.url}", flush=True)
+            if not args.no_materialise:
+                run_id = dev.client().submit_job_execution("halo_sync_apply")  # default config: dry run
+                status = wait_for_run(dev, run_id, timeout=360)
+                print(f"dry-run halo_sync_apply {run_id}: {status}", flush=True)
+            # Dismiss the UI's one-time "join the community" dialog.
+            dev.graphql("mutation { setNuxSeen }")
+            groups = sorted({n["groupName"] for n in dev.graphql("{ assetNodes { groupName } }")["assetNodes"]})
+            screenshot(chromium, dev.url, groups, args.out, width=args.width, height=args.height, settle_timeout=120)
+            screenshot_tenant_review(
+                chromium, dev.url, args.review_out, width=args.width, height=args.height, settle_timeout=120
+            )
     for written in (args.out, args.review_out):
         print(f"wrote {written} ({written.stat().st_size // 1024} KB)")
     return 0

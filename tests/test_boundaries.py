@@ -111,10 +111,18 @@ class Boundary:
 
 
 BOUNDARIES = (
-    Boundary("rules", FRAMEWORKS, pipeline_modules("clients", "defs", "definitions", "sandbox", "devenv"),
-             "rules import no dagster, httpx or msal, and nothing from clients, defs, sandbox or devenv"),
-    Boundary("clients", ("dagster",), pipeline_modules("defs", "definitions", "sandbox", "devenv"),
-             "clients import no dagster, and nothing from defs, sandbox or devenv"),
+    Boundary(
+        "rules",
+        FRAMEWORKS,
+        pipeline_modules("clients", "defs", "definitions", "sandbox", "devenv"),
+        "rules import no dagster, httpx or msal, and nothing from clients, defs, sandbox or devenv",
+    ),
+    Boundary(
+        "clients",
+        ("dagster",),
+        pipeline_modules("defs", "definitions", "sandbox", "devenv"),
+        "clients import no dagster, and nothing from defs, sandbox or devenv",
+    ),
 )
 
 
@@ -168,9 +176,12 @@ def test_a_violation_names_its_file_and_line(tmp_path: Path) -> None:
     _plant(tmp_path, "clients/__init__.py", "from .halo import HaloClient\n")
     _plant(tmp_path, "clients/halo.py", "from ..defs import resources\n")
     _plant(tmp_path, "sandbox/__init__.py", "")
-    _plant(tmp_path, "sandbox/app.py",
-           "from halo_sync_pipeline.settings import X\nfrom . import store\nfrom halo_sync_pipeline import rules\n"
-           "from halo_sync_pipeline.definitions import defs\n")
+    _plant(
+        tmp_path,
+        "sandbox/app.py",
+        "from halo_sync_pipeline.settings import X\nfrom . import store\nfrom halo_sync_pipeline import rules\n"
+        "from halo_sync_pipeline.definitions import defs\n",
+    )
     rules, clients = (violations(b, tmp_path) for b in BOUNDARIES)
     assert [v.split(" (")[0] for v in rules] == ["halo_sync_pipeline/rules/matching.py:5 imports httpx"]
     assert [v.split(" (")[0] for v in clients] == [

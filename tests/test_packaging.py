@@ -102,9 +102,24 @@ def test_pip_itself_installs_no_sandbox_package_with_the_core(tmp_path: Path) ->
     """The real resolver on the package index, pinned by the lock as a production image is (about 15 s)."""
     report = tmp_path / "report.json"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet", "--report", str(report),
-         "-c", str(REPO / "requirements.lock"), str(REPO)],
-        check=True, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--dry-run",
+            "--ignore-installed",
+            "--quiet",
+            "--report",
+            str(report),
+            "-c",
+            str(REPO / "requirements.lock"),
+            str(REPO),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     would_install = {canonicalize_name(item["metadata"]["name"]) for item in json.loads(report.read_text())["install"]}
     assert would_install & SANDBOX_ONLY == set()
@@ -127,8 +142,10 @@ def _sandbox_cli(tmp_path: Path, blocked: str, *args: str) -> subprocess.Complet
 def test_the_code_location_loads_without_the_sandbox_and_ui_extras(tmp_path: Path) -> None:
     blocked = [*SANDBOX_ONLY, "dagster_webserver", "halo_sync_pipeline.sandbox", "halo_sync_pipeline.devenv"]
     # What `dagster code-server start -m halo_sync_pipeline.definitions` looks for: a Definitions at module level.
-    load = ("import dagster as dg, halo_sync_pipeline.definitions as location\n"
-            "print(sum(isinstance(value, dg.Definitions) for value in vars(location).values()))")
+    load = (
+        "import dagster as dg, halo_sync_pipeline.definitions as location\n"
+        "print(sum(isinstance(value, dg.Definitions) for value in vars(location).values()))"
+    )
     done = _without(tmp_path, blocked, [sys.executable, "-c", load])
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "1"

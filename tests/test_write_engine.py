@@ -26,7 +26,12 @@ def _mappings() -> pd.DataFrame:
             "method": pd.array(["name", "unmatched"], dtype="string"),
             "evidence": pd.array(["name Contoso = Contoso", "no candidate"], dtype="string"),
             "company_update": pd.array(
-                [json.dumps({"id": 10, "azure_tenants": [{"azure_tenant_id": "t1", "azure_tenant_name": "Contoso"}]}), pd.NA],
+                [
+                    json.dumps(
+                        {"id": 10, "azure_tenants": [{"azure_tenant_id": "t1", "azure_tenant_name": "Contoso"}]}
+                    ),
+                    pd.NA,
+                ],
                 dtype="string",
             ),
         }
@@ -45,10 +50,30 @@ def _changes(rows: list[dict]) -> pd.DataFrame:
 
 
 def _plan(n_creates: int = 5) -> pd.DataFrame:
-    rows = [{"action": "create", "user_id": f"u{i}", "body": json.dumps({"name": f"user {i}", "site_id": 1})} for i in range(n_creates)]
-    rows.append({"action": "deactivate", "contact_id": 7, "reason": "gone_from_m365", "body": json.dumps({"id": 7, "inactive": True})})
-    rows.append({"action": "deactivate", "contact_id": 8, "held": True, "reason": "gone_from_m365", "body": json.dumps({"id": 8, "inactive": True})})
-    rows.append({"action": "ambiguous", "contact_id": 9, "held": True, "reason": "several_contacts_match_upn", "body": pd.NA})
+    rows = [
+        {"action": "create", "user_id": f"u{i}", "body": json.dumps({"name": f"user {i}", "site_id": 1})}
+        for i in range(n_creates)
+    ]
+    rows.append(
+        {
+            "action": "deactivate",
+            "contact_id": 7,
+            "reason": "gone_from_m365",
+            "body": json.dumps({"id": 7, "inactive": True}),
+        }
+    )
+    rows.append(
+        {
+            "action": "deactivate",
+            "contact_id": 8,
+            "held": True,
+            "reason": "gone_from_m365",
+            "body": json.dumps({"id": 8, "inactive": True}),
+        }
+    )
+    rows.append(
+        {"action": "ambiguous", "contact_id": 9, "held": True, "reason": "several_contacts_match_upn", "body": pd.NA}
+    )
     return planned_writes(_mappings(), _changes(rows))
 
 
@@ -94,7 +119,13 @@ def test_dry_run_writes_nothing_and_marks_every_allowed_action():
 def test_live_run_batches_and_returns_new_ids():
     halo = FakeHalo()
     applied = apply_writes(_plan(5), halo, dry_run=False, batch_size=2)
-    assert [(e, len(b)) for e, b in halo.batches] == [("Client", 1), ("Users", 2), ("Users", 2), ("Users", 1), ("Users", 1)]
+    assert [(e, len(b)) for e, b in halo.batches] == [
+        ("Client", 1),
+        ("Users", 2),
+        ("Users", 2),
+        ("Users", 1),
+        ("Users", 1),
+    ]
     creates = applied[applied["action"] == "create"]
     assert (creates["outcome"] == "applied").all()
     assert sorted(creates["halo_id"].tolist()) == [101, 102, 103, 104, 105]
@@ -103,7 +134,10 @@ def test_live_run_batches_and_returns_new_ids():
 
 
 def test_a_bad_record_fails_alone_while_the_rest_land():
-    rows = [{"action": "create", "user_id": f"u{i}", "body": json.dumps({"name": "bad" if i == 3 else f"user {i}"})} for i in range(8)]
+    rows = [
+        {"action": "create", "user_id": f"u{i}", "body": json.dumps({"name": "bad" if i == 3 else f"user {i}"})}
+        for i in range(8)
+    ]
     halo = FakeHalo()
     applied = apply_writes(planned_writes(_mappings(), _changes(rows)), halo, dry_run=False, batch_size=8)
     creates = applied[applied["action"] == "create"].set_index("user_id")
@@ -168,16 +202,26 @@ def test_updates_are_idempotent_so_an_unknown_outcome_is_resent_in_halves():
 
 # ------------------------------------------------------------ company write-backs (read-modify-write)
 
-HALO_ENTRY = {"id": 4, "details_id": 2, "client_id": 10, "azure_tenant_id": "t-old", "azure_tenant_name": "Old",
-              "details_name": "Contoso Azure AD"}
+HALO_ENTRY = {
+    "id": 4,
+    "details_id": 2,
+    "client_id": 10,
+    "azure_tenant_id": "t-old",
+    "azure_tenant_name": "Old",
+    "details_name": "Contoso Azure AD",
+}
 
 
 def test_merge_keeps_every_entry_as_halo_returned_it_and_adds_the_new_one():
     planned = {"id": 10, "azure_tenants": [{"azure_tenant_id": "t1", "azure_tenant_name": "Contoso"}]}
     merged = merge_tenant_entries({"id": 10, "azure_tenants": [HALO_ENTRY]}, planned, details_id=1)
-    assert merged == {"id": 10, "azure_tenants": [
-        HALO_ENTRY, {"azure_tenant_id": "t1", "azure_tenant_name": "Contoso", "details_id": 1},
-    ]}
+    assert merged == {
+        "id": 10,
+        "azure_tenants": [
+            HALO_ENTRY,
+            {"azure_tenant_id": "t1", "azure_tenant_name": "Contoso", "details_id": 1},
+        ],
+    }
 
 
 def test_merge_writes_nothing_when_halo_has_the_tenant_already():
@@ -207,4 +251,7 @@ def test_prepare_failure_fails_that_write_back_alone():
     outcome = dict(zip(applied["action"] + ":" + applied["contact_id"].astype("string").fillna(""), applied["outcome"]))
     assert outcome["set_tenant_id:"] == "failed"
     assert "none Microsoft Partner" in applied.loc[applied["action"] == "set_tenant_id", "error"].iloc[0]
-    assert outcome["deactivate:7"] == "applied" and (applied.loc[applied["action"] == "create", "outcome"] == "applied").all()
+    assert (
+        outcome["deactivate:7"] == "applied"
+        and (applied.loc[applied["action"] == "create", "outcome"] == "applied").all()
+    )

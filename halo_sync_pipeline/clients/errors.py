@@ -37,7 +37,9 @@ class HaloReportError(HaloApiError):
 class HaloWriteError(HaloApiError):
     """A Halo upsert (POST of a JSON array) was refused; `halo_message` is Halo's own explanation."""
 
-    def __init__(self, message: str, *, status_code: int | None, halo_message: str, method: str = "POST", path: str = "") -> None:
+    def __init__(
+        self, message: str, *, status_code: int | None, halo_message: str, method: str = "POST", path: str = ""
+    ) -> None:
         self.halo_message = halo_message
         super().__init__(message, status_code=status_code, method=method, path=path)
 

@@ -19,7 +19,15 @@ from .graph import USER_SELECT, TenantLoad
 
 # `quarantine` (Halo frames): what is odd about the record (NA = nothing); see rules/quarantine.py.
 COMPANY_COLUMNS = ["company_id", "name", "website", "inactive", "main_site_id", "quarantine"]
-TENANT_MAPPING_COLUMNS = ["tenant_id", "tenant_name", "company_id", "company_name", "entry_id", "connection_id", "quarantine"]
+TENANT_MAPPING_COLUMNS = [
+    "tenant_id",
+    "tenant_name",
+    "company_id",
+    "company_name",
+    "entry_id",
+    "connection_id",
+    "quarantine",
+]
 CONTACT_COLUMNS = [
     "contact_id", "company_id", "site_id", "name", "firstname", "surname", "email", "email2", "email3",
     "phonenumber", "mobilenumber", "title", "azureoid", "inactive", "keep_active", "quarantine",
@@ -89,7 +97,11 @@ def boolean(value: Any, *, default: bool = False) -> bool:
 
 
 def _build(
-    records: Iterable[Any], columns: list[str], dtypes: Mapping[str, str], row: Callable[[Any], dict[str, Any]], what: Callable[[int, Any], str]
+    records: Iterable[Any],
+    columns: list[str],
+    dtypes: Mapping[str, str],
+    row: Callable[[Any], dict[str, Any]],
+    what: Callable[[int, Any], str],
 ) -> pd.DataFrame:
     built = []
     for index, record in enumerate(records):
@@ -108,7 +120,10 @@ def _empty(columns: list[str], dtypes: Mapping[str, str]) -> pd.DataFrame:
 
 
 def _build_lenient(
-    records: Iterable[Any], columns: list[str], dtypes: Mapping[str, str], row: Callable[[Any, "_Reader"], dict[str, Any]],
+    records: Iterable[Any],
+    columns: list[str],
+    dtypes: Mapping[str, str],
+    row: Callable[[Any, _Reader], dict[str, Any]],
     what: Callable[[int, Any], str],
 ) -> pd.DataFrame:
     """Like `_build`, but one odd record never stops the frame: a field that cannot be typed becomes NA
@@ -171,8 +186,14 @@ _STRING, _BOOL, _INT, _NINT = "string", "bool", "int64", "Int64"
 
 
 def halo_companies_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
-    dtypes = {"company_id": _INT, "name": _STRING, "website": _STRING, "inactive": _BOOL, "main_site_id": _NINT,
-              "quarantine": _STRING}
+    dtypes = {
+        "company_id": _INT,
+        "name": _STRING,
+        "website": _STRING,
+        "inactive": _BOOL,
+        "main_site_id": _NINT,
+        "quarantine": _STRING,
+    }
     return _build_lenient(
         records,
         COMPANY_COLUMNS,
@@ -191,8 +212,15 @@ def halo_companies_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
 def halo_tenant_mappings_frame(mappings: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     """From `HaloClient.tenant_mappings()` (id, details_id, azure_tenant_id, azure_tenant_name, client_id,
     client_name). The tenant id is kept as Halo has it (lower-cased); rules/quarantine.py judges it."""
-    dtypes = {"tenant_id": _STRING, "tenant_name": _STRING, "company_id": _INT, "company_name": _STRING,
-              "entry_id": _NINT, "connection_id": _NINT, "quarantine": _STRING}
+    dtypes = {
+        "tenant_id": _STRING,
+        "tenant_name": _STRING,
+        "company_id": _INT,
+        "company_name": _STRING,
+        "entry_id": _NINT,
+        "connection_id": _NINT,
+        "quarantine": _STRING,
+    }
     return _build_lenient(
         mappings,
         TENANT_MAPPING_COLUMNS,
@@ -212,7 +240,19 @@ def halo_tenant_mappings_frame(mappings: Iterable[Mapping[str, Any]]) -> pd.Data
 def halo_contacts_frame(records: Iterable[Mapping[str, Any]], keep_active_field: str | None = None) -> pd.DataFrame:
     """From `HaloClient.contacts(field)`; the keep-active value is the record's `keep_active`
     (or, for records carrying Halo custom fields, the field named `keep_active_field`)."""
-    strings = ("name", "firstname", "surname", "email", "email2", "email3", "phonenumber", "mobilenumber", "title", "azureoid", "keep_active")
+    strings = (
+        "name",
+        "firstname",
+        "surname",
+        "email",
+        "email2",
+        "email3",
+        "phonenumber",
+        "mobilenumber",
+        "title",
+        "azureoid",
+        "keep_active",
+    )
     dtypes = {"contact_id": _INT, "company_id": _INT, "site_id": _NINT, "inactive": _BOOL} | {
         c: _STRING for c in (*strings, "quarantine")
     }
@@ -244,8 +284,14 @@ def halo_contacts_frame(records: Iterable[Mapping[str, Any]], keep_active_field:
 
 
 def halo_sites_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
-    dtypes = {"site_id": _INT, "company_id": _INT, "name": _STRING, "line1": _STRING, "is_main": _BOOL,
-              "quarantine": _STRING}
+    dtypes = {
+        "site_id": _INT,
+        "company_id": _INT,
+        "name": _STRING,
+        "line1": _STRING,
+        "is_main": _BOOL,
+        "quarantine": _STRING,
+    }
     return _build_lenient(
         records,
         SITE_COLUMNS,
@@ -308,7 +354,11 @@ _STRING_USER_COLUMNS = (
     "tenant_id", "user_id", "upn", "display_name", "given_name", "surname", "mail", "job_title", "business_phone",
     "mobile_phone", "fax", "street_address", "smtp_aliases", "user_type",
 )  # fmt: skip
-_USER_DTYPES = {c: _STRING for c in _STRING_USER_COLUMNS} | {"licence_count": _NINT, "account_enabled": _BOOL, "is_guest": _BOOL}
+_USER_DTYPES = {c: _STRING for c in _STRING_USER_COLUMNS} | {
+    "licence_count": _NINT,
+    "account_enabled": _BOOL,
+    "is_guest": _BOOL,
+}
 _DOMAIN_DTYPES = {"tenant_id": _STRING, "domain": _STRING, "is_verified": _BOOL, "is_default": _BOOL}
 
 
@@ -316,7 +366,9 @@ def m365_tenants_frame(loads: Sequence[TenantLoad]) -> pd.DataFrame:
     """One row per tenant with its load status; the default domain comes from the loaded domains when known."""
     rows = []
     for load in loads:
-        default = next((d.get("id") for d in load.domains if d.get("isDefault") is True), None) or load.tenant.default_domain
+        default = (
+            next((d.get("id") for d in load.domains if d.get("isDefault") is True), None) or load.tenant.default_domain
+        )
         loaded = load.status == "loaded"
         rows.append(
             {
@@ -502,7 +554,11 @@ def missing_user_property(load: TenantLoad, required: Sequence[str]) -> str | No
     unknown = [name for name in required if name not in USER_SELECT]
     if unknown:
         raise ValueError(f"a compacted tenant load only knows the gaps of $select-ed properties, not {unknown}")
-    found = [(load.user_gaps[name][0], order, load.user_gaps[name][1]) for order, name in enumerate(required) if name in load.user_gaps]
+    found = [
+        (load.user_gaps[name][0], order, load.user_gaps[name][1])
+        for order, name in enumerate(required)
+        if name in load.user_gaps
+    ]
     return min(found)[2] if found else None
 
 
@@ -540,6 +596,8 @@ def m365_frames(
             # Compacted without knowing `required_user_properties`: apply them now.
             problem = missing_user_property(load, required_user_properties)
             if problem:
-                load = replace(load, status="failed", error=problem, domains=[], users=[], user_columns=None, user_gaps={})
+                load = replace(
+                    load, status="failed", error=problem, domains=[], users=[], user_columns=None, user_gaps={}
+                )
         checked.append(compact_tenant_load(load, required_user_properties))
     return m365_tenants_frame(checked), m365_domains_frame(checked), m365_users_frame(checked)

@@ -133,7 +133,11 @@ class GraphClient:
             app_only=app_only,
             scope=self.graph_scope,
             http=MsalHttpAdapter(
-                verify=verify, timeout=timeout, retry_policy=self.retry_policy, counts=self.token_request_counts, transport=token_transport
+                verify=verify,
+                timeout=timeout,
+                retry_policy=self.retry_policy,
+                counts=self.token_request_counts,
+                transport=token_transport,
             ),
             threads=concurrency,  # a token thread per concurrent tenant
             scrub=self._scrub,
@@ -191,15 +195,21 @@ class GraphClient:
         except RetryableStatus as exc:
             raise GraphApiError(
                 f"Graph GET {path} still answered {exc.status_code} after retries: {self._scrub(exc.detail)}",
-                status_code=exc.status_code, method="GET", path=path,
+                status_code=exc.status_code,
+                method="GET",
+                path=path,
             ) from None
         except httpx.TransportError as exc:
-            raise GraphApiError(f"Graph GET {path}: connection failed ({type(exc).__name__})", method="GET", path=path) from None
+            raise GraphApiError(
+                f"Graph GET {path}: connection failed ({type(exc).__name__})", method="GET", path=path
+            ) from None
         if response.status_code != 200:
             hint = " (consent revoked or missing?)" if response.status_code in (401, 403) else ""
             raise GraphApiError(
                 f"Graph GET {path} answered {response.status_code}{hint}: {self._scrub(_graph_message(response))}",
-                status_code=response.status_code, method="GET", path=path,
+                status_code=response.status_code,
+                method="GET",
+                path=path,
             )
         try:
             body = response.json()
@@ -237,7 +247,8 @@ class GraphClient:
                 if not tenant_id:
                     raise MalformedDataError(f"contract #{index} (id {contract.get('id')!r}) has no customerId")
                 by_id.setdefault(
-                    tenant_id, TenantRef(tenant_id, contract.get("displayName"), _clean(contract.get("defaultDomainName")))
+                    tenant_id,
+                    TenantRef(tenant_id, contract.get("displayName"), _clean(contract.get("defaultDomainName"))),
                 )
         else:
             path = "/v1.0/tenantRelationships/delegatedAdminRelationships"
@@ -247,7 +258,9 @@ class GraphClient:
                 customer = relation.get("customer") or {}
                 tenant_id = _clean(customer.get("tenantId"))
                 if not tenant_id:
-                    raise MalformedDataError(f"GDAP relationship #{index} (id {relation.get('id')!r}) has no customer.tenantId")
+                    raise MalformedDataError(
+                        f"GDAP relationship #{index} (id {relation.get('id')!r}) has no customer.tenantId"
+                    )
                 by_id.setdefault(tenant_id, TenantRef(tenant_id, customer.get("displayName")))
         by_id.pop(self.partner_tenant_id, None)
         return list(by_id.values())
@@ -260,7 +273,9 @@ class GraphClient:
     async def _load_tenant(self, tenant: TenantRef, counts: RequestCounts) -> TenantLoad:
         try:
             domains = await self._paged(tenant.tenant_id, "/v1.0/domains", {"$select": ",".join(DOMAIN_SELECT)})
-            users = await self._paged(tenant.tenant_id, "/v1.0/users", {"$select": ",".join(USER_SELECT), "$top": str(PAGE_SIZE)})
+            users = await self._paged(
+                tenant.tenant_id, "/v1.0/users", {"$select": ",".join(USER_SELECT), "$top": str(PAGE_SIZE)}
+            )
             _check_records(tenant.tenant_id, domains, users)
         except asyncio.CancelledError:
             raise

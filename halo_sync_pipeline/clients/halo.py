@@ -221,7 +221,9 @@ class HaloClient:
             if isinstance(candidate, dict) and candidate.get("name") == report.name:
                 self._report_ids[report.name] = int(candidate["id"])
                 return self._report_ids[report.name]
-        response = self._send_with_retries("POST", "/api/Report", json=[{"name": report.name, "sql": report.sql}], write=True)
+        response = self._send_with_retries(
+            "POST", "/api/Report", json=[{"name": report.name, "sql": report.sql}], write=True
+        )
         if response.status_code not in (200, 201):
             raise HaloReportError(
                 f"Halo refused to create report {report.name!r} ({response.status_code}): {self._message(response)}",
@@ -258,11 +260,11 @@ class HaloClient:
         page_no = 1
         seen = 0
         while True:
-            body = self._get(
-                path, {**params, "pageinate": "true", "page_size": self.page_size, "page_no": page_no}
-            )
+            body = self._get(path, {**params, "pageinate": "true", "page_size": self.page_size, "page_no": page_no})
             if not isinstance(body, dict) or not isinstance(body.get(key), list):
-                raise HaloApiError(f"Halo GET {path} page {page_no}: answer has no '{key}' list", method="GET", path=path)
+                raise HaloApiError(
+                    f"Halo GET {path} page {page_no}: answer has no '{key}' list", method="GET", path=path
+                )
             records = body[key]
             yield from records
             seen += len(records)
@@ -292,7 +294,9 @@ class HaloClient:
     def contacts(self, keep_active_field: str) -> list[dict[str, Any]]:
         """Every Halo user (contact), active and inactive, with the keep-active custom field's value."""
         if self.reports_mode:
-            return self.load_report(SavedReport(f"contacts {keep_active_field}", contacts_report_sql(keep_active_field)))
+            return self.load_report(
+                SavedReport(f"contacts {keep_active_field}", contacts_report_sql(keep_active_field))
+            )
         records = [_contact_from_rest(u) for u in self._pages("/api/Users", "users", {"includeinactive": "true"})]
         active = [r for r in records if not _truthy(r.get("inactive"))]
         if len(active) > self.contact_details_limit:
@@ -394,14 +398,21 @@ class HaloClient:
         saved = self._json(response, f"POST {path}")
         records = saved if isinstance(saved, list) else [saved]
         if not all(isinstance(r, dict) for r in records):
-            raise HaloWriteError(f"Halo POST {path}: answer is not a record or a list of records", status_code=response.status_code, halo_message="", path=path)
+            raise HaloWriteError(
+                f"Halo POST {path}: answer is not a record or a list of records",
+                status_code=response.status_code,
+                halo_message="",
+                path=path,
+            )
         return records
 
     def _json(self, response: httpx.Response, what: str) -> Any:
         try:
             return response.json()
         except ValueError:
-            raise HaloApiError(f"Halo {what}: answer is not JSON ({self._scrub(short_detail(response.text))[:80]})") from None
+            raise HaloApiError(
+                f"Halo {what}: answer is not JSON ({self._scrub(short_detail(response.text))[:80]})"
+            ) from None
 
 
 def _truthy(value: Any) -> bool:
@@ -471,7 +482,9 @@ def _site_from_rest(site: dict[str, Any], main_sites: dict[Any, Any]) -> dict[st
         "client_id": site.get("client_id"),
         "name": site.get("name"),
         "line1": line1,
-        "is_main": site["isinvoicesite"] if "isinvoicesite" in site else main_sites.get(site.get("client_id")) == site.get("id"),
+        "is_main": site["isinvoicesite"]
+        if "isinvoicesite" in site
+        else main_sites.get(site.get("client_id")) == site.get("id"),
     }
 
 

@@ -72,9 +72,16 @@ class MsalHttpAdapter:
         try:
             return self._policy.call(attempt)
         except RetryableStatus as exc:
-            raise GraphAuthError(f"identity {method} {path} still answered {exc.status_code} after retries", status_code=exc.status_code, method=method, path=path) from None
+            raise GraphAuthError(
+                f"identity {method} {path} still answered {exc.status_code} after retries",
+                status_code=exc.status_code,
+                method=method,
+                path=path,
+            ) from None
         except httpx.TransportError as exc:
-            raise GraphAuthError(f"identity {method} {path}: connection failed ({type(exc).__name__})", method=method, path=path) from None
+            raise GraphAuthError(
+                f"identity {method} {path}: connection failed ({type(exc).__name__})", method=method, path=path
+            ) from None
 
     def get(self, url: str, **kwargs: Any) -> httpx.Response:
         return self._request("GET", url, **kwargs)
@@ -188,7 +195,9 @@ class MsalTokens:
         except GraphApiError:
             raise
         except Exception as exc:  # msal raises ValueError/RuntimeError/MsalServiceError on discovery problems
-            raise GraphAuthError(f"token for tenant {tenant_id}: {type(exc).__name__}: {self._scrub(short_detail(str(exc)))}") from None
+            raise GraphAuthError(
+                f"token for tenant {tenant_id}: {type(exc).__name__}: {self._scrub(short_detail(str(exc)))}"
+            ) from None
         if not isinstance(result, dict) or "access_token" not in result:
             error = result.get("error", "unknown_error") if isinstance(result, dict) else "no answer"
             description = result.get("error_description", "") if isinstance(result, dict) else ""

@@ -129,7 +129,9 @@ class RetryPolicy:
         raise AssertionError("unreachable: stamina either returns or re-raises")  # pragma: no cover
 
 
-def raise_for_retryable(response: httpx.Response, method: str, path: str, detail: Callable[[], str] | None = None) -> None:
+def raise_for_retryable(
+    response: httpx.Response, method: str, path: str, detail: Callable[[], str] | None = None
+) -> None:
     """Raise `RetryableStatus` for a 429 or 5xx answer; `detail` (called only then) explains it, scrubbed."""
     if response.status_code == 429 or response.status_code >= 500:
         raise RetryableStatus(

@@ -42,7 +42,11 @@ def failure_result(
     if what_to_do:
         metadata = {"what_to_do": dg.MetadataValue.text(what_to_do), **metadata}
     return dg.AssetCheckResult(
-        check_name=check_name, asset_key=key, passed=False, severity=severity, description=f"{len(failures)} {what}",
+        check_name=check_name,
+        asset_key=key,
+        passed=False,
+        severity=severity,
+        description=f"{len(failures)} {what}",
         metadata=metadata,
     )
 
@@ -71,6 +75,9 @@ def schema_spec(asset: str, schema: type[pa.DataFrameModel]) -> dg.AssetCheckSpe
 def schema_result(asset: str, schema: type[pa.DataFrameModel], frame: pd.DataFrame) -> dg.AssetCheckResult:
     """Validate lazily (every failure at once) and report it as the asset's schema check."""
     return failure_result(
-        validation_failures(schema, frame), check_name=schema_check_name(asset), asset=asset, severity=ERROR,
+        validation_failures(schema, frame),
+        check_name=schema_check_name(asset),
+        asset=asset,
+        severity=ERROR,
         what="schema violations",
     )

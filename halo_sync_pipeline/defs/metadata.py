@@ -41,12 +41,16 @@ def with_tenant_names(frame: pd.DataFrame, tenant_names: Mapping[str, Any] | pd.
     if tenant_names is None or "tenant_id" not in frame or "tenant_name" in frame:
         return frame
     named = frame.copy()
-    named.insert(frame.columns.get_loc("tenant_id") + 1, "tenant_name", frame["tenant_id"].map(tenant_names).astype("string"))
+    named.insert(
+        frame.columns.get_loc("tenant_id") + 1, "tenant_name", frame["tenant_id"].map(tenant_names).astype("string")
+    )
     return named
 
 
 def frame_metadata(
-    frame: pd.DataFrame, extra: Mapping[str, Any] | None = None, tenant_names: Mapping[str, Any] | pd.Series | None = None
+    frame: pd.DataFrame,
+    extra: Mapping[str, Any] | None = None,
+    tenant_names: Mapping[str, Any] | pd.Series | None = None,
 ) -> dict[str, Any]:
     preview = with_tenant_names(frame.head(PREVIEW_ROWS), tenant_names)
     metadata: dict[str, Any] = {
@@ -91,4 +95,7 @@ def counts_markdown(series: pd.Series, title: str) -> dg.MetadataValue:
 
 
 def request_metadata(request_counts: Mapping[str, int]) -> dict[str, Any]:
-    return {"requests": sum(request_counts.values()), "requests_by_endpoint": dg.MetadataValue.json(dict(request_counts))}
+    return {
+        "requests": sum(request_counts.values()),
+        "requests_by_endpoint": dg.MetadataValue.json(dict(request_counts)),
+    }

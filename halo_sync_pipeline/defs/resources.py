@@ -43,7 +43,9 @@ class HaloResource(dg.ConfigurableResource):
     client_secret: str = Field(description="Client secret of the Halo API application (set through an EnvVar).")
     tenant: str = Field(default="", description="Halo tenant name (hosted Halo); empty for self-hosted.")
     ca_bundle: str | None = Field(default=None, description="CA bundle path (the sandbox's); None = system trust.")
-    use_reports: bool = Field(default=True, description="Read through saved SQL reports (few requests); False = REST paging.")
+    use_reports: bool = Field(
+        default=True, description="Read through saved SQL reports (few requests); False = REST paging."
+    )
     page_size: int = Field(default=500, ge=1, le=5000)
     write_batch_size: int = Field(default=100, ge=1, le=1000)
     timeout_s: float = Field(default=30.0, gt=0)
@@ -80,7 +82,9 @@ class M365Resource(dg.ConfigurableResource):
     )
     tenant_source: Literal["contracts", "gdap"] = "contracts"
     concurrency: int = Field(
-        default=16, ge=1, le=64,
+        default=16,
+        ge=1,
+        le=64,
         description="Customer tenants read at the same time. Graph throttles per tenant, not per partner; 16 reads "
         "500 tenants at 100 ms per request in about 15 s (4 requests each: 500 / 16 × 0.4 s).",
     )
@@ -168,5 +172,7 @@ def production_resources(env: Mapping[str, str] | None = None) -> dict[str, dg.C
             tenant_source=_tenant_source(env.get("M365_TENANT_SOURCE", "contracts")),
             ca_bundle=_ca_bundle(env),
         ),
-        "sync_settings": settings_from_file(env[SETTINGS_FILE_ENV]) if env.get(SETTINGS_FILE_ENV) else SyncSettingsResource(),
+        "sync_settings": settings_from_file(env[SETTINGS_FILE_ENV])
+        if env.get(SETTINGS_FILE_ENV)
+        else SyncSettingsResource(),
     }

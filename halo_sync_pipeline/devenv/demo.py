@@ -49,14 +49,22 @@ def summary(result: dg.ExecuteInProcessResult) -> str:
         ),
         "(not written)",
     )
-    quarantined = quarantined_records(*(result.output_for_node(name) for name in (
-        "halo_companies", "halo_contacts", "halo_sites", "halo_tenant_mappings")))
+    quarantined = quarantined_records(
+        *(
+            result.output_for_node(name)
+            for name in ("halo_companies", "halo_contacts", "halo_sites", "halo_tenant_mappings")
+        )
+    )
     lines = [f"run {result.run_id}: succeeded", "", "tenants by match method:"]
     lines += [f"  {method:<26} {n}" for method, n in mappings["method"].value_counts().items()]
     conflicts = mappings[mappings["method"] == "conflict"]
-    lines.append(f"  (conflicts: {len(conflicts)}{': ' + ', '.join(conflicts['tenant_name'].fillna('?')) if len(conflicts) else ''})")
+    lines.append(
+        f"  (conflicts: {len(conflicts)}{': ' + ', '.join(conflicts['tenant_name'].fillna('?')) if len(conflicts) else ''})"
+    )
     failed = mappings[mappings["users_status"] == "failed"]
-    lines.append(f"  (users failed to load: {len(failed)}{': ' + ', '.join(failed['tenant_name']) if len(failed) else ''})")
+    lines.append(
+        f"  (users failed to load: {len(failed)}{': ' + ', '.join(failed['tenant_name']) if len(failed) else ''})"
+    )
     lines += ["", f"quarantined Halo records: {len(quarantined)}"]
     lines += [f"  {kind:<15} {n}" for kind, n in quarantined["kind"].value_counts().sort_index().items()]
     lines += ["", "actions (action / outcome):"]

@@ -18,7 +18,6 @@ from halo_sync_pipeline.sandbox import EXAMPLE_ESTATE
 from halo_sync_pipeline.sandbox.server import start_sandbox, state_exists
 
 
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--state-dir", type=Path, required=True)

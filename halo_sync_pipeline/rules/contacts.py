@@ -27,8 +27,22 @@ from halo_sync_pipeline.schemas.plan import MATCHED_METHODS
 from halo_sync_pipeline.settings import SyncSettings
 
 CHANGE_COLUMNS = [
-    "tenant_id", "tenant_name", "company_id", "company_name", "contact_id", "user_id", "action", "held",
-    "reason", "hold_reason", "name", "email", "phonenumber", "mobilenumber", "body", "evidence",
+    "tenant_id",
+    "tenant_name",
+    "company_id",
+    "company_name",
+    "contact_id",
+    "user_id",
+    "action",
+    "held",
+    "reason",
+    "hold_reason",
+    "name",
+    "email",
+    "phonenumber",
+    "mobilenumber",
+    "body",
+    "evidence",
 ]
 # Halo contact field <- Microsoft 365 user column (users' `surname` is renamed to avoid the clash).
 UPDATED_FIELDS = {
@@ -104,15 +118,31 @@ def contact_addresses(contacts: pd.DataFrame) -> pd.DataFrame:
     return found.drop_duplicates(["contact_id", "address"]).reset_index(drop=True)
 
 
-def _changes(frame: pd.DataFrame, action: str, reason: object, hold_reason: object, body: Iterable, evidence: object,
-             contact_fields: bool = True) -> pd.DataFrame:
+def _changes(
+    frame: pd.DataFrame,
+    action: str,
+    reason: object,
+    hold_reason: object,
+    body: Iterable,
+    evidence: object,
+    contact_fields: bool = True,
+) -> pd.DataFrame:
     """Change rows (without tenant/company names) for `frame`'s rows; held iff `hold_reason` is set."""
     source = (
         {"name": "name", "email": "email", "phonenumber": "phonenumber", "mobilenumber": "mobilenumber"}
         if contact_fields
-        else {"name": "display_name", "email": "mail_or_upn", "phonenumber": "business_phone", "mobilenumber": "mobile_phone"}
+        else {
+            "name": "display_name",
+            "email": "mail_or_upn",
+            "phonenumber": "business_phone",
+            "mobilenumber": "mobile_phone",
+        }
     )
-    hold = pd.Series(hold_reason, index=frame.index, dtype="string") if not isinstance(hold_reason, pd.Series) else hold_reason
+    hold = (
+        pd.Series(hold_reason, index=frame.index, dtype="string")
+        if not isinstance(hold_reason, pd.Series)
+        else hold_reason
+    )
     out = pd.DataFrame(
         {
             "tenant_id": frame["tenant_id"].astype("string"),
@@ -130,8 +160,14 @@ def _changes(frame: pd.DataFrame, action: str, reason: object, hold_reason: obje
         index=frame.index,
     )
     return out.astype(
-        {"user_id": "string", "action": "string", "reason": "string", "evidence": "string", "held": bool,
-         "hold_reason": "string"}
+        {
+            "user_id": "string",
+            "action": "string",
+            "reason": "string",
+            "evidence": "string",
+            "held": bool,
+            "hold_reason": "string",
+        }
     )
 
 
@@ -141,7 +177,10 @@ def _json(body: Mapping[str, object]) -> str:
 
 def _quarantine_hold(contacts: pd.DataFrame) -> pd.Series:
     return (
-        "contact " + contacts["contact_id"].astype("string") + " is quarantined (" + contacts["quarantine"].astype("string")
+        "contact "
+        + contacts["contact_id"].astype("string")
+        + " is quarantined ("
+        + contacts["quarantine"].astype("string")
         + "): it is never written; fix the record in Halo to release"
     )
 
@@ -164,8 +203,12 @@ def plan_reactivations(links: pd.DataFrame) -> pd.DataFrame:
     quarantined = chosen["quarantine"].notna()
     bodies = (_json({"id": int(c), "inactive": False}) for c in chosen["contact_id"])
     evidence = (
-        "inactive contact " + chosen["contact_id"].astype("string") + " has azureoid " + chosen["user_key"]
-        + " of selected user " + chosen["upn"]
+        "inactive contact "
+        + chosen["contact_id"].astype("string")
+        + " has azureoid "
+        + chosen["user_key"]
+        + " of selected user "
+        + chosen["upn"]
     )
     hold = _quarantine_hold(chosen).where(quarantined)
     return _changes(chosen, "reactivate", "azureoid_matches_user", hold, bodies, evidence)
@@ -243,22 +286,48 @@ def plan_pairs(candidates: pd.DataFrame) -> pd.DataFrame:
     single = candidates.loc[(candidates["n_candidates"] == 1) & candidates["quarantine"].isna()]
     old_oid = ("its azureoid " + single["oid_key"] + " is no loaded user's").fillna("its azureoid is empty")
     pairs = _changes(
-        single, "pair", "email_matches_upn", pd.NA,
-        (_json({"id": int(c), "azureoid": u, "inactive": False}) for c, u in zip(single["contact_id"], single["user_key"])),
-        "contact " + single["contact_id"].astype("string") + " carries " + single["matched_address"]
-        + ", an address (UPN, mail or smtp alias) of selected user " + single["upn"] + "; " + old_oid,
+        single,
+        "pair",
+        "email_matches_upn",
+        pd.NA,
+        (
+            _json({"id": int(c), "azureoid": u, "inactive": False})
+            for c, u in zip(single["contact_id"], single["user_key"])
+        ),
+        "contact "
+        + single["contact_id"].astype("string")
+        + " carries "
+        + single["matched_address"]
+        + ", an address (UPN, mail or smtp alias) of selected user "
+        + single["upn"]
+        + "; "
+        + old_oid,
     )
     several = candidates.loc[candidates["n_candidates"] > 1]
     ids = several.groupby(["tenant_id", "user_id"])["contact_id"].transform(lambda s: ", ".join(map(str, sorted(s))))
     hold = (
-        "ambiguous: contacts " + ids.astype("string") + " all carry addresses of user " + several["upn"]
-        + "; give the right one the user's azureoid (" + several["user_key"] + ") in Halo, or remove the address "
+        "ambiguous: contacts "
+        + ids.astype("string")
+        + " all carry addresses of user "
+        + several["upn"]
+        + "; give the right one the user's azureoid ("
+        + several["user_key"]
+        + ") in Halo, or remove the address "
         "from the others, to release"
     )
     ambiguous = _changes(
-        several, "ambiguous", "several_contacts_match_upn", hold, [pd.NA] * len(several),
-        "contact " + several["contact_id"].astype("string") + " carries " + several["matched_address"]
-        + " of selected user " + several["upn"] + " and so do other contacts of the company: none is written "
+        several,
+        "ambiguous",
+        "several_contacts_match_upn",
+        hold,
+        [pd.NA] * len(several),
+        "contact "
+        + several["contact_id"].astype("string")
+        + " carries "
+        + several["matched_address"]
+        + " of selected user "
+        + several["upn"]
+        + " and so do other contacts of the company: none is written "
         "and no contact is created",
     )
     return pd.concat([pairs, ambiguous])
@@ -297,14 +366,23 @@ def choose_site(users: pd.DataFrame, sites: pd.DataFrame) -> pd.DataFrame:
     site_id = pd.array(address_site.fillna(main_site), dtype="Int64")
 
     address_note = (
-        "site " + by_address["site_id"].astype("string") + " " + ('"' + by_address["name"] + '"').fillna("")
-        + ': address line 1 "' + by_address["line1"] + "\" = the user's street address"
+        "site "
+        + by_address["site_id"].astype("string")
+        + " "
+        + ('"' + by_address["name"] + '"').fillna("")
+        + ': address line 1 "'
+        + by_address["line1"]
+        + "\" = the user's street address"
     ).reindex(users.index)
-    main_note = ("site " + main_site.astype("string") + " " + ('"' + main_name + '"').fillna("")
-                 + ": the company's main site").astype("string")
+    main_note = (
+        "site " + main_site.astype("string") + " " + ('"' + main_name + '"').fillna("") + ": the company's main site"
+    ).astype("string")
     count = users["company_id"].map(site_count).fillna(0).astype("int64")
     no_site_note = pd.Series("the company has no usable site", index=users.index, dtype="string").mask(
-        count > 0, "the company has " + count.astype("string") + " usable site(s) but no main site and none at the user's street address"
+        count > 0,
+        "the company has "
+        + count.astype("string")
+        + " usable site(s) but no main site and none at the user's street address",
     )
     evidence = address_note.fillna(main_note).fillna(no_site_note)
     return pd.DataFrame({"site_id": site_id, "site_evidence": evidence.astype("string")}, index=users.index)
@@ -332,8 +410,12 @@ def secondary_emails(smtp_aliases: object, upn: object, primary: str) -> list[st
     found: list[str] = []
     for candidate in candidates:
         address = candidate.strip().lower()
-        if (_PLAIN_ADDRESS.match(address) and not _is_onmicrosoft(address) and address != primary
-                and address not in found):
+        if (
+            _PLAIN_ADDRESS.match(address)
+            and not _is_onmicrosoft(address)
+            and address != primary
+            and address not in found
+        ):
             found.append(address)
     return found
 
@@ -341,7 +423,9 @@ def secondary_emails(smtp_aliases: object, upn: object, primary: str) -> list[st
 CREATE_TEXT_FIELDS = ("name", "firstname", "surname", "title", "phonenumber", "mobilenumber", "fax")
 
 
-def create_contact_body(user: Mapping[str, object], company_id: int, site_id: int | None) -> tuple[dict[str, object], list[str]]:
+def create_contact_body(
+    user: Mapping[str, object], company_id: int, site_id: int | None
+) -> tuple[dict[str, object], list[str]]:
     """(POST /api/Users element creating the contact, notes on cleaned values). Halo's real field names
     (seed bug: it sent `companyID`/`lastName`, which Halo silently drops); text from Microsoft 365 is
     cleaned and capped (`clean_text_for_halo`); blank fields are omitted."""
@@ -379,8 +463,19 @@ def _blank(value: object) -> bool:
     return value is None or value is pd.NA or (isinstance(value, str) and not value.strip())
 
 
-BODY_USER_COLUMNS = ["upn", "mail", "smtp_aliases", "display_name", "given_name", "user_surname", "job_title",
-                     "business_phone", "mobile_phone", "fax", "user_key"]
+BODY_USER_COLUMNS = [
+    "upn",
+    "mail",
+    "smtp_aliases",
+    "display_name",
+    "given_name",
+    "user_surname",
+    "job_title",
+    "business_phone",
+    "mobile_phone",
+    "fax",
+    "user_key",
+]
 
 
 def create_holds(users: pd.DataFrame, blockers: pd.DataFrame, moved: pd.DataFrame) -> pd.Series:
@@ -396,16 +491,28 @@ def create_holds(users: pd.DataFrame, blockers: pd.DataFrame, moved: pd.DataFram
     blocked = keyed.merge(blockers, on=["tenant_id", "user_key"])
     if not blocked.empty:
         text = (
-            "contact " + blocked["contact_id"].astype("string") + " of this company carries " + blocked["matched_address"]
-            + " but " + blocked["why"] + "; creating would duplicate it: resolve that contact in Halo to release"
+            "contact "
+            + blocked["contact_id"].astype("string")
+            + " of this company carries "
+            + blocked["matched_address"]
+            + " but "
+            + blocked["why"]
+            + "; creating would duplicate it: resolve that contact in Halo to release"
         )
         hold = hold.fillna(text.groupby(blocked["row"]).agg(" | ".join).astype("string").reindex(users.index))
     moved_rows = keyed.merge(moved, on="user_key")
-    moved_rows = moved_rows.loc[moved_rows["company_id"].to_numpy() != users.loc[moved_rows["row"], "company_id"].to_numpy()]
+    moved_rows = moved_rows.loc[
+        moved_rows["company_id"].to_numpy() != users.loc[moved_rows["row"], "company_id"].to_numpy()
+    ]
     if not moved_rows.empty:
         text = (
-            "moved person: active contact " + moved_rows["contact_id"].astype("string") + " of company "
-            + moved_rows["company_id"].astype("string") + ' "' + moved_rows["company_name"].fillna("") + '"'
+            "moved person: active contact "
+            + moved_rows["contact_id"].astype("string")
+            + " of company "
+            + moved_rows["company_id"].astype("string")
+            + ' "'
+            + moved_rows["company_name"].fillna("")
+            + '"'
             + " already has this user's azureoid; deactivate or re-home it in Halo (or clear its azureoid) to release"
         )
         hold = hold.fillna(text.groupby(moved_rows["row"]).agg(" | ".join).astype("string").reindex(users.index))
@@ -424,12 +531,19 @@ def plan_creates(users: pd.DataFrame, sites: pd.DataFrame, hold: pd.Series | Non
         notes.append("".join(f"; {note}" for note in cleaned))
     no_site = site["site_id"].isna()
     given_hold = pd.Series(pd.NA, index=users.index, dtype="string") if hold is None else hold
-    site_hold = ("no site: " + site["site_evidence"] + "; add a site (or an invoice site) to the company in Halo to release")
+    site_hold = (
+        "no site: " + site["site_evidence"] + "; add a site (or an invoice site) to the company in Halo to release"
+    )
     hold_reason = given_hold.fillna(site_hold.where(no_site)).astype("string")
     addresses = users["mail"].astype("string").fillna(users["upn"])
     evidence = (
-        "no contact has azureoid " + users["user_key"] + " or carries address " + addresses + "; "
-        + site["site_evidence"] + pd.Series(notes, index=users.index, dtype="string")
+        "no contact has azureoid "
+        + users["user_key"]
+        + " or carries address "
+        + addresses
+        + "; "
+        + site["site_evidence"]
+        + pd.Series(notes, index=users.index, dtype="string")
     )
     reason = pd.Series("new_user", index=users.index, dtype="string").mask(no_site & given_hold.isna(), "no_site")
     with_primary = users.assign(mail_or_upn=[primary_email(m, u) for m, u in zip(users["mail"], users["upn"])])
@@ -473,9 +587,15 @@ def deactivation_candidates(
     excluded_addresses = addresses.merge(excluded[["tenant_id", "user_key"]])
     tenants_of_company = contacts[["tenant_id", "company_id"]].drop_duplicates()
     company_addresses = selected_addresses.merge(tenants_of_company, on="tenant_id")[["company_id", "address"]]
-    emails = contact_emails.merge(contacts[["contact_id", "company_id", "tenant_id"]].drop_duplicates(), on="contact_id")
-    address_in_company = emails.loc[_in_pairs(emails, ["company_id", "address"], company_addresses, ["company_id", "address"])]
-    address_excluded = emails.loc[_in_pairs(emails, ["tenant_id", "address"], excluded_addresses, ["tenant_id", "address"])]
+    emails = contact_emails.merge(
+        contacts[["contact_id", "company_id", "tenant_id"]].drop_duplicates(), on="contact_id"
+    )
+    address_in_company = emails.loc[
+        _in_pairs(emails, ["company_id", "address"], company_addresses, ["company_id", "address"])
+    ]
+    address_excluded = emails.loc[
+        _in_pairs(emails, ["tenant_id", "address"], excluded_addresses, ["tenant_id", "address"])
+    ]
     protected = (
         contacts["inactive"]
         | contacts["quarantine"].notna()
@@ -512,11 +632,13 @@ def plan_deactivations(
     candidates = candidates.assign(domain=email_domains(candidates["email"]))
     verified = domains.loc[domains["is_verified"]].assign(domain=_key(domains.loc[domains["is_verified"], "domain"]))
     selected = users.loc[users["selected"]]
-    gone = (
-        ~_in_pairs(candidates, ["tenant_id", "oid_key"], selected, ["tenant_id", "user_key"])
-        & _in_pairs(candidates, ["tenant_id", "domain"], verified, ["tenant_id", "domain"])
+    gone = ~_in_pairs(candidates, ["tenant_id", "oid_key"], selected, ["tenant_id", "user_key"]) & _in_pairs(
+        candidates, ["tenant_id", "domain"], verified, ["tenant_id", "domain"]
     )
-    blank = [candidates[c].astype("string").str.strip().replace("", pd.NA).isna() for c in ("email", "phonenumber", "mobilenumber")]
+    blank = [
+        candidates[c].astype("string").str.strip().replace("", pd.NA).isna()
+        for c in ("email", "phonenumber", "mobilenumber")
+    ]
     no_details = ~gone & blank[0] & blank[1] & blank[2]
     acted = (gone | no_details).to_numpy()
     own = (candidates["owner_tenant"] == candidates["tenant_id"]).fillna(False).to_numpy()
@@ -524,19 +646,26 @@ def plan_deactivations(
     chosen = candidates.loc[acted].assign(gone=gone.to_numpy()[acted], own=own[acted])
     chosen = chosen.sort_values(["contact_id", "own", "gone", "tenant_id"], ascending=[True, False, False, True])
     chosen = chosen.drop_duplicates("contact_id", keep="first")
-    off_hold = pd.NA if settings.deactivate_contacts else (
-        f"{DEACTIVATION_OFF_HOLD}: listed for review only; turn the setting on to deactivate"
+    off_hold = (
+        pd.NA
+        if settings.deactivate_contacts
+        else (f"{DEACTIVATION_OFF_HOLD}: listed for review only; turn the setting on to deactivate")
     )
     gone_rows = chosen.loc[chosen["gone"]]
     blank_rows = chosen.loc[~chosen["gone"]]
-    return pd.concat([
-        _gone_deactivations(gone_rows, users, addresses, contact_emails, off_hold),
-        _changes(
-            blank_rows.assign(user_id=pd.NA), "deactivate", "no_contact_details", off_hold,
-            (_json({"id": int(c), "inactive": True}) for c in blank_rows["contact_id"]),
-            "active contact " + blank_rows["contact_id"].astype("string") + " has no email, phone or mobile",
-        ),
-    ])
+    return pd.concat(
+        [
+            _gone_deactivations(gone_rows, users, addresses, contact_emails, off_hold),
+            _changes(
+                blank_rows.assign(user_id=pd.NA),
+                "deactivate",
+                "no_contact_details",
+                off_hold,
+                (_json({"id": int(c), "inactive": True}) for c in blank_rows["contact_id"]),
+                "active contact " + blank_rows["contact_id"].astype("string") + " has no email, phone or mobile",
+            ),
+        ]
+    )
 
 
 def _gone_deactivations(
@@ -545,11 +674,14 @@ def _gone_deactivations(
     """Deactivations of contacts at a verified domain with no selected user; the reason is found by
     looking the contact up among all the tenant's users (azureoid first, then any address)."""
     lookup = users[["tenant_id", "user_key", "upn", "filter_reason"]]
-    by_oid = contacts[["tenant_id", "oid_key"]].merge(
-        lookup, left_on=["tenant_id", "oid_key"], right_on=["tenant_id", "user_key"], how="left"
-    ).set_index(contacts.index)
+    by_oid = (
+        contacts[["tenant_id", "oid_key"]]
+        .merge(lookup, left_on=["tenant_id", "oid_key"], right_on=["tenant_id", "user_key"], how="left")
+        .set_index(contacts.index)
+    )
     by_address = (
-        contacts[["tenant_id", "contact_id"]].reset_index(names="row")
+        contacts[["tenant_id", "contact_id"]]
+        .reset_index(names="row")
         .merge(contact_emails, on="contact_id")
         .merge(addresses, on=["tenant_id", "address"])
         .merge(lookup, on=["tenant_id", "user_key"])
@@ -561,16 +693,26 @@ def _gone_deactivations(
     found = by_oid[columns].fillna(by_address[columns].reindex(contacts.index))
     reason = found["filter_reason"].astype("string").fillna("gone_from_m365")
     who = ("user " + found["upn"].astype("string") + " is " + reason).fillna(
-        "no user of the tenant has azureoid " + contacts["oid_key"].fillna("(empty)") + " or address "
+        "no user of the tenant has azureoid "
+        + contacts["oid_key"].fillna("(empty)")
+        + " or address "
         + contacts["email"].astype("string").str.strip().str.lower()
     )
     evidence = (
-        "active contact " + contacts["contact_id"].astype("string") + " email domain " + contacts["domain"]
-        + " is verified in the tenant and no selected user has its azureoid or address; " + who
+        "active contact "
+        + contacts["contact_id"].astype("string")
+        + " email domain "
+        + contacts["domain"]
+        + " is verified in the tenant and no selected user has its azureoid or address; "
+        + who
     )
     return _changes(
-        contacts.assign(user_id=found["user_key"]), "deactivate", reason, hold,
-        (_json({"id": int(c), "inactive": True}) for c in contacts["contact_id"]), evidence,
+        contacts.assign(user_id=found["user_key"]),
+        "deactivate",
+        reason,
+        hold,
+        (_json({"id": int(c), "inactive": True}) for c in contacts["contact_id"]),
+        evidence,
     )
 
 
@@ -585,8 +727,10 @@ def hold_contacts_acted_on_twice(changes: pd.DataFrame) -> pd.DataFrame:
     if twice.empty:
         return changes
     per_tenant = twice.groupby("tenant_id")["contact_id"].agg(lambda ids: ", ".join(map(str, sorted(set(ids)))))
-    note = ("safety net: contact(s) " + per_tenant + " would get several actions; the tenant's actions are held "
-            "until the plan is fixed (report it as a bug)")
+    note = (
+        "safety net: contact(s) " + per_tenant + " would get several actions; the tenant's actions are held "
+        "until the plan is fixed (report it as a bug)"
+    )
     hit = changes["tenant_id"].isin(per_tenant.index) & ~changes["held"]
     return changes.assign(
         held=changes["held"] | hit,
@@ -597,8 +741,13 @@ def hold_contacts_acted_on_twice(changes: pd.DataFrame) -> pd.DataFrame:
 # ---------------------------------------------------------------- the whole plan
 
 
-def _blockers(unlinked: pd.DataFrame, company_contacts: pd.DataFrame, addresses: pd.DataFrame,
-              contact_emails: pd.DataFrame, candidates: pd.DataFrame) -> pd.DataFrame:
+def _blockers(
+    unlinked: pd.DataFrame,
+    company_contacts: pd.DataFrame,
+    addresses: pd.DataFrame,
+    contact_emails: pd.DataFrame,
+    candidates: pd.DataFrame,
+) -> pd.DataFrame:
     """Contacts of a user's company that carry one of its addresses but cannot be paired with it: a
     quarantined sole candidate, or a contact owned by another user."""
     quarantined = candidates.loc[(candidates["n_candidates"] == 1) & candidates["quarantine"].notna()]
@@ -610,19 +759,23 @@ def _blockers(unlinked: pd.DataFrame, company_contacts: pd.DataFrame, addresses:
     hits = hits.loc[hits["owner_user"] != hits["user_key"]]
     hits = hits.assign(why="it is linked to another user (" + hits["owner_user"].astype("string") + ")")
     columns = ["tenant_id", "user_key", "contact_id", "matched_address", "why"]
-    return pd.concat([quarantined[columns], hits[columns]], ignore_index=True).drop_duplicates(["tenant_id", "user_key", "contact_id"])
+    return pd.concat([quarantined[columns], hits[columns]], ignore_index=True).drop_duplicates(
+        ["tenant_id", "user_key", "contact_id"]
+    )
 
 
 def _moved(contacts: pd.DataFrame, companies: pd.DataFrame | None) -> pd.DataFrame:
     """Active contacts owned by a user, with their company: a create for that user elsewhere is held."""
     owned = contacts.loc[contacts["owner_user"].notna() & ~contacts["inactive"]]
-    names = (companies.set_index("company_id")["name"] if companies is not None else pd.Series(dtype="string"))
-    return pd.DataFrame({
-        "user_key": owned["owner_user"],
-        "contact_id": owned["contact_id"],
-        "company_id": owned["company_id"],
-        "company_name": owned["company_id"].map(names).astype("string"),
-    })
+    names = companies.set_index("company_id")["name"] if companies is not None else pd.Series(dtype="string")
+    return pd.DataFrame(
+        {
+            "user_key": owned["owner_user"],
+            "contact_id": owned["contact_id"],
+            "company_id": owned["company_id"],
+            "company_name": owned["company_id"].map(names).astype("string"),
+        }
+    )
 
 
 def plan_contact_changes(
@@ -659,7 +812,8 @@ def plan_contact_changes(
     if not settings.create_contacts:
         to_create = to_create.iloc[0:0]
     holds = create_holds(
-        to_create, _blockers(to_create, company_contacts, addresses, contact_emails, candidates),
+        to_create,
+        _blockers(to_create, company_contacts, addresses, contact_emails, candidates),
         _moved(owned_contacts, companies),
     )
     # A contact any tenant links, pairs or finds ambiguous is never deactivated.

@@ -37,7 +37,9 @@ def deactivation_limits(changes: pd.DataFrame, contacts: pd.DataFrame, settings:
     counted = ~contacts["inactive"] & ~is_general_user(contacts["name"], settings)
     active = contacts.loc[counted].groupby("company_id").size()
     per_tenant["active_contacts"] = per_tenant["company_id"].map(active).fillna(0).astype("int64")
-    per_tenant["limit"] = (settings.guard_fraction * per_tenant["active_contacts"]).clip(lower=settings.guard_min_contacts)
+    per_tenant["limit"] = (settings.guard_fraction * per_tenant["active_contacts"]).clip(
+        lower=settings.guard_min_contacts
+    )
     return per_tenant
 
 
@@ -57,9 +59,15 @@ def apply_deactivation_guard(changes: pd.DataFrame, contacts: pd.DataFrame, sett
     if tripped.empty:
         return changes
     note = (
-        "guard: " + tripped["planned"].astype("string") + " deactivations > max("
-        + str(settings.guard_min_contacts) + ", " + str(settings.guard_fraction) + " × "
-        + tripped["active_contacts"].astype("string") + " active contacts); add the tenant to allow_mass_deactivation"
+        "guard: "
+        + tripped["planned"].astype("string")
+        + " deactivations > max("
+        + str(settings.guard_min_contacts)
+        + ", "
+        + str(settings.guard_fraction)
+        + " × "
+        + tripped["active_contacts"].astype("string")
+        + " active contacts); add the tenant to allow_mass_deactivation"
         + " to release"
     )
     notes = changes["tenant_id"].map(pd.Series(note.to_numpy(), index=tripped["tenant_id"].to_numpy()))

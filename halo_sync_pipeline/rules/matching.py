@@ -21,8 +21,17 @@ from halo_sync_pipeline.settings import SyncSettings
 
 CANDIDATE_COLUMNS = ["tenant_id", "company_id", "evidence"]
 MAPPING_COLUMNS = [
-    "tenant_id", "tenant_name", "default_domain", "users_status", "method", "reason",
-    "company_id", "company_name", "candidates", "evidence", "company_update",
+    "tenant_id",
+    "tenant_name",
+    "default_domain",
+    "users_status",
+    "method",
+    "reason",
+    "company_id",
+    "company_name",
+    "candidates",
+    "evidence",
+    "company_update",
 ]
 
 
@@ -44,8 +53,14 @@ def match_by_tenant_id(tenants: pd.DataFrame, tenant_mappings: pd.DataFrame, com
     active = _active(companies)[["company_id"]]
     found = tenant_mappings.merge(tenants[["tenant_id"]], on="tenant_id").merge(active, on="company_id")
     evidence = (
-        "Halo Azure AD mapping of tenant " + found["tenant_id"] + " (" + _quoted(found["tenant_name"])
-        + ") to company " + found["company_id"].astype("string") + " " + _quoted(found["company_name"])
+        "Halo Azure AD mapping of tenant "
+        + found["tenant_id"]
+        + " ("
+        + _quoted(found["tenant_name"])
+        + ") to company "
+        + found["company_id"].astype("string")
+        + " "
+        + _quoted(found["company_name"])
     )
     return _candidates(found, evidence)
 
@@ -58,7 +73,10 @@ def match_by_name(tenants: pd.DataFrame, companies: pd.DataFrame) -> pd.DataFram
     keys = tenants[["tenant_id", "display_name"]].assign(key=normalise_company_names(tenants["display_name"]))
     found = keys.dropna(subset="key").merge(names, on="key")
     evidence = (
-        "company name " + _quoted(found["name"]) + " = tenant name " + _quoted(found["display_name"])
+        "company name "
+        + _quoted(found["name"])
+        + " = tenant name "
+        + _quoted(found["display_name"])
         + " (case and spacing ignored)"
     )
     return _candidates(found, evidence)
@@ -71,9 +89,7 @@ def _company_hosts(companies: pd.DataFrame) -> pd.DataFrame:
 
 
 def _website_evidence(found: pd.DataFrame, what: str) -> pd.Series:
-    return (
-        "website " + _quoted(found["website"]) + " → host " + found["host"] + " = " + what + " " + found["host"]
-    )
+    return "website " + _quoted(found["website"]) + " → host " + found["host"] + " = " + what + " " + found["host"]
 
 
 def match_by_default_domain_website(tenants: pd.DataFrame, companies: pd.DataFrame) -> pd.DataFrame:
@@ -165,9 +181,12 @@ def _ambiguity_summary(several: pd.DataFrame) -> pd.DataFrame:
 
 def _no_candidate_evidence(tenants: pd.DataFrame) -> pd.Series:
     return (
-        "no active company matched: no Halo mapping of tenant " + tenants["tenant_id"]
-        + ", no company named " + _quoted(tenants["tenant_name"])
-        + ", no website host equal to the default domain " + tenants["default_domain"].fillna("(none)")
+        "no active company matched: no Halo mapping of tenant "
+        + tenants["tenant_id"]
+        + ", no company named "
+        + _quoted(tenants["tenant_name"])
+        + ", no website host equal to the default domain "
+        + tenants["default_domain"].fillna("(none)")
         + " or another verified domain, no company with active contacts at a verified domain"
     )
 
@@ -187,7 +206,8 @@ def tenants_mapped_to_inactive_companies(
     label = "company " + dead["company_id"].astype("string") + " " + _quoted(dead["name"])
     found = dead.assign(label=label).groupby("tenant_id", as_index=False).agg(companies=("label", ", ".join))
     evidence = (
-        "Halo maps the tenant to inactive " + found["companies"].astype("string")
+        "Halo maps the tenant to inactive "
+        + found["companies"].astype("string")
         + "; an explicit mapping is not overridden by a weaker rule: reactivate the company or map the tenant "
         "to the right company in Halo"
     )
@@ -205,13 +225,17 @@ def resolve_conflicts(mappings: pd.DataFrame, tenant_mappings: pd.DataFrame) -> 
     out = mappings.copy()
     weak = out["method"].isin(WRITE_BACK_METHODS)
     owners = tenant_mappings.drop_duplicates(["company_id", "tenant_id"])
-    owner_label = (
-        "tenant " + owners["tenant_id"] + " " + _quoted(owners["tenant_name"]) + " (Halo Azure AD mapping)"
-    )
+    owner_label = "tenant " + owners["tenant_id"] + " " + _quoted(owners["tenant_name"]) + " (Halo Azure AD mapping)"
     owned_by = owners.assign(label=owner_label).groupby("company_id")["label"].agg("; ".join)
     weak_rows = out.loc[weak]
     shared_label = (
-        "tenant " + weak_rows["tenant_id"] + " " + _quoted(weak_rows["tenant_name"]) + " (by " + weak_rows["method"] + ")"
+        "tenant "
+        + weak_rows["tenant_id"]
+        + " "
+        + _quoted(weak_rows["tenant_name"])
+        + " (by "
+        + weak_rows["method"]
+        + ")"
     )
     shared_by = weak_rows.assign(label=shared_label).groupby("company_id")["label"].agg(list)
 
@@ -224,14 +248,14 @@ def resolve_conflicts(mappings: pd.DataFrame, tenant_mappings: pd.DataFrame) -> 
         if company_id in owned_by.index:
             conflict_with[index] = owned_by[company_id]
             notes[index] = (
-                f"company {company_id} \"{row['company_name']}\" belongs to {owned_by[company_id]}; this tenant reached it "
+                f'company {company_id} "{row["company_name"]}" belongs to {owned_by[company_id]}; this tenant reached it '
                 f"by rule {row['method']} ({row['evidence']}). Nothing is written for this tenant: map it in Halo to "
                 "its company"
             )
         elif others:
             conflict_with[index] = "; ".join(others)
             notes[index] = (
-                f"company {company_id} \"{row['company_name']}\" is reached by several tenants that Halo does not map: "
+                f'company {company_id} "{row["company_name"]}" is reached by several tenants that Halo does not map: '
                 f"this one by rule {row['method']} ({row['evidence']}) and {'; '.join(others)}. Nothing is written for "
                 "them: map each tenant in Halo to its company"
             )
@@ -278,7 +302,9 @@ def match_companies(
     out["method"] = out["method"].mask(excluded_by.notna(), "excluded")
     out["reason"] = pd.Series(pd.NA, index=out.index, dtype="string")
     out["reason"] = (
-        out["reason"].mask(out["method"] == "unmatched", "no_candidate").mask(ambiguous, "ambiguous")
+        out["reason"]
+        .mask(out["method"] == "unmatched", "no_candidate")
+        .mask(ambiguous, "ambiguous")
         .mask(dead, "mapped_company_inactive")
     )
     out["company_id"] = pd.array(winners["company_id"].reindex(key), dtype="Int64")
@@ -290,12 +316,21 @@ def match_companies(
     won_evidence = winners["evidence"].reindex(key).to_numpy()
     # An earlier rule that found several companies is worth knowing even when a later one decided.
     ambiguity_note = (
-        "; earlier rule " + several["ambiguous_method"] + " found several: " + several["candidates"]
-    ).reindex(key).fillna("").to_numpy()
+        ("; earlier rule " + several["ambiguous_method"] + " found several: " + several["candidates"])
+        .reindex(key)
+        .fillna("")
+        .to_numpy()
+    )
     ambiguous_evidence = (
-        "rule " + several["ambiguous_method"] + " found several active companies and no later rule found exactly one: "
-        + several["detail"]
-    ).reindex(key).to_numpy()
+        (
+            "rule "
+            + several["ambiguous_method"]
+            + " found several active companies and no later rule found exactly one: "
+            + several["detail"]
+        )
+        .reindex(key)
+        .to_numpy()
+    )
     evidence = pd.Series(_no_candidate_evidence(out).to_numpy(), index=out.index, dtype="string")
     evidence = evidence.mask(ambiguous, pd.Series(ambiguous_evidence, index=out.index, dtype="string"))
     evidence = evidence.mask(won, pd.Series(won_evidence, index=out.index, dtype="string") + ambiguity_note)
@@ -318,7 +353,10 @@ def _leave_quarantined_companies(mappings: pd.DataFrame, companies: pd.DataFrame
     out = mappings.copy()
     problem = out["company_id"].map(problems).astype("string")
     note = (
-        "; but company " + out["company_id"].astype("string") + " is quarantined (" + problem
+        "; but company "
+        + out["company_id"].astype("string")
+        + " is quarantined ("
+        + problem
         + "): nothing is written for this tenant until the company is fixed in Halo"
     )
     out["evidence"] = out["evidence"].mask(hit, out["evidence"] + note)
@@ -354,7 +392,9 @@ def plan_company_update(
         writes.index, writes["company_id"], writes["tenant_id"], writes["tenant_name"]
     ):
         if (int(company_id), tenant_id) not in known_pairs:
-            updates.loc[index] = json.dumps({"id": int(company_id), "azure_tenants": [_tenant_entry(tenant_id, tenant_name)]})
+            updates.loc[index] = json.dumps(
+                {"id": int(company_id), "azure_tenants": [_tenant_entry(tenant_id, tenant_name)]}
+            )
     return updates
 
 

@@ -51,11 +51,17 @@ def company_mapping_problems(
     inactive_ids = companies.loc[companies["inactive"], "company_id"]
     parts = [
         _failures(missing, "tenant_without_mapping_row", "tenant has no company_mappings row", MAPPING_FAILURE_COLUMNS),
-        _failures(duplicated, "duplicate_tenant_row", "tenant has several company_mappings rows", MAPPING_FAILURE_COLUMNS),
-        _failures(unknown, "unknown_tenant", "row for a tenant not in m365_tenants", MAPPING_FAILURE_COLUMNS),
-        _failures(mapped.loc[~exists], "company_missing", "mapped company is not a Halo company", MAPPING_FAILURE_COLUMNS),
         _failures(
-            mapped.loc[mapped["company_id"].isin(inactive_ids)], "company_inactive", "mapped company is inactive",
+            duplicated, "duplicate_tenant_row", "tenant has several company_mappings rows", MAPPING_FAILURE_COLUMNS
+        ),
+        _failures(unknown, "unknown_tenant", "row for a tenant not in m365_tenants", MAPPING_FAILURE_COLUMNS),
+        _failures(
+            mapped.loc[~exists], "company_missing", "mapped company is not a Halo company", MAPPING_FAILURE_COLUMNS
+        ),
+        _failures(
+            mapped.loc[mapped["company_id"].isin(inactive_ids)],
+            "company_inactive",
+            "mapped company is inactive",
             MAPPING_FAILURE_COLUMNS,
         ),
         _company_update_problems(company_mappings),
@@ -67,13 +73,19 @@ def _company_update_problems(company_mappings: pd.DataFrame) -> pd.DataFrame:
     rows = []
     updates = company_mappings.loc[company_mappings["company_update"].notna()]
     for tenant_id, method, company_id, text, users_status in zip(
-        updates["tenant_id"], updates["method"], updates["company_id"], updates["company_update"], updates["users_status"]
+        updates["tenant_id"],
+        updates["method"],
+        updates["company_id"],
+        updates["company_update"],
+        updates["users_status"],
     ):
         detail = _company_update_problem(tenant_id, method, company_id, text)
         if detail is None and users_status != "loaded":
             detail = "company write-back planned for a tenant whose users failed to load (it gets no writes at all)"
         if detail:
-            rows.append({"tenant_id": tenant_id, "company_id": company_id, "check": "bad_company_update", "detail": detail})
+            rows.append(
+                {"tenant_id": tenant_id, "company_id": company_id, "check": "bad_company_update", "detail": detail}
+            )
     return pd.DataFrame(rows, columns=MAPPING_FAILURE_COLUMNS).astype({"check": "string", "detail": "string"})
 
 
@@ -102,7 +114,12 @@ def company_mapping_warnings(company_mappings: pd.DataFrame) -> pd.DataFrame:
     """Warnings: unmatched tenants (reason, candidates, evidence) and conflicts (the company, the other
     tenants and the evidence); each is fixed at the source, by mapping the tenant in Halo."""
     unmatched = company_mappings.loc[company_mappings["method"] == "unmatched"]
-    detail = unmatched["reason"] + (" (candidates " + unmatched["candidates"] + ")").fillna("") + ": " + unmatched["evidence"]
+    detail = (
+        unmatched["reason"]
+        + (" (candidates " + unmatched["candidates"] + ")").fillna("")
+        + ": "
+        + unmatched["evidence"]
+    )
     conflicts = company_mappings.loc[company_mappings["method"] == CONFLICT_METHOD]
     conflict_detail = "conflict with " + conflicts["candidates"].fillna("?") + ": " + conflicts["evidence"]
     parts = [
@@ -125,27 +142,48 @@ def contact_change_problems(
     changes = contact_changes
     creates = changes.loc[changes["action"] == "create"]
     duplicate_creates = creates.loc[
-        creates.assign(email_key=creates["email"].str.strip().str.lower()).duplicated(["company_id", "email_key"], keep=False)
+        creates.assign(email_key=creates["email"].str.strip().str.lower()).duplicated(
+            ["company_id", "email_key"], keep=False
+        )
     ]
-    keep_active_ids = contacts.loc[keep_active_equals(contacts["keep_active"], settings.keep_active_value), "contact_id"]
+    keep_active_ids = contacts.loc[
+        keep_active_equals(contacts["keep_active"], settings.keep_active_value), "contact_id"
+    ]
     actionable = actionable_tenants(company_mappings)
     actionable_pairs = pd.MultiIndex.from_frame(actionable[["tenant_id", "company_id"]])
     not_actionable = ~pd.MultiIndex.from_frame(changes[["tenant_id", "company_id"]]).isin(actionable_pairs)
     on_contacts = changes.loc[changes["contact_id"].notna()]
     parts = [
-        _failures(duplicate_creates, "duplicate_create", "several creates for this company and email " + duplicate_creates["email"].fillna(""), CHANGE_FAILURE_COLUMNS),
+        _failures(
+            duplicate_creates,
+            "duplicate_create",
+            "several creates for this company and email " + duplicate_creates["email"].fillna(""),
+            CHANGE_FAILURE_COLUMNS,
+        ),
         _failures(
             changes.loc[(changes["action"] == "deactivate") & changes["contact_id"].isin(keep_active_ids)],
             "keep_active_contact_deactivated",
             f"contact's {settings.keep_active_field} is {settings.keep_active_value!r}",
             CHANGE_FAILURE_COLUMNS,
         ),
-        _failures(changes.loc[not_actionable], "tenant_not_actionable",
-                  "tenant is unmatched, excluded, failed to load users, or not mapped to this company", CHANGE_FAILURE_COLUMNS),
-        _failures(_acted_on_twice(on_contacts), "contact_acted_on_twice",
-                  "several actions planned for one contact, not all held", CHANGE_FAILURE_COLUMNS),
-        _failures(_second_active_azureoid(creates, contacts), "create_duplicates_azureoid",
-                  "an unheld create gives a second active contact this user's azureoid", CHANGE_FAILURE_COLUMNS),
+        _failures(
+            changes.loc[not_actionable],
+            "tenant_not_actionable",
+            "tenant is unmatched, excluded, failed to load users, or not mapped to this company",
+            CHANGE_FAILURE_COLUMNS,
+        ),
+        _failures(
+            _acted_on_twice(on_contacts),
+            "contact_acted_on_twice",
+            "several actions planned for one contact, not all held",
+            CHANGE_FAILURE_COLUMNS,
+        ),
+        _failures(
+            _second_active_azureoid(creates, contacts),
+            "create_duplicates_azureoid",
+            "an unheld create gives a second active contact this user's azureoid",
+            CHANGE_FAILURE_COLUMNS,
+        ),
         _body_problems(changes),
     ]
     return _combine(parts, CHANGE_FAILURE_COLUMNS)
@@ -183,7 +221,9 @@ def _body_problems(changes: pd.DataFrame) -> pd.DataFrame:
     for record in map(_Change._make, zip(*columns)):
         if record.action == "ambiguous":
             if not pd.isna(record.body):
-                rows.append({**_ids(record), "check": "ambiguous_with_body", "detail": "an ambiguous row must not write"})
+                rows.append(
+                    {**_ids(record), "check": "ambiguous_with_body", "detail": "an ambiguous row must not write"}
+                )
             continue
         if pd.isna(record.body):
             rows.append({**_ids(record), "check": "missing_body", "detail": f"{record.action} without a body"})
@@ -206,7 +246,9 @@ def _ids(record: _Change) -> dict[str, object]:
 def _schema_detail(problems: BodyProblems) -> str | None:
     if problems.ok:
         return None
-    return "; ".join(problems.errors + [f"unknown field {name!r} (Halo would drop it)" for name in problems.unknown_fields])
+    return "; ".join(
+        problems.errors + [f"unknown field {name!r} (Halo would drop it)" for name in problems.unknown_fields]
+    )
 
 
 def _target_problem(record: _Change, body: dict) -> str | None:

@@ -73,8 +73,13 @@ def quarantine_sites(sites: pd.DataFrame) -> pd.DataFrame:
         is_extra = out["site_id"].isin(extra["site_id"])
         company = out["company_id"]
         problem = (
-            "company " + company.astype("string") + " has several invoice sites (" + company.map(all_ids).astype("string")
-            + "); site " + company.map(lowest).astype("string") + " (lowest id) is its main site"
+            "company "
+            + company.astype("string")
+            + " has several invoice sites ("
+            + company.map(all_ids).astype("string")
+            + "); site "
+            + company.map(lowest).astype("string")
+            + " (lowest id) is its main site"
         )
         out["quarantine"] = _note(out, is_extra, problem)
         out["is_main"] = out["is_main"] & ~is_extra
@@ -121,13 +126,17 @@ def quarantined_records(
         record_id = odd[id_column].astype("string")
         if kind == "tenant mapping":
             record_id = "tenant " + record_id + " → company " + odd["company_id"].astype("string")
-        parts.append(pd.DataFrame({
-            "kind": kind,
-            "record_id": record_id,
-            "company_id": odd["company_id"].astype("Int64"),
-            "problem": odd["quarantine"].astype("string"),
-            "treatment": _TREATMENT[kind],
-        }))
+        parts.append(
+            pd.DataFrame(
+                {
+                    "kind": kind,
+                    "record_id": record_id,
+                    "company_id": odd["company_id"].astype("Int64"),
+                    "problem": odd["quarantine"].astype("string"),
+                    "treatment": _TREATMENT[kind],
+                }
+            )
+        )
     found = pd.concat(parts, ignore_index=True)
     return found.astype({"kind": "string", "record_id": "string", "problem": "string", "treatment": "string"})[
         QUARANTINE_COLUMNS

@@ -19,9 +19,22 @@ ACTION_COUNT_COLUMNS = {action: f"{action}s" if action != "ambiguous" else "ambi
 # What a person reads first comes first (the UI's table is wider than a screen): name, what needs doing, the
 # match and why, what is held and why; then the counts and the ids.
 REVIEW_COLUMNS = [
-    "tenant_name", "warnings", "evidence", "hold_reasons", "method", "reason", "company_name", "candidates",
-    "write_back", "held", *ACTION_COUNT_COLUMNS.values(), "load_status", "load_error", "needs_review",
-    "company_id", "tenant_id",
+    "tenant_name",
+    "warnings",
+    "evidence",
+    "hold_reasons",
+    "method",
+    "reason",
+    "company_name",
+    "candidates",
+    "write_back",
+    "held",
+    *ACTION_COUNT_COLUMNS.values(),
+    "load_status",
+    "load_error",
+    "needs_review",
+    "company_id",
+    "tenant_id",
 ]
 
 
@@ -34,10 +47,12 @@ def hold_summary(contact_changes: pd.DataFrame) -> pd.DataFrame:
     held = contact_changes.loc[contact_changes["held"]]
     labelled = held["action"] + ": " + held["hold_reason"].fillna("(no reason)")
     grouped = labelled.groupby(held["tenant_id"])
-    return pd.DataFrame({
-        "held": grouped.size(),
-        "hold_reasons": grouped.agg(lambda s: _count_text(s.value_counts(sort=True))),
-    })
+    return pd.DataFrame(
+        {
+            "held": grouped.size(),
+            "hold_reasons": grouped.agg(lambda s: _count_text(s.value_counts(sort=True))),
+        }
+    )
 
 
 def _write_back_text(company_mappings: pd.DataFrame) -> pd.Series:
@@ -51,7 +66,7 @@ def _write_back_text(company_mappings: pd.DataFrame) -> pd.Series:
             continue
         added = [entry["azure_tenant_id"] for entry in json.loads(update).get("azure_tenants", [])]
         texts.append(
-            f"add tenant {', '.join(added)} to the Azure AD mappings of company {company_id} \"{company_name}\" "
+            f'add tenant {", ".join(added)} to the Azure AD mappings of company {company_id} "{company_name}" '
             "(its existing entries kept)"
         )
     return pd.Series(texts, index=company_mappings.index, dtype="string")
@@ -60,9 +75,7 @@ def _write_back_text(company_mappings: pd.DataFrame) -> pd.Series:
 def _warnings(review: pd.DataFrame) -> pd.Series:
     """What needs a person, per tenant (NA when nothing does)."""
     found = []
-    for status, error, method, reason, held in zip(
-        review["load_status"], review["load_error"], review["method"], review["reason"], review["held"]
-    ):
+    for status, method, reason, held in zip(review["load_status"], review["method"], review["reason"], review["held"]):
         notes = []
         if status == "failed":
             notes.append("users failed to load (see load_error): nothing is written for this tenant")
@@ -76,7 +89,9 @@ def _warnings(review: pd.DataFrame) -> pd.Series:
     return pd.Series(found, index=review.index, dtype="string")
 
 
-def tenant_review(company_mappings: pd.DataFrame, contact_changes: pd.DataFrame, m365_tenants: pd.DataFrame) -> pd.DataFrame:
+def tenant_review(
+    company_mappings: pd.DataFrame, contact_changes: pd.DataFrame, m365_tenants: pd.DataFrame
+) -> pd.DataFrame:
     """`tenant_review`: one row per tenant; those that need a person (failed to load, conflict, unmatched,
     held actions) first, then by name."""
     review = company_mappings[
@@ -104,7 +119,8 @@ def review_summary(review: pd.DataFrame, contact_changes: pd.DataFrame, quaranti
     name = review["tenant_name"].fillna(review["tenant_id"])
     # Deactivations held because the setting is off are a choice, not news: the report lists them.
     held = contact_changes.loc[
-        contact_changes["held"] & (contact_changes["action"] == "deactivate")
+        contact_changes["held"]
+        & (contact_changes["action"] == "deactivate")
         & ~contact_changes["hold_reason"].fillna("").str.startswith(DEACTIVATION_OFF_HOLD)
     ]
     per_tenant = held.groupby("tenant_id").size()
@@ -127,8 +143,11 @@ def review_stories(review: pd.DataFrame, limit: int) -> str:
     paragraphs = []
     for row in needing.itertuples(index=False):
         outcome = row.method + (f" ({row.reason})" if not pd.isna(row.reason) else "")
-        company = "" if pd.isna(row.company_name) else f", company {row.company_id} \"{row.company_name}\""
-        lines = [f"**{_md(row.tenant_name)}** — {_md(outcome)}{_md(company)}: {_md(row.warnings)}", f"Why: {_md(row.evidence)}"]
+        company = "" if pd.isna(row.company_name) else f', company {row.company_id} "{row.company_name}"'
+        lines = [
+            f"**{_md(row.tenant_name)}** — {_md(outcome)}{_md(company)}: {_md(row.warnings)}",
+            f"Why: {_md(row.evidence)}",
+        ]
         if not pd.isna(row.load_error):
             lines.append(f"Load error: {_md(row.load_error)}")
         if not pd.isna(row.hold_reasons):

@@ -65,8 +65,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--graph-rate", type=float, default=50.0, help="Graph requests per second per tenant")
     serve.add_argument("--graph-burst", type=int, default=100)
     serve.add_argument("--token-lifetime", type=float, default=3600, metavar="SECONDS")
-    serve.add_argument("--fault-rate", type=_probability, default=0.0,
-                       help="probability of a 500, 503 or connection reset on every API request")
+    serve.add_argument(
+        "--fault-rate",
+        type=_probability,
+        default=0.0,
+        help="probability of a 500, 503 or connection reset on every API request",
+    )
 
     generate = commands.add_parser("generate", help="print a generated estate as JSON")
     generate.add_argument("--tenants", type=int, required=True)
@@ -85,11 +89,22 @@ def _serve(args: argparse.Namespace) -> int:
     stop_requested = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop_requested.set())
-    faults = {"endpoints": [{"path": ".*", "error_rate": args.fault_rate, "kinds": FAULT_KINDS}]} if args.fault_rate else None
+    faults = (
+        {"endpoints": [{"path": ".*", "error_rate": args.fault_rate, "kinds": FAULT_KINDS}]}
+        if args.fault_rate
+        else None
+    )
     sandbox = start_sandbox(
-        args.state_dir, args.estate, reset=args.reset, latency_ms=args.latency_ms, jitter_ms=args.jitter_ms,
-        halo_rate_limit=args.halo_rate_limit, graph_rate=args.graph_rate, graph_burst=args.graph_burst,
-        token_lifetime_s=args.token_lifetime, faults=faults,
+        args.state_dir,
+        args.estate,
+        reset=args.reset,
+        latency_ms=args.latency_ms,
+        jitter_ms=args.jitter_ms,
+        halo_rate_limit=args.halo_rate_limit,
+        graph_rate=args.graph_rate,
+        graph_burst=args.graph_burst,
+        token_lifetime_s=args.token_lifetime,
+        faults=faults,
     )
     try:
         env_file = sandbox.write_env_file(args.env_file)

@@ -44,8 +44,12 @@ def estate_schema() -> dict[str, Any]:
 # The big arrays of an estate and the schema of one of their elements. Their elements are checked
 # with a compiled checker first (jsonschema takes ~90 s for 200k users); only elements it rejects
 # go through jsonschema, for its error messages.
-_RECORD_ARRAYS = {("halo", "clients"): "client", ("halo", "sites"): "site", ("halo", "users"): "user",
-                  ("m365", "tenants"): "tenant"}
+_RECORD_ARRAYS = {
+    ("halo", "clients"): "client",
+    ("halo", "sites"): "site",
+    ("halo", "users"): "user",
+    ("m365", "tenants"): "tenant",
+}
 
 
 def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
@@ -80,8 +84,13 @@ def _record_checker(def_name: str) -> Callable[[Any], bool]:
 
 # Exact Python types of parsed JSON (bool is not an integer in JSON Schema).
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
-    "string": (str,), "integer": (int,), "number": (int, float), "boolean": (bool,),
-    "null": (type(None),), "array": (list,), "object": (dict,),
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "null": (type(None),),
+    "array": (list,),
+    "object": (dict,),
 }
 _ANNOTATIONS = frozenset({"description", "title", "$schema", "$id"})
 
@@ -92,8 +101,22 @@ def compile_checker(schema: dict[str, Any]) -> Callable[[Any], bool]:
     Never more lenient than jsonschema: a keyword it does not implement is an error here.
     """
     checks: list[Callable[[Any], bool]] = []
-    unknown = set(schema) - _ANNOTATIONS - {"type", "required", "properties", "additionalProperties", "items",
-                                            "pattern", "minimum", "minLength", "enum", "oneOf"}
+    unknown = (
+        set(schema)
+        - _ANNOTATIONS
+        - {
+            "type",
+            "required",
+            "properties",
+            "additionalProperties",
+            "items",
+            "pattern",
+            "minimum",
+            "minLength",
+            "enum",
+            "oneOf",
+        }
+    )
     if unknown or schema.get("additionalProperties") not in (None, True, False):
         raise ValueError(f"estate schema uses keywords the fast checker does not implement: {sorted(unknown)}")
     if "type" in schema:
@@ -250,8 +273,11 @@ def _halo_problems(halo: dict[str, Any]) -> Iterator[str]:
         if main is not None and site_client.get(main) != client["id"]:
             yield f"{label}: main_site_id {main} is not a site of this client"
         # Odd tenant ids (n/a, ...) are data real Halo holds, not identities: only GUIDs must be unique.
-        tenant_ids = ((label, t["azure_tenant_id"].lower()) for t in client.get("azure_tenants", [])
-                      if _GUID.match(t["azure_tenant_id"]))
+        tenant_ids = (
+            (label, t["azure_tenant_id"].lower())
+            for t in client.get("azure_tenants", [])
+            if _GUID.match(t["azure_tenant_id"])
+        )
         yield from _duplicates(tenant_ids, "azure_tenant_id")
     yield from _azure_tenant_problems(halo)
     for i, user in enumerate(users):

@@ -74,19 +74,34 @@ SITUATIONS: dict[str, tuple[str, str]] = {
     "default_domain_onmicrosoft": ("tenant", "the default domain is the .onmicrosoft.com one"),
     "unverified_domain": ("tenant", "the tenant has an unverified domain"),
     "halo_only_client": ("client", "a Halo company with no Microsoft 365 tenant"),
-    "conflict_mapped_elsewhere": ("tenant", "the company named like the tenant is mapped to a tenant no longer in "
-                                           "the run (contract ended): conflict"),
-    "conflict_two_unmapped": ("tenant", "two unmapped tenants reach one active company (one by name, one by "
-                                       "website = its default domain): both conflict"),
-    "mapped_company_inactive": ("tenant", "the tenant is mapped to an inactive company; an active sister company "
-                                         "carries its name: unmatched"),
-    "write_back_keeps_entries": ("tenant", "matched by name; its company already has an azure_tenants entry under "
-                                          "the single-tenant (type 1) connection, which the write-back must keep"),
+    "conflict_mapped_elsewhere": (
+        "tenant",
+        "the company named like the tenant is mapped to a tenant no longer in the run (contract ended): conflict",
+    ),
+    "conflict_two_unmapped": (
+        "tenant",
+        "two unmapped tenants reach one active company (one by name, one by "
+        "website = its default domain): both conflict",
+    ),
+    "mapped_company_inactive": (
+        "tenant",
+        "the tenant is mapped to an inactive company; an active sister company carries its name: unmatched",
+    ),
+    "write_back_keeps_entries": (
+        "tenant",
+        "matched by name; its company already has an azure_tenants entry under "
+        "the single-tenant (type 1) connection, which the write-back must keep",
+    ),
     "several_invoice_sites": ("client", "two sites flagged isinvoicesite: the lowest site id is the main site"),
-    "licences_omitted": ("tenant", "Graph users answers omit assignedLicenses (sandbox_omit_user_properties): "
-                                  "the tenant fails to load"),
-    "not_consented_sam": ("tenant", "consented false, read with the partner refresh token: fails, no writes "
-                                   "(the same tenants as not_consented: the sandbox refuses both token paths)"),
+    "licences_omitted": (
+        "tenant",
+        "Graph users answers omit assignedLicenses (sandbox_omit_user_properties): the tenant fails to load",
+    ),
+    "not_consented_sam": (
+        "tenant",
+        "consented false, read with the partner refresh token: fails, no writes "
+        "(the same tenants as not_consented: the sandbox refuses both token paths)",
+    ),
     "mapping_tenant_not_guid": ("client", f"an azure_tenants entry whose azure_tenant_id is {NOT_A_GUID_TENANT_ID!r}"),
     # contact situations (issue 4, contact_changes)
     "linked": ("contact", "contact linked to its user by azureoid"),
@@ -107,16 +122,25 @@ SITUATIONS: dict[str, tuple[str, str]] = {
     "no_contact_details": ("contact", "active contact with no email, phone or mobile"),
     "external_email_contact": ("contact", "contact at a domain the tenant does not own"),
     "inactive_contact_gone": ("contact", "inactive contact whose user is gone"),
-    "contact_owned_by_other_tenant": ("contact", "active contact whose azureoid is a selected user of another "
-                                                "tenant (with its own contact there); email at this tenant's domain"),
-    "keep_active_variants": ("contact", f"gone, {KEEP_ACTIVE_FIELD} = {KEEP_ACTIVE_VALUE!r} written otherwise "
-                                       f"({', '.join(map(repr, KEEP_ACTIVE_VARIANTS))})"),
+    "contact_owned_by_other_tenant": (
+        "contact",
+        "active contact whose azureoid is a selected user of another "
+        "tenant (with its own contact there); email at this tenant's domain",
+    ),
+    "keep_active_variants": (
+        "contact",
+        f"gone, {KEEP_ACTIVE_FIELD} = {KEEP_ACTIVE_VALUE!r} written otherwise "
+        f"({', '.join(map(repr, KEEP_ACTIVE_VARIANTS))})",
+    ),
     "contact_oid_not_guid": ("contact", f"active contact with azureoid {NOT_A_GUID_OID!r} and a selected user's mail"),
     "contact_oid_braced": ("contact", "linked, azureoid written {GUID} in upper case"),
     "missing_name": ("record", "a company, a site and a contact without a name (empty, null or absent)"),
     # user situations
     "create_new_contact": ("user", "selected user without a contact"),
-    "create_at_site_address": ("user", "new user whose street address is a non-main site's line 1 (case/spaces differ)"),
+    "create_at_site_address": (
+        "user",
+        "new user whose street address is a non-main site's line 1 (case/spaces differ)",
+    ),
     "create_at_tied_site_address": ("user", "new user whose street address is line 1 of two sites of the company"),
     "create_without_site": ("user", "selected user of a tenant whose company has no site"),
     "user_with_aliases": ("user", "user with secondary smtp: aliases at the tenant's own domains"),
@@ -124,13 +148,18 @@ SITUATIONS: dict[str, tuple[str, str]] = {
     "guest_user": ("user", "guest account"),
     "disabled_user": ("user", "disabled account without a contact"),
     "admin_account": ("user", "admin account (admin@, it.admin@, ...)"),
-    "upn_differs_from_mail": ("user", "UPN at .onmicrosoft.com, mail at a verified domain; an unlinked active "
-                                     "contact has the mail"),
+    "upn_differs_from_mail": (
+        "user",
+        "UPN at .onmicrosoft.com, mail at a verified domain; an unlinked active contact has the mail",
+    ),
     "pair_by_proxy_alias": ("user", "an unlinked contact's email is one of the user's smtp: aliases"),
     "ambiguous_by_aliases": ("user", "two unlinked contacts carry two addresses of the user (mail, smtp alias)"),
     "moved_person": ("user", "no contact in its company; its id is the azureoid of an active contact elsewhere"),
-    "dirty_m365_values": ("user", f"new user: {DIRTY_DISPLAY_NAME_LENGTH}-character displayName, NUL in surname, "
-                                 "bidi override and spaces in givenName"),
+    "dirty_m365_values": (
+        "user",
+        f"new user: {DIRTY_DISPLAY_NAME_LENGTH}-character displayName, NUL in surname, "
+        "bidi override and spaces in givenName",
+    ),
 }
 
 MATCH_PATHS = ("tenant_id", "name", "default_domain_website", "verified_domain_website", "contact_email_domain",
@@ -237,39 +266,346 @@ _CONTACT_ONLY_RATES = {
 GENERAL_USER_SHARE = 0.35  # of companies that have a "General User" contact
 TENANTS_PER_NAMELESS_SET = 100  # one company, one site and one contact without a name per this many tenants
 
-_FIRST_NAMES = (
-    "Olivia Amelia Isla Ava Mia Ivy Lily Isabella Rosie Sophia Grace Willow Freya Florence Emily Ella Poppy Evie "
-    "Elsie Charlotte Evelyn Sienna Sofia Daisy Alice Harper Matilda Ruby Emilia Maya Noah Oliver George Arthur Leo "
-    "Muhammad Harry Oscar Archie Henry Theodore Freddie Jack Charlie Theo Alfie Jacob Thomas Finley Arlo William "
-    "Lucas Roman Tommy Isaac Teddy Alexander Luca Edward James Joshua Albie Elijah Max Mohammed Reuben Mason Sebastian "
-    "Rory Jude Louie Benjamin Ethan Adam Hunter Zachary Ezra Hugo Arjun Priya Aisha Chen Wei Mei Hiroshi Yuki Sven "
-    "Ingrid Lars Astrid Pierre Chloe Mateo Lucia Diego Carmen Kofi Amara Tariq Leila Siobhan Niamh Ciaran Aoife"
-).split()
-_SURNAMES = (
-    "Smith Jones Taylor Brown Williams Wilson Johnson Davies Robinson Wright Thompson Evans Walker White Roberts Green "
-    "Hall Wood Jackson Clarke Patel Khan Lewis James Phillips Mason Mitchell Rose Davis Rodriguez Cox Alexander "
-    "Morris King Lee Baker Harris Martin Cooper Ward Turner Hill Moore Clark Young Allen Scott Edwards Hughes Kelly "
-    "Price Bennett Griffiths Lloyd Morgan Bell Murphy Campbell Stewart Anderson Murray Reid Fraser Hamilton Graham "
-    "Kennedy Ross Watson Gray Shaw Chapman Mills Hunt Wells Palmer Marshall Fox Owen Webb Ellis Russell Harvey Ali "
-    "Hussain Singh Kaur Nguyen Wong Tanaka Larsen Nielsen Dubois Moreau Garcia Fernandez Okafor Mensah Byrne Doyle"
-).split()
-_NAME_WORDS = (
-    "Northwind Contoso Fabrikam Tailspin Adatum Litware Proseware Woodgrove Fourth Coffee Alpine Blue Yonder "
-    "Wingtip Lucerne Margie Trey Humongous Wide World Graphic Tide Southridge Bellows Coho Vanarsdel Lamna Relecloud "
-    "Maple Cedar Harbour Granite Copper Silver Oak Willow Falcon Kestrel Heron Summit Riverside Meadow Thistle "
-    "Beacon Anchor Compass Lantern Orchard Quarry Ridge Valley Harrow Bramble Foxglove Juniper Marlin Osprey Pinnacle"
-).split()
-_BUSINESS_WORDS = (
-    "Traders Consulting Logistics Engineering Dental Legal Accountants Architects Surveyors Builders Foods Motors "
-    "Health Partners Solutions Systems Studios Print Media Marine Energy Farms Estates Insurance Finance Electrical "
-    "Plumbing Veterinary Pharmacy Design Security Recruitment Hotels Catering Travel Textiles Joinery Labs"
-).split()
+_FIRST_NAMES = [
+    "Olivia",
+    "Amelia",
+    "Isla",
+    "Ava",
+    "Mia",
+    "Ivy",
+    "Lily",
+    "Isabella",
+    "Rosie",
+    "Sophia",
+    "Grace",
+    "Willow",
+    "Freya",
+    "Florence",
+    "Emily",
+    "Ella",
+    "Poppy",
+    "Evie",
+    "Elsie",
+    "Charlotte",
+    "Evelyn",
+    "Sienna",
+    "Sofia",
+    "Daisy",
+    "Alice",
+    "Harper",
+    "Matilda",
+    "Ruby",
+    "Emilia",
+    "Maya",
+    "Noah",
+    "Oliver",
+    "George",
+    "Arthur",
+    "Leo",
+    "Muhammad",
+    "Harry",
+    "Oscar",
+    "Archie",
+    "Henry",
+    "Theodore",
+    "Freddie",
+    "Jack",
+    "Charlie",
+    "Theo",
+    "Alfie",
+    "Jacob",
+    "Thomas",
+    "Finley",
+    "Arlo",
+    "William",
+    "Lucas",
+    "Roman",
+    "Tommy",
+    "Isaac",
+    "Teddy",
+    "Alexander",
+    "Luca",
+    "Edward",
+    "James",
+    "Joshua",
+    "Albie",
+    "Elijah",
+    "Max",
+    "Mohammed",
+    "Reuben",
+    "Mason",
+    "Sebastian",
+    "Rory",
+    "Jude",
+    "Louie",
+    "Benjamin",
+    "Ethan",
+    "Adam",
+    "Hunter",
+    "Zachary",
+    "Ezra",
+    "Hugo",
+    "Arjun",
+    "Priya",
+    "Aisha",
+    "Chen",
+    "Wei",
+    "Mei",
+    "Hiroshi",
+    "Yuki",
+    "Sven",
+    "Ingrid",
+    "Lars",
+    "Astrid",
+    "Pierre",
+    "Chloe",
+    "Mateo",
+    "Lucia",
+    "Diego",
+    "Carmen",
+    "Kofi",
+    "Amara",
+    "Tariq",
+    "Leila",
+    "Siobhan",
+    "Niamh",
+    "Ciaran",
+    "Aoife",
+]
+_SURNAMES = [
+    "Smith",
+    "Jones",
+    "Taylor",
+    "Brown",
+    "Williams",
+    "Wilson",
+    "Johnson",
+    "Davies",
+    "Robinson",
+    "Wright",
+    "Thompson",
+    "Evans",
+    "Walker",
+    "White",
+    "Roberts",
+    "Green",
+    "Hall",
+    "Wood",
+    "Jackson",
+    "Clarke",
+    "Patel",
+    "Khan",
+    "Lewis",
+    "James",
+    "Phillips",
+    "Mason",
+    "Mitchell",
+    "Rose",
+    "Davis",
+    "Rodriguez",
+    "Cox",
+    "Alexander",
+    "Morris",
+    "King",
+    "Lee",
+    "Baker",
+    "Harris",
+    "Martin",
+    "Cooper",
+    "Ward",
+    "Turner",
+    "Hill",
+    "Moore",
+    "Clark",
+    "Young",
+    "Allen",
+    "Scott",
+    "Edwards",
+    "Hughes",
+    "Kelly",
+    "Price",
+    "Bennett",
+    "Griffiths",
+    "Lloyd",
+    "Morgan",
+    "Bell",
+    "Murphy",
+    "Campbell",
+    "Stewart",
+    "Anderson",
+    "Murray",
+    "Reid",
+    "Fraser",
+    "Hamilton",
+    "Graham",
+    "Kennedy",
+    "Ross",
+    "Watson",
+    "Gray",
+    "Shaw",
+    "Chapman",
+    "Mills",
+    "Hunt",
+    "Wells",
+    "Palmer",
+    "Marshall",
+    "Fox",
+    "Owen",
+    "Webb",
+    "Ellis",
+    "Russell",
+    "Harvey",
+    "Ali",
+    "Hussain",
+    "Singh",
+    "Kaur",
+    "Nguyen",
+    "Wong",
+    "Tanaka",
+    "Larsen",
+    "Nielsen",
+    "Dubois",
+    "Moreau",
+    "Garcia",
+    "Fernandez",
+    "Okafor",
+    "Mensah",
+    "Byrne",
+    "Doyle",
+]
+_NAME_WORDS = [
+    "Northwind",
+    "Contoso",
+    "Fabrikam",
+    "Tailspin",
+    "Adatum",
+    "Litware",
+    "Proseware",
+    "Woodgrove",
+    "Fourth",
+    "Coffee",
+    "Alpine",
+    "Blue",
+    "Yonder",
+    "Wingtip",
+    "Lucerne",
+    "Margie",
+    "Trey",
+    "Humongous",
+    "Wide",
+    "World",
+    "Graphic",
+    "Tide",
+    "Southridge",
+    "Bellows",
+    "Coho",
+    "Vanarsdel",
+    "Lamna",
+    "Relecloud",
+    "Maple",
+    "Cedar",
+    "Harbour",
+    "Granite",
+    "Copper",
+    "Silver",
+    "Oak",
+    "Willow",
+    "Falcon",
+    "Kestrel",
+    "Heron",
+    "Summit",
+    "Riverside",
+    "Meadow",
+    "Thistle",
+    "Beacon",
+    "Anchor",
+    "Compass",
+    "Lantern",
+    "Orchard",
+    "Quarry",
+    "Ridge",
+    "Valley",
+    "Harrow",
+    "Bramble",
+    "Foxglove",
+    "Juniper",
+    "Marlin",
+    "Osprey",
+    "Pinnacle",
+]
+_BUSINESS_WORDS = [
+    "Traders",
+    "Consulting",
+    "Logistics",
+    "Engineering",
+    "Dental",
+    "Legal",
+    "Accountants",
+    "Architects",
+    "Surveyors",
+    "Builders",
+    "Foods",
+    "Motors",
+    "Health",
+    "Partners",
+    "Solutions",
+    "Systems",
+    "Studios",
+    "Print",
+    "Media",
+    "Marine",
+    "Energy",
+    "Farms",
+    "Estates",
+    "Insurance",
+    "Finance",
+    "Electrical",
+    "Plumbing",
+    "Veterinary",
+    "Pharmacy",
+    "Design",
+    "Security",
+    "Recruitment",
+    "Hotels",
+    "Catering",
+    "Travel",
+    "Textiles",
+    "Joinery",
+    "Labs",
+]
 _LEGAL_SUFFIXES = ("Ltd", "Limited", "LLP", "plc", "Inc", "GmbH", "LLC", "")
 _TLDS = ("com", "co.uk", "net", "org", "io", "uk", "eu", "de")
-_STREETS = (
-    "High Station Church Park Victoria Green Manor Kings Queens Mill Bridge London York Albert Market Castle "
-    "Chapel Springfield Windsor Grange Orchard Richmond Cedar Elm Oak Meadow Riverside Harbour Abbey"
-).split()
+_STREETS = [
+    "High",
+    "Station",
+    "Church",
+    "Park",
+    "Victoria",
+    "Green",
+    "Manor",
+    "Kings",
+    "Queens",
+    "Mill",
+    "Bridge",
+    "London",
+    "York",
+    "Albert",
+    "Market",
+    "Castle",
+    "Chapel",
+    "Springfield",
+    "Windsor",
+    "Grange",
+    "Orchard",
+    "Richmond",
+    "Cedar",
+    "Elm",
+    "Oak",
+    "Meadow",
+    "Riverside",
+    "Harbour",
+    "Abbey",
+]
 _STREET_TYPES = ("Street", "Road", "Lane", "Avenue", "Way", "Close", "Drive", "Court", "Place", "Parade")
 _CITIES = ("Leeds", "Bristol", "Manchester", "Glasgow", "Cardiff", "York", "Norwich", "Belfast", "Oxford", "Exeter")
 _JOB_TITLES = (
@@ -518,7 +854,8 @@ class _EstateBuilder:
         rng, match = self.rng, tenant.plan_match
         if "tenant_shares_company" in tenant.extras and shared_with is not None:
             shared_with.record["azure_tenants"].append(
-                {"azure_tenant_id": tenant.tenant_id, "azure_tenant_name": tenant.display_name})
+                {"azure_tenant_id": tenant.tenant_id, "azure_tenant_name": tenant.display_name}
+            )
             self.homes = [(t, c) for t, c in self.homes if c is not shared_with]  # no longer one tenant's
             return shared_with
         sites = 0 if "client_without_site" in tenant.extras else rng.choices((1, 2, 3), weights=(65, 25, 10))[0]
@@ -556,7 +893,9 @@ class _EstateBuilder:
         if match == "ambiguous_name":
             for name in (tenant.display_name, tenant.display_name.upper()):
                 twin = self.new_client(name)
-                self.contact(twin.sites[0], *self._person(), email=f"{self._fresh_local(tenant)}@{tenant.primary_domain}")
+                self.contact(
+                    twin.sites[0], *self._person(), email=f"{self._fresh_local(tenant)}@{tenant.primary_domain}"
+                )
         return None
 
     def _odd_company_extras(self, tenant: _Tenant, client: _Client) -> None:
@@ -690,7 +1029,9 @@ class _EstateBuilder:
             proxies = [f"SMTP:{mail}", f"smtp:{upn}"]
         elif kind == "member_aliased":
             proxies.append(f"smtp:{self._fresh_alias(tenant, f'{first[0]}{last}'.lower())}")
-        elif kind in ("member", "disabled", "unlicensed") and (rng.random() < 0.35 or not self.situations["user_with_aliases"]):
+        elif kind in ("member", "disabled", "unlicensed") and (
+            rng.random() < 0.35 or not self.situations["user_with_aliases"]
+        ):
             aliases = [f"{first[0]}{last}@{d}".lower() for d in tenant.verified_domains if "onmicrosoft" not in d]
             # An address belongs to one mailbox: a namesake's alias is not given twice.
             proxies += [f"smtp:{a}" for a in aliases[:2] if a not in tenant.addresses]
@@ -802,7 +1143,9 @@ class _EstateBuilder:
             return rng.choice((None, f"{rng.randint(1, 250)} {rng.choice(_STREETS)} {rng.choice(_STREET_TYPES)}"))
         if role == "create_at_site_address":
             if len(client.sites) < 2:
-                self.add_site(client, f"{rng.choice(_CITIES)} Office", self._address({s["line1"].lower() for s in client.sites}))
+                self.add_site(
+                    client, f"{rng.choice(_CITIES)} Office", self._address({s["line1"].lower() for s in client.sites})
+                )
             line1 = rng.choice(client.sites[1:])["line1"]
             return rng.choice((line1.upper(), f"  {line1.lower()} "))
         if role == "create_at_tied_site_address":
@@ -966,11 +1309,19 @@ def generate_estate(tenants: int, users_per_tenant: int, seed: int) -> dict[str,
     for _ in range(max(1, round(tenants / TENANTS_PER_NAMELESS_SET))):
         builder.nameless_records()
     return {
-        "halo": {"clients": builder.clients, "sites": builder.sites, "users": builder.contacts,
-                 "azure_connections": [dict(c) for c in AZURE_CONNECTIONS]},
+        "halo": {
+            "clients": builder.clients,
+            "sites": builder.sites,
+            "users": builder.contacts,
+            "azure_connections": [dict(c) for c in AZURE_CONNECTIONS],
+        },
         "m365": {"partner_tenant_id": partner_tenant_id, "tenants": m365_tenants},
-        "_generator": {"seed": seed, "tenants": tenants, "users_per_tenant": users_per_tenant,
-                       "situations": builder.situations},  # fmt: skip
+        "_generator": {
+            "seed": seed,
+            "tenants": tenants,
+            "users_per_tenant": users_per_tenant,
+            "situations": builder.situations,
+        },  # fmt: skip
     }
 
 

@@ -146,9 +146,7 @@ class _HaloApi:
 
     async def clients(self, request: Request) -> Response:
         self._authorise(request)
-        records = await run_in_threadpool(
-            self.store.clients, include_inactive=_bool_param(request, "includeinactive")
-        )
+        records = await run_in_threadpool(self.store.clients, include_inactive=_bool_param(request, "includeinactive"))
         return JSONResponse(_page(request, "clients", records))
 
     async def client(self, request: Request) -> Response:
@@ -332,8 +330,10 @@ def _runtime_settings(runtime: SandboxRuntime, body: dict[str, Any]) -> dict[str
     if "halo_rate_limit" in body:
         settings["halo_rate_limit"] = parse_rate_limit(body["halo_rate_limit"])
     if "graph_rate" in body or "graph_burst" in body:
-        settings["graph"] = (float(body.get("graph_rate", runtime.graph_rate)),
-                             int(body.get("graph_burst", runtime.graph_burst)))
+        settings["graph"] = (
+            float(body.get("graph_rate", runtime.graph_rate)),
+            int(body.get("graph_burst", runtime.graph_burst)),
+        )
     return settings
 
 

@@ -57,9 +57,17 @@ _TABLE_NAMES = ("AREA", "SITE", "ADDRESSSTORE", "USERS", "AZUREADDETAILS", "AREA
 
 # Halo REST field -> USERS column, for the plain text fields.
 USER_TEXT_COLUMNS = {
-    "name": "uusername", "firstname": "uFirstName", "surname": "uLastName", "emailaddress": "uemail",
-    "email2": "uemail2", "email3": "uemail3", "phonenumber": "uextn", "mobilenumber": "umobile",
-    "fax": "ufax", "title": "utitle", "azureoid": "UAzureOID",
+    "name": "uusername",
+    "firstname": "uFirstName",
+    "surname": "uLastName",
+    "emailaddress": "uemail",
+    "email2": "uemail2",
+    "email3": "uemail3",
+    "phonenumber": "uextn",
+    "mobilenumber": "umobile",
+    "fax": "ufax",
+    "title": "utitle",
+    "azureoid": "UAzureOID",
 }
 _USER_BUILTIN_COLUMNS = frozenset(c.lower() for c in [*USER_TEXT_COLUMNS.values(), "Uid", "Usite", "uinactive"])
 # GET /api/Users list rows carry Halo's Users_List model: no email2/email3, the object id as azure_id.
@@ -127,7 +135,9 @@ class HaloStore:
             return
         defaults = azure_connections({})
         with self._transaction() as db:
-            db.execute("CREATE TABLE AZUREADDETAILS (AADid INTEGER PRIMARY KEY, AADname TEXT, AADtype INTEGER NOT NULL)")
+            db.execute(
+                "CREATE TABLE AZUREADDETAILS (AADid INTEGER PRIMARY KEY, AADname TEXT, AADtype INTEGER NOT NULL)"
+            )
             self._insert_connections(db, defaults)
             db.execute("ALTER TABLE AREAAZURETENANT ADD COLUMN AATdetailsid INTEGER")
             db.execute("UPDATE AREAAZURETENANT SET AATdetailsid = ?", (default_details_id(defaults),))
@@ -181,8 +191,11 @@ class HaloStore:
 
     @staticmethod
     def _load_azure_tenants(db: sqlite3.Connection, clients: list[dict[str, Any]], default: int | None) -> None:
-        entries = [(t.get("id"), c["id"], t["azure_tenant_id"], t.get("azure_tenant_name"), t.get("details_id", default))
-                   for c in clients for t in c.get("azure_tenants", [])]
+        entries = [
+            (t.get("id"), c["id"], t["azure_tenant_id"], t.get("azure_tenant_name"), t.get("details_id", default))
+            for c in clients
+            for t in c.get("azure_tenants", [])
+        ]
         # Entries with their own id first, so an id SQLite picks for the others never takes one of theirs.
         entries.sort(key=lambda e: e[0] is None)
         db.executemany(
@@ -192,7 +205,9 @@ class HaloStore:
 
     def _load_users(self, db: sqlite3.Connection, users: list[dict[str, Any]]) -> None:
         field_names = list(
-            dict.fromkeys([*DEFINED_USER_CUSTOM_FIELDS, *(cf["name"] for u in users for cf in u.get("customfields", []))])
+            dict.fromkeys(
+                [*DEFINED_USER_CUSTOM_FIELDS, *(cf["name"] for u in users for cf in u.get("customfields", []))]
+            )
         )
         for name in field_names:
             self._add_custom_field_column(db, name)
@@ -202,8 +217,13 @@ class HaloStore:
         for u in users:
             custom = {cf["name"]: cf.get("value") for cf in u.get("customfields", [])}
             rows.append(
-                (u["id"], u["site_id"], int(bool(u.get("inactive"))), *(u.get(f) for f in fields),
-                 *(custom.get(n) for n in field_names))
+                (
+                    u["id"],
+                    u["site_id"],
+                    int(bool(u.get("inactive"))),
+                    *(u.get(f) for f in fields),
+                    *(custom.get(n) for n in field_names),
+                )
             )
         quoted = ", ".join(f'"{c}"' for c in columns)
         db.executemany(f"INSERT INTO USERS ({quoted}) VALUES ({', '.join('?' * len(columns))})", rows)
@@ -211,12 +231,16 @@ class HaloStore:
     def export(self) -> dict[str, Any]:
         """All Halo state in the estate format (every optional field present, null where unset)."""
         with self._lock:
-            clients = [self._client_record(r, details=True, estate=True)
-                       for r in self._db.execute(_CLIENT_SELECT + " ORDER BY a.Aarea")]
+            clients = [
+                self._client_record(r, details=True, estate=True)
+                for r in self._db.execute(_CLIENT_SELECT + " ORDER BY a.Aarea")
+            ]
             sites = [self._site_record(r, estate=True) for r in self._db.execute(_SITE_SELECT + " ORDER BY s.Ssitenum")]
             custom_fields = self._custom_field_names()
-            users = [self._user_record(r, custom_fields=custom_fields, estate=True)
-                     for r in self._db.execute(_USER_SELECT + " ORDER BY u.Uid")]
+            users = [
+                self._user_record(r, custom_fields=custom_fields, estate=True)
+                for r in self._db.execute(_USER_SELECT + " ORDER BY u.Uid")
+            ]
             connections = self.azure_connections(type_=None)
         return {"clients": clients, "sites": sites, "users": users, "azure_connections": connections}
 
@@ -228,8 +252,11 @@ class HaloStore:
 
     def _client_record(self, row: sqlite3.Row, *, details: bool, estate: bool = False) -> dict[str, Any]:
         record = {
-            "id": row["Aarea"], "name": row["aareadesc"], "website": row["AWebsite"],
-            "inactive": bool(row["AIsInactive"]), "main_site_id": row["_main_site_id"],
+            "id": row["Aarea"],
+            "name": row["aareadesc"],
+            "website": row["AWebsite"],
+            "inactive": bool(row["AIsInactive"]),
+            "main_site_id": row["_main_site_id"],
         }
         if details:
             record["azure_tenants"] = self._azure_tenants(row["Aarea"], estate=estate)
@@ -238,21 +265,35 @@ class HaloStore:
     def _site_record(self, row: sqlite3.Row, *, estate: bool = False) -> dict[str, Any]:
         """A site in the estate format, or as a GET /api/Site list row (Halo's Site_List model)."""
         if estate:
-            return {"id": row["Ssitenum"], "client_id": row["sarea"], "name": row["sdesc"], "line1": row["_line1"],
-                    "isinvoicesite": bool(row["SIsInvoiceSite"])}
-        return {"id": row["Ssitenum"], "client_id": row["sarea"], "client_name": row["_client_name"],
-                "name": row["sdesc"], "delivery_address_line1": row["_line1"]}
+            return {
+                "id": row["Ssitenum"],
+                "client_id": row["sarea"],
+                "name": row["sdesc"],
+                "line1": row["_line1"],
+                "isinvoicesite": bool(row["SIsInvoiceSite"]),
+            }
+        return {
+            "id": row["Ssitenum"],
+            "client_id": row["sarea"],
+            "client_name": row["_client_name"],
+            "name": row["sdesc"],
+            "delivery_address_line1": row["_line1"],
+        }
 
-    def _user_record(self, row: sqlite3.Row, *, custom_fields: list[str] | None, estate: bool = False,
-                     list_row: bool = False) -> dict[str, Any]:
+    def _user_record(
+        self, row: sqlite3.Row, *, custom_fields: list[str] | None, estate: bool = False, list_row: bool = False
+    ) -> dict[str, Any]:
         """A user as the API shows it; with `custom_fields` (the CF column names) its customfields too.
 
         `list_row`: as a GET /api/Users list row, under the Users_List model's names and fields.
         """
         record: dict[str, Any] = {"id": row["Uid"], "site_id": row["Usite"]}
         if not estate:
-            record |= {"site_name": row["_site_name"], "client_id": row["_client_id"],
-                       "client_name": row["_client_name"]}
+            record |= {
+                "site_name": row["_site_name"],
+                "client_id": row["_client_id"],
+                "client_name": row["_client_name"],
+            }
         if list_row:
             record |= {name: row[USER_TEXT_COLUMNS[field]] for field, name in _USER_LIST_FIELDS.items()}
         else:
@@ -330,8 +371,14 @@ class HaloStore:
         with self._lock:
             rows = self._db.execute(_AZURE_TENANT_SELECT + " WHERE t.AATdetailsid = ? ORDER BY t.AATid", (details_id,))
             return [
-                {"id": r["AATid"], "details_id": r["AATdetailsid"], "azure_tenant_id": r["AATtenantid"],
-                 "azure_tenant_name": r["AATtenantname"], "client_id": r["AATarea"], "client_name": r["_client_name"]}
+                {
+                    "id": r["AATid"],
+                    "details_id": r["AATdetailsid"],
+                    "azure_tenant_id": r["AATtenantid"],
+                    "azure_tenant_name": r["AATtenantname"],
+                    "client_id": r["AATarea"],
+                    "client_name": r["_client_name"],
+                }
                 for r in rows
             ]
 
@@ -358,11 +405,15 @@ class HaloStore:
                 raise WriteRejected(f"element [{index}]: a new client needs a name")
             client_id = db.execute("SELECT coalesce(max(Aarea), 0) + 1 FROM AREA").fetchone()[0]
             db.execute("INSERT INTO AREA (Aarea, aareadesc) VALUES (?, ?)", (client_id, element["name"]))
-        updates = {column: value for field, column, value in (
-            ("name", "aareadesc", element.get("name")),
-            ("website", "AWebsite", element.get("website")),
-            ("inactive", "AIsInactive", int(bool(element.get("inactive")))),
-        ) if field in element}
+        updates = {
+            column: value
+            for field, column, value in (
+                ("name", "aareadesc", element.get("name")),
+                ("website", "AWebsite", element.get("website")),
+                ("inactive", "AIsInactive", int(bool(element.get("inactive")))),
+            )
+            if field in element
+        }
         if "aareadesc" in updates and not updates["aareadesc"]:
             raise WriteRejected(f"element [{index}] (id {client_id}): name cannot be empty")
         self._update(db, "AREA", "Aarea", client_id, updates)
@@ -385,7 +436,9 @@ class HaloStore:
         first type-2 connection unless it names one); every entry of the client missing from the list
         is removed. A write that means to keep an entry must send it, best with its id.
         """
-        stored = dict(db.execute("SELECT AATid, AATtenantid FROM AREAAZURETENANT WHERE AATarea = ?", (client_id,)).fetchall())
+        stored = dict(
+            db.execute("SELECT AATid, AATtenantid FROM AREAAZURETENANT WHERE AATarea = ?", (client_id,)).fetchall()
+        )
         existing = set(stored)
         connections = dict(db.execute("SELECT AADid, AADtype FROM AZUREADDETAILS ORDER BY AADid").fetchall())
         default = next((cid for cid, ctype in connections.items() if ctype == PARTNER_CONNECTION_TYPE), None)
@@ -409,8 +462,11 @@ class HaloStore:
                 if entry_id not in existing or entry_id in updates:
                     twice = " (listed twice)" if entry_id in updates else ""
                     raise WriteRejected(f"{where}: id {entry_id} is not an azure_tenants entry of this client{twice}")
-                updates[entry_id] = {column: entry[field] for field, column in _AZURE_TENANT_COLUMNS.items()
-                                     if field in entry and not (field == "details_id" and entry[field] is None)}
+                updates[entry_id] = {
+                    column: entry[field]
+                    for field, column in _AZURE_TENANT_COLUMNS.items()
+                    if field in entry and not (field == "details_id" and entry[field] is None)
+                }
                 continue
             if details_id is None and default is None:
                 raise WriteRejected(f"{where}: no details_id and no type-{PARTNER_CONNECTION_TYPE} connection")
@@ -439,8 +495,9 @@ class HaloStore:
         else:
             if site_id is None:
                 raise WriteRejected(f"{label}: a new user needs a site_id (or a client_id with a main site)")
-            updates.setdefault("uusername", " ".join(
-                p for p in (element.get("firstname"), element.get("surname")) if p) or None)
+            updates.setdefault(
+                "uusername", " ".join(p for p in (element.get("firstname"), element.get("surname")) if p) or None
+            )
             user_id = db.execute("SELECT coalesce(max(Uid), 0) + 1 FROM USERS").fetchone()[0]
             db.execute("INSERT INTO USERS (Uid, uusername, Usite) VALUES (?, '', ?)", (user_id, site_id))
         if "uusername" in updates and not updates["uusername"]:
@@ -468,12 +525,14 @@ class HaloStore:
             if found is None:
                 raise WriteRejected(f"{label}: site_id {int(site)} does not exist")
             if element.get("client_id") and element["client_id"] != found[0]:
-                raise WriteRejected(f"{label}: site_id {int(site)} belongs to client {found[0]}, "
-                                    f"not client_id {element['client_id']}")
+                raise WriteRejected(
+                    f"{label}: site_id {int(site)} belongs to client {found[0]}, not client_id {element['client_id']}"
+                )
             return int(site)
         if element.get("client_id") and not element.get("id"):
-            main = db.execute("SELECT Ssitenum FROM SITE WHERE sarea = ? AND SIsInvoiceSite = 1",
-                              (element["client_id"],)).fetchone()
+            main = db.execute(
+                "SELECT Ssitenum FROM SITE WHERE sarea = ? AND SIsInvoiceSite = 1", (element["client_id"],)
+            ).fetchone()
             if main is None:
                 raise WriteRejected(f"{label}: client_id {element['client_id']} has no main site to put the user on")
             return main[0]
@@ -537,8 +596,11 @@ class HaloStore:
 
 
 # azure_tenants entry field -> AREAAZURETENANT column, for updates of an entry by its id.
-_AZURE_TENANT_COLUMNS = {"azure_tenant_id": "AATtenantid", "azure_tenant_name": "AATtenantname",
-                         "details_id": "AATdetailsid"}
+_AZURE_TENANT_COLUMNS = {
+    "azure_tenant_id": "AATtenantid",
+    "azure_tenant_name": "AATtenantname",
+    "details_id": "AATdetailsid",
+}
 
 
 def _invoice_flags(halo: dict[str, Any]) -> Iterator[tuple[dict[str, Any], bool]]:
@@ -555,17 +617,29 @@ def _invoice_flags(halo: dict[str, Any]) -> Iterator[tuple[dict[str, Any], bool]
 
 def _area_azure_tenant(row: sqlite3.Row) -> dict[str, Any]:
     """An azure_tenants entry as GET /api/Client/{id} shows it (Halo's AreaAzureTenant model)."""
-    return {"id": row["AATid"], "details_id": row["AATdetailsid"], "details_name": row["_details_name"],
-            "client_id": row["AATarea"], "client_name": row["_client_name"],
-            "azure_tenant_id": row["AATtenantid"], "azure_tenant_name": row["AATtenantname"]}
+    return {
+        "id": row["AATid"],
+        "details_id": row["AATdetailsid"],
+        "details_name": row["_details_name"],
+        "client_id": row["AATarea"],
+        "client_name": row["_client_name"],
+        "azure_tenant_id": row["AATtenantid"],
+        "azure_tenant_name": row["AATtenantname"],
+    }
 
 
 def _estate_azure_tenant(row: sqlite3.Row) -> dict[str, Any]:
-    return {"id": row["AATid"], "details_id": row["AATdetailsid"], "azure_tenant_id": row["AATtenantid"],
-            "azure_tenant_name": row["AATtenantname"]}
+    return {
+        "id": row["AATid"],
+        "details_id": row["AATdetailsid"],
+        "azure_tenant_id": row["AATtenantid"],
+        "azure_tenant_name": row["AATtenantname"],
+    }
 
 
-_READ_ACTIONS = frozenset({sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE})
+_READ_ACTIONS = frozenset(
+    {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
+)
 
 
 def _read_only_authorizer(action: int, *_: Any) -> int:

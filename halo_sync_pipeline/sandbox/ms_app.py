@@ -80,7 +80,9 @@ DOMAIN_PROPERTIES = frozenset({
     "authenticationType", "availabilityStatus", "id", "isAdminManaged", "isDefault", "isInitial", "isRoot",
     "isVerified", "passwordNotificationWindowInDays", "passwordValidityPeriodInDays", "state", "supportedServices",
 })  # fmt: skip
-CONTRACT_PROPERTIES = frozenset({"id", "contractType", "customerId", "defaultDomainName", "displayName", "deletedDateTime"})
+CONTRACT_PROPERTIES = frozenset(
+    {"id", "contractType", "customerId", "defaultDomainName", "displayName", "deletedDateTime"}
+)
 GDAP_PROPERTIES = frozenset({
     "id", "displayName", "duration", "customer", "accessDetails", "status", "autoExtendDuration",
     "createdDateTime", "lastModifiedDateTime", "activatedDateTime", "endDateTime",
@@ -273,7 +275,11 @@ class _Identity:
         return JSONResponse(
             {
                 "token_endpoint": f"{login}/oauth2/v2.0/token",
-                "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
+                "token_endpoint_auth_methods_supported": [
+                    "client_secret_post",
+                    "private_key_jwt",
+                    "client_secret_basic",
+                ],
                 "jwks_uri": f"{base}/{tenant_id}/discovery/v2.0/keys",
                 "response_modes_supported": ["query", "fragment", "form_post"],
                 "subject_types_supported": ["pairwise"],

@@ -13,8 +13,8 @@ import secrets
 import threading
 import time
 from collections import Counter, deque
-from dataclasses import dataclass, field
 from collections.abc import MutableMapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.responses import JSONResponse

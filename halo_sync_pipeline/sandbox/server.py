@@ -166,10 +166,17 @@ class _ServerThread:
     def __init__(self, apps: list[Any], cert: Path, key: Path) -> None:
         self.sockets = [_loopback_socket() for _ in apps]
         self.servers = [
-            uvicorn.Server(uvicorn.Config(
-                app, ssl_certfile=str(cert), ssl_keyfile=str(key), log_level="warning", lifespan="off",
-                access_log=False, timeout_graceful_shutdown=1,
-            ))
+            uvicorn.Server(
+                uvicorn.Config(
+                    app,
+                    ssl_certfile=str(cert),
+                    ssl_keyfile=str(key),
+                    log_level="warning",
+                    lifespan="off",
+                    access_log=False,
+                    timeout_graceful_shutdown=1,
+                )
+            )
             for app in apps
         ]
         self.error: BaseException | None = None
@@ -181,7 +188,9 @@ class _ServerThread:
 
     def _run(self) -> None:
         async def serve_all() -> None:
-            await asyncio.gather(*(srv.serve(sockets=[sock]) for srv, sock in zip(self.servers, self.sockets, strict=True)))
+            await asyncio.gather(
+                *(srv.serve(sockets=[sock]) for srv, sock in zip(self.servers, self.sockets, strict=True))
+            )
 
         try:
             asyncio.run(serve_all())

@@ -61,7 +61,6 @@ class CompanyMappingsSchema(StrictModel):
     evidence: Series[pd.StringDtype]
     company_update: Series[pd.StringDtype] = pa.Field(nullable=True)
 
-
     @pa.dataframe_check(name="company_iff_matched")
     def _company_iff_matched(cls, df: pd.DataFrame) -> pd.Series:
         return df["method"].isin(COMPANY_NAMED_METHODS) == df["company_id"].notna()
@@ -94,7 +93,6 @@ class ContactChangesSchema(StrictModel):
     body: Series[pd.StringDtype] = pa.Field(nullable=True)
     evidence: Series[pd.StringDtype]
 
-
     @pa.dataframe_check(name="hold_reason_iff_held")
     def _hold_reason(cls, df: pd.DataFrame) -> pd.Series:
         return df["held"] == df["hold_reason"].notna()
@@ -120,7 +118,6 @@ class AppliedChangesSchema(ContactChangesSchema):
     outcome: Series[pd.StringDtype] = pa.Field(isin=OUTCOMES)
     error: Series[pd.StringDtype] = pa.Field(nullable=True)
     halo_id: Series[pd.Int64Dtype] = pa.Field(nullable=True)
-
 
     @pa.dataframe_check(name="contact_id_unless_create")
     def _contact_id(cls, df: pd.DataFrame) -> pd.Series:
@@ -166,7 +163,6 @@ class TenantReviewSchema(StrictModel):
     ambiguous: Series[int] = pa.Field(ge=0)
     held: Series[int] = pa.Field(ge=0)
     hold_reasons: Series[pd.StringDtype] = pa.Field(nullable=True)
-
 
     @pa.dataframe_check(name="needs_review_iff_warnings")
     def _needs_review(cls, df: pd.DataFrame) -> pd.Series:

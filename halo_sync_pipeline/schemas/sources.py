@@ -37,7 +37,6 @@ class HaloCompaniesSchema(StrictModel):
     # What is odd about the record (rules/quarantine.py); the record is then treated conservatively.
     quarantine: Series[pd.StringDtype] = pa.Field(nullable=True)
 
-
     @pa.check("name", "website", name="not_blank")
     def _text(cls, series: pd.Series) -> pd.Series:
         return _not_blank(series)
@@ -53,7 +52,6 @@ class HaloTenantMappingsSchema(StrictModel):
     connection_id: Series[pd.Int64Dtype] = pa.Field(nullable=True, gt=0)
     quarantine: Series[pd.StringDtype] = pa.Field(nullable=True)
 
-
     @pa.dataframe_check(name="guid_tenant_id_unless_quarantined")
     def _guid_unless_quarantined(cls, df: pd.DataFrame) -> pd.Series:
         guid = df["tenant_id"].str.fullmatch(GUID_PATTERN.strip("^$")).fillna(False).astype(bool)
@@ -62,7 +60,10 @@ class HaloTenantMappingsSchema(StrictModel):
     @pa.dataframe_check(name="one_usable_entry_per_tenant_and_company")
     def _unique_usable(cls, df: pd.DataFrame) -> pd.Series:
         usable = df["quarantine"].isna()
-        return ~(usable & df.loc[usable].duplicated(["tenant_id", "company_id"], keep=False).reindex(df.index, fill_value=False))
+        return ~(
+            usable
+            & df.loc[usable].duplicated(["tenant_id", "company_id"], keep=False).reindex(df.index, fill_value=False)
+        )
 
 
 class HaloContactsSchema(StrictModel):
@@ -84,7 +85,6 @@ class HaloContactsSchema(StrictModel):
     keep_active: Series[pd.StringDtype] = pa.Field(nullable=True)
     quarantine: Series[pd.StringDtype] = pa.Field(nullable=True)
 
-
     @pa.check("email", "email2", "email3", "azureoid", name="lower_case_stripped")
     def _lower(cls, series: pd.Series) -> pd.Series:
         return _lower_stripped(series)
@@ -102,7 +102,6 @@ class HaloSitesSchema(StrictModel):
     is_main: Series[bool]
     quarantine: Series[pd.StringDtype] = pa.Field(nullable=True)
 
-
     @pa.dataframe_check(name="at_most_one_main_site_per_company")
     def _one_main(cls, df: pd.DataFrame) -> pd.Series:
         mains = df[df["is_main"]].groupby("company_id")["site_id"].transform("size")
@@ -117,7 +116,6 @@ class M365TenantsSchema(StrictModel):
     error: Series[pd.StringDtype] = pa.Field(nullable=True)
     user_count: Series[pd.Int64Dtype] = pa.Field(nullable=True, ge=0)
     domain_count: Series[pd.Int64Dtype] = pa.Field(nullable=True, ge=0)
-
 
     @pa.check("default_domain", name="lower_case_stripped")
     def _lower(cls, series: pd.Series) -> pd.Series:
@@ -141,7 +139,6 @@ class M365DomainsSchema(StrictModel):
 
     class Config:
         unique = ["tenant_id", "domain"]
-
 
     @pa.check("domain", name="lower_case_stripped")
     def _lower(cls, series: pd.Series) -> pd.Series:
@@ -175,7 +172,6 @@ class M365UsersSchema(StrictModel):
 
     class Config:
         unique = ["tenant_id", "user_id"]
-
 
     @pa.check("upn", "mail", "smtp_aliases", name="lower_case_stripped")
     def _lower(cls, series: pd.Series) -> pd.Series:

@@ -186,7 +186,10 @@ def test_the_request_hook_counts_every_request_sent_auth_resends_included() -> N
     counts, tokens = RequestCounts(), Tokens()
     _, transport = refusing("token-1")
     with httpx.Client(transport=transport, event_hooks=counting_hooks(counts)) as http:
-        http.get("https://halo.test/api/Client?secret=not-counted", auth=HaloAuth(HaloSession(), tokens.fetch, SecretScrubber()))
+        http.get(
+            "https://halo.test/api/Client?secret=not-counted",
+            auth=HaloAuth(HaloSession(), tokens.fetch, SecretScrubber()),
+        )
         http.post("https://halo.test/api/Users", json=[])
     assert counts.snapshot() == {"GET /api/Client": 2, "POST /api/Users": 1}
 

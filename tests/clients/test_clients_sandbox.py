@@ -21,11 +21,10 @@ import httpx
 import pandas as pd
 import pytest
 
-from halo_sync_pipeline.clients import GraphClient, HaloClient, HaloWriteError, TenantLoad
-from halo_sync_pipeline.clients import frames
+from halo_sync_pipeline.clients import GraphClient, HaloClient, HaloWriteError, TenantLoad, frames
 from halo_sync_pipeline.clients.retry import RetryPolicy
-from halo_sync_pipeline.schemas import sources
 from halo_sync_pipeline.sandbox.server import RunningSandbox
+from halo_sync_pipeline.schemas import sources
 from tests.clients.resource_defaults import graph_settings, halo_settings
 
 KEEP_ACTIVE = "CFM365SyncKeepActive"
@@ -66,7 +65,12 @@ def halo_client(sandbox: RunningSandbox, **kwargs: Any) -> HaloClient:
     c = sandbox.credentials
     kwargs.setdefault("retry_policy", QUICK)
     client = HaloClient(
-        sandbox.halo_url, c.halo_client_id, c.halo_client_secret, c.halo_tenant, verify=str(sandbox.ca_bundle), **halo_settings(**kwargs)
+        sandbox.halo_url,
+        c.halo_client_id,
+        c.halo_client_secret,
+        c.halo_tenant,
+        verify=str(sandbox.ca_bundle),
+        **halo_settings(**kwargs),
     )
     _SEEN_SECRETS.extend([c.halo_client_secret, c.m365_client_secret, c.m365_refresh_token])
     return client
@@ -79,7 +83,12 @@ def graph_client(sandbox: RunningSandbox, **kwargs: Any) -> GraphClient:
         kwargs.setdefault("refresh_token", c.m365_refresh_token)
     _SEEN_SECRETS.extend([c.halo_client_secret, c.m365_client_secret, c.m365_refresh_token])
     return GraphClient(
-        sandbox.ms_url, sandbox.ms_url, c.partner_tenant_id, c.m365_client_id, c.m365_client_secret, verify=str(sandbox.ca_bundle),
+        sandbox.ms_url,
+        sandbox.ms_url,
+        c.partner_tenant_id,
+        c.m365_client_id,
+        c.m365_client_secret,
+        verify=str(sandbox.ca_bundle),
         **graph_settings(**kwargs),
     )
 
@@ -127,7 +136,9 @@ def _sorted(df: pd.DataFrame, key: list[str]) -> pd.DataFrame:
     return df.sort_values(key).reset_index(drop=True)
 
 
-def expected_halo(estate: dict[str, Any], got: dict[str, pd.DataFrame], *, keep_active_of_inactive: bool = True) -> dict[str, pd.DataFrame]:
+def expected_halo(
+    estate: dict[str, Any], got: dict[str, pd.DataFrame], *, keep_active_of_inactive: bool = True
+) -> dict[str, pd.DataFrame]:
     halo = estate["halo"]
     site_client = {s["id"]: s["client_id"] for s in halo["sites"]}
     main_site = {c["id"]: c.get("main_site_id") for c in halo["clients"]}
@@ -178,7 +189,12 @@ def halo_frames(client: HaloClient) -> dict[str, pd.DataFrame]:
     }
 
 
-HALO_KEYS = {"companies": ["company_id"], "sites": ["site_id"], "contacts": ["contact_id"], "mappings": ["tenant_id", "company_id"]}
+HALO_KEYS = {
+    "companies": ["company_id"],
+    "sites": ["site_id"],
+    "contacts": ["contact_id"],
+    "mappings": ["tenant_id", "company_id"],
+}
 HALO_SCHEMAS = {
     "companies": sources.HaloCompaniesSchema, "sites": sources.HaloSitesSchema,
     "contacts": sources.HaloContactsSchema, "mappings": sources.HaloTenantMappingsSchema,
@@ -200,9 +216,14 @@ def expected_m365(estate: dict[str, Any], loads: list[TenantLoad]) -> dict[str, 
             {"tenant_id": tid, "display_name": t["displayName"], "default_domain": t["defaultDomainName"].lower(), "status": "loaded",
              "error": pd.NA, "user_count": len(t.get("users", [])), "domain_count": len(t.get("domains", []))}
         )  # fmt: skip
-        domains += [{"tenant_id": tid, "domain": d["id"].lower(), "is_verified": d["isVerified"], "is_default": d["isDefault"]} for d in t.get("domains", [])]
+        domains += [
+            {"tenant_id": tid, "domain": d["id"].lower(), "is_verified": d["isVerified"], "is_default": d["isDefault"]}
+            for d in t.get("domains", [])
+        ]
         for u in t.get("users", []):
-            aliases = list(dict.fromkeys(p[5:].lower() for p in u.get("proxyAddresses") or [] if p[:5].lower() == "smtp:"))
+            aliases = list(
+                dict.fromkeys(p[5:].lower() for p in u.get("proxyAddresses") or [] if p[:5].lower() == "smtp:")
+            )
             users.append(
                 {"tenant_id": tid, "user_id": u["id"].lower(), "upn": u["userPrincipalName"].lower(), "display_name": _s(u.get("displayName")),
                  "given_name": _s(u.get("givenName")), "surname": _s(u.get("surname")), "mail": _s(u.get("mail"), True),
@@ -212,10 +233,17 @@ def expected_m365(estate: dict[str, Any], loads: list[TenantLoad]) -> dict[str, 
                  "account_enabled": u.get("accountEnabled", True), "user_type": _s(u.get("userType")),
                  "is_guest": u.get("userType") == "Guest"}
             )  # fmt: skip
-    got_tenants, got_domains, got_users = (frames.m365_tenants_frame(loads), frames.m365_domains_frame(loads), frames.m365_users_frame(loads))
+    got_tenants, got_domains, got_users = (
+        frames.m365_tenants_frame(loads),
+        frames.m365_domains_frame(loads),
+        frames.m365_users_frame(loads),
+    )
     return {
         "tenants": (_sorted(got_tenants, ["tenant_id"]), _frame(tenants, got_tenants, ["tenant_id"])),
-        "domains": (_sorted(got_domains, ["tenant_id", "domain"]), _frame(domains, got_domains, ["tenant_id", "domain"])),
+        "domains": (
+            _sorted(got_domains, ["tenant_id", "domain"]),
+            _frame(domains, got_domains, ["tenant_id", "domain"]),
+        ),
         "users": (_sorted(got_users, ["tenant_id", "user_id"]), _frame(users, got_users, ["tenant_id", "user_id"])),
     }
 
@@ -285,7 +313,22 @@ def test_halo_429_is_waited_out_and_an_expired_token_renewed(sandbox_factory, sm
 
 def test_halo_5xx_and_connection_resets_are_retried(sandbox_factory, small_estate) -> None:
     sandbox = sandbox_factory(small_estate, halo_rate_limit="off")
-    admin(sandbox, "POST", "faults", {"endpoints": [{"path": "^/api/(Report|Client|Site)", "server": "halo", "method": "GET", "error_rate": 0.5, "kinds": ["500", "503", "reset"]}]})
+    admin(
+        sandbox,
+        "POST",
+        "faults",
+        {
+            "endpoints": [
+                {
+                    "path": "^/api/(Report|Client|Site)",
+                    "server": "halo",
+                    "method": "GET",
+                    "error_rate": 0.5,
+                    "kinds": ["500", "503", "reset"],
+                }
+            ]
+        },
+    )
     with halo_client(sandbox) as client:
         for _ in range(4):
             got = halo_frames(client)
@@ -299,7 +342,10 @@ def test_halo_upsert_round_trip_and_refusal(sandbox_factory, small_estate) -> No
     sandbox = sandbox_factory(small_estate, halo_rate_limit="off")
     admin(sandbox, "POST", "faults", {"fail_nth_write": 1})  # the first POST answers 500 and is retried
     with halo_client(sandbox) as client:
-        saved = client.upsert("Users", [{"id": 100, "title": "Chief"}, {"site_id": 20, "name": "New Person", "emailaddress": "new@fabrikam.com"}])
+        saved = client.upsert(
+            "Users",
+            [{"id": 100, "title": "Chief"}, {"site_id": 20, "name": "New Person", "emailaddress": "new@fabrikam.com"}],
+        )
         with pytest.raises(HaloWriteError) as refused:
             client.upsert("Users", [{"id": 100, "site_id": "not a number"}])
         _TEXTS.append(str(refused.value))
@@ -328,7 +374,11 @@ def test_graph_frames_equal_the_estate_with_minimal_requests(sandbox_factory, sm
     loads, graph = read_graph(sandbox)
     for name, (got, expected) in expected_m365(estate, loads).items():
         pd.testing.assert_frame_equal(got, expected, obj=name)
-        schema = {"tenants": sources.M365TenantsSchema, "domains": sources.M365DomainsSchema, "users": sources.M365UsersSchema}[name]
+        schema = {
+            "tenants": sources.M365TenantsSchema,
+            "domains": sources.M365DomainsSchema,
+            "users": sources.M365UsersSchema,
+        }[name]
         assert sources.validation_failures(schema, got) is None
     for load, tenant in zip(loads, estate["m365"]["tenants"], strict=True):
         assert load.request_counts == {"GET /v1.0/users": math.ceil(len(tenant["users"]) / 999), "GET /v1.0/domains": 1}
@@ -397,7 +447,16 @@ def test_graph_429_is_waited_out_and_expired_tokens_renewed(sandbox_factory, sma
 
 def test_graph_5xx_and_resets_are_retried(sandbox_factory, small_estate) -> None:
     sandbox = sandbox_factory(_all_consented(small_estate), graph_rate=0)
-    admin(sandbox, "POST", "faults", {"endpoints": [{"path": "^/v1.0/(users|domains)", "server": "ms", "error_rate": 0.5, "kinds": ["500", "503", "reset"]}]})
+    admin(
+        sandbox,
+        "POST",
+        "faults",
+        {
+            "endpoints": [
+                {"path": "^/v1.0/(users|domains)", "server": "ms", "error_rate": 0.5, "kinds": ["500", "503", "reset"]}
+            ]
+        },
+    )
     for _ in range(3):
         loads, _ = read_graph(sandbox)
         assert [load.status for load in loads] == ["loaded"] * 3, [load.error for load in loads]
@@ -437,7 +496,9 @@ def test_graph_foreign_next_link_is_refused_and_the_foreign_host_gets_nothing(sa
     foreign = CountingServer()
     try:
         sandbox = sandbox_factory(
-            estate, graph_rate=0, faults={"foreign_next_link_tenants": [FABRIKAM], "foreign_host": f"https://127.0.0.1:{foreign.port}"}
+            estate,
+            graph_rate=0,
+            faults={"foreign_next_link_tenants": [FABRIKAM], "foreign_host": f"https://127.0.0.1:{foreign.port}"},
         )
         loads, _ = read_graph(sandbox)
     finally:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from halo_sync_pipeline.clients import TenantLoad, TenantRef
-from halo_sync_pipeline.clients import frames
+from halo_sync_pipeline.clients import TenantLoad, TenantRef, frames
 from halo_sync_pipeline.schemas import sources
 
 TENANT = "AAAAAAAA-0000-4000-8000-000000000001"
@@ -31,7 +30,12 @@ def test_m365_users_are_normalised_and_typed() -> None:
     }  # fmt: skip
     users = frames.m365_users_frame([_load([user])])
     row = users.iloc[0]
-    assert (row["tenant_id"], row["user_id"], row["upn"], row["mail"]) == (TENANT.lower(), USER.lower(), "alice@contoso.com", "alice@contoso.com")
+    assert (row["tenant_id"], row["user_id"], row["upn"], row["mail"]) == (
+        TENANT.lower(),
+        USER.lower(),
+        "alice@contoso.com",
+        "alice@contoso.com",
+    )
     assert row["business_phone"] == "+44 1" and pd.isna(row["job_title"])
     # Every smtp proxy address, primary first, in Graph's order (sip: and others dropped).
     assert row["smtp_aliases"] == "alice@contoso.com;a.smith@contoso.com;a@contoso.onmicrosoft.com"
@@ -44,11 +48,20 @@ def test_m365_users_are_normalised_and_typed() -> None:
     [("assignedLicenses", ("assignedLicenses",)), ("accountEnabled", ("accountEnabled",)), ("userType", ("userType",))],
 )
 def test_a_tenant_whose_users_lack_a_property_the_filters_need_fails_alone(missing, required) -> None:
-    full = {"id": USER, "userPrincipalName": "alice@contoso.com", "assignedLicenses": [], "accountEnabled": True,
-            "userType": "Member"}
+    full = {
+        "id": USER,
+        "userPrincipalName": "alice@contoso.com",
+        "assignedLicenses": [],
+        "accountEnabled": True,
+        "userType": "Member",
+    }
     lacking = {k: v for k, v in full.items() if k != missing}
-    other = TenantLoad(TenantRef("cccccccc-0000-4000-8000-000000000003", "Fabrikam", "fabrikam.com"), "loaded",
-                       domains=[], users=[lacking | {"id": "dddddddd-0000-4000-8000-000000000001"}])
+    other = TenantLoad(
+        TenantRef("cccccccc-0000-4000-8000-000000000003", "Fabrikam", "fabrikam.com"),
+        "loaded",
+        domains=[],
+        users=[lacking | {"id": "dddddddd-0000-4000-8000-000000000001"}],
+    )
     tenants, _, users = frames.m365_frames([_load([full]), other], required)
     assert tenants["status"].tolist() == ["loaded", "failed"]
     assert f"has no {missing} property" in tenants["error"].iloc[1]
@@ -62,18 +75,27 @@ def test_a_tenant_whose_users_lack_a_property_the_filters_need_fails_alone(missi
 
 
 def test_m365_tenants_take_the_default_domain_from_loaded_domains_and_keep_failures() -> None:
-    failed = TenantLoad(TenantRef("cccccccc-0000-4000-8000-000000000001", "Broken", "broken.com"), "failed", error="403 denied")
+    failed = TenantLoad(
+        TenantRef("cccccccc-0000-4000-8000-000000000001", "Broken", "broken.com"), "failed", error="403 denied"
+    )
     tenants = frames.m365_tenants_frame([_load([]), failed])
     assert tenants["default_domain"].tolist() == ["contoso.com", "broken.com"]
     assert tenants["status"].tolist() == ["loaded", "failed"]
     assert tenants["user_count"].tolist()[0] == 0 and pd.isna(tenants["user_count"].tolist()[1])
     assert sources.validation_failures(sources.M365TenantsSchema, tenants) is None
-    assert frames.m365_domains_frame([failed]).empty and list(frames.m365_domains_frame([failed]).columns) == frames.DOMAIN_COLUMNS
+    assert (
+        frames.m365_domains_frame([failed]).empty
+        and list(frames.m365_domains_frame([failed]).columns) == frames.DOMAIN_COLUMNS
+    )
 
 
 def test_a_tenant_with_malformed_data_fails_alone() -> None:
     good_user = {"id": USER, "userPrincipalName": "alice@contoso.com"}
-    bad_user = {"id": "BBBBBBBB-0000-4000-8000-000000000002", "userPrincipalName": "bob@fabrikam.com", "businessPhones": "+44 1"}
+    bad_user = {
+        "id": "BBBBBBBB-0000-4000-8000-000000000002",
+        "userPrincipalName": "bob@fabrikam.com",
+        "businessPhones": "+44 1",
+    }
     good = _load([good_user])
     bad = TenantLoad(TenantRef("cccccccc-0000-4000-8000-000000000002", "Fabrikam", "fabrikam.com"), "loaded",
                      domains=[{"id": "fabrikam.com", "isVerified": True, "isDefault": True}], users=[bad_user])  # fmt: skip
@@ -88,16 +110,34 @@ def test_a_tenant_with_malformed_data_fails_alone() -> None:
 
 def test_halo_records_are_typed_and_a_bad_record_is_named() -> None:
     contacts = frames.halo_contacts_frame(
-        [{"id": "7", "client_id": 1, "site_id": 0, "name": " Ann ", "emailaddress": " Ann@X.com", "inactive": 1, "keep_active": 2}]
+        [
+            {
+                "id": "7",
+                "client_id": 1,
+                "site_id": 0,
+                "name": " Ann ",
+                "emailaddress": " Ann@X.com",
+                "inactive": 1,
+                "keep_active": 2,
+            }
+        ]
     )
-    assert contacts.iloc[0][["contact_id", "name", "email", "inactive", "keep_active"]].tolist() == [7, "Ann", "ann@x.com", True, "2"]
+    assert contacts.iloc[0][["contact_id", "name", "email", "inactive", "keep_active"]].tolist() == [
+        7,
+        "Ann",
+        "ann@x.com",
+        True,
+        "2",
+    ]
     assert pd.isna(contacts.iloc[0]["site_id"])  # Halo's 0 means none
     # One odd record never stops the frame: an unreadable id leaves the record out, named for the asset to list.
     contacts = frames.halo_contacts_frame([{"id": 1, "client_id": 1}, {"id": "x9", "client_id": 1}])
     assert contacts["contact_id"].tolist() == [1]
     assert contacts.attrs["unreadable_records"] == ["Halo contact #1 (id 'x9'): id: expected an integer, got 'x9'"]
     # A field that cannot be typed is NA and the record is quarantined with the reason.
-    sites = frames.halo_sites_frame([{"id": 3, "client_id": 1, "is_main": "maybe"}, {"id": 4, "client_id": 1, "name": "B"}])
+    sites = frames.halo_sites_frame(
+        [{"id": 3, "client_id": 1, "is_main": "maybe"}, {"id": 4, "client_id": 1, "name": "B"}]
+    )
     assert sites["quarantine"].tolist()[0] == "is_main: expected a boolean, got 'maybe'"
     assert pd.isna(sites["quarantine"].iloc[1]) and sites["is_main"].tolist() == [False, False]
     with pytest.raises(ValueError, match=r"M365 user .* of tenant .*: userPrincipalName: missing"):
@@ -130,7 +170,9 @@ def test_validation_failures_name_column_check_value_and_row() -> None:
 
 
 def test_schemas_are_strict_about_columns_and_dtypes() -> None:
-    sites = frames.halo_sites_frame([{"id": 1, "client_id": 1, "is_main": True}, {"id": 2, "client_id": 1, "is_main": True}])
+    sites = frames.halo_sites_frame(
+        [{"id": 1, "client_id": 1, "is_main": True}, {"id": 2, "client_id": 1, "is_main": True}]
+    )
     failures = sources.validation_failures(sources.HaloSitesSchema, sites.assign(extra=1))
     assert failures is not None
     checks = set(failures["check"])
@@ -141,11 +183,21 @@ def test_schemas_are_strict_about_columns_and_dtypes() -> None:
 
 
 def test_a_user_with_a_malformed_upn_or_id_fails_its_tenant_not_the_estate() -> None:
-    odd = TenantLoad(TenantRef("cccccccc-0000-4000-8000-000000000004", "Odd", "odd.com"), "loaded", domains=[],
-                     users=[{"id": "dddddddd-0000-4000-8000-000000000009", "userPrincipalName": "no-at-sign"}])
-    bad_id = TenantLoad(TenantRef("cccccccc-0000-4000-8000-000000000005", "BadId", "bad.com"), "loaded", domains=[],
-                        users=[{"id": "12", "userPrincipalName": "x@bad.com"}])
-    tenants, _, users = frames.m365_frames([_load([{"id": USER, "userPrincipalName": "alice@contoso.com"}]), odd, bad_id])
+    odd = TenantLoad(
+        TenantRef("cccccccc-0000-4000-8000-000000000004", "Odd", "odd.com"),
+        "loaded",
+        domains=[],
+        users=[{"id": "dddddddd-0000-4000-8000-000000000009", "userPrincipalName": "no-at-sign"}],
+    )
+    bad_id = TenantLoad(
+        TenantRef("cccccccc-0000-4000-8000-000000000005", "BadId", "bad.com"),
+        "loaded",
+        domains=[],
+        users=[{"id": "12", "userPrincipalName": "x@bad.com"}],
+    )
+    tenants, _, users = frames.m365_frames(
+        [_load([{"id": USER, "userPrincipalName": "alice@contoso.com"}]), odd, bad_id]
+    )
     assert tenants["status"].tolist() == ["loaded", "failed", "failed"]
     assert "not a user principal name" in tenants["error"].iloc[1] and "not a GUID" in tenants["error"].iloc[2]
     assert sources.validation_failures(sources.M365UsersSchema, users) is None

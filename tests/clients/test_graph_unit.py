@@ -47,7 +47,9 @@ class FakeIdentity:
         form = parse_qs(request.content.decode())
         self.forms.append(form)
         self.issued += 1
-        return httpx.Response(200, json={"token_type": "Bearer", "expires_in": 3600, "access_token": f"token.{tenant}.{self.issued}"})
+        return httpx.Response(
+            200, json={"token_type": "Bearer", "expires_in": 3600, "access_token": f"token.{tenant}.{self.issued}"}
+        )
 
 
 class FakeGraph:
@@ -62,7 +64,9 @@ class FakeGraph:
         assert request.url.host == "graph.test", "a request left the Graph host"
         tenant = request.headers["authorization"].split(".")[1]
         if tenant in self.forbidden:
-            return httpx.Response(403, json={"error": {"code": "Authorization_RequestDenied", "message": "Insufficient privileges"}})
+            return httpx.Response(
+                403, json={"error": {"code": "Authorization_RequestDenied", "message": "Insufficient privileges"}}
+            )
         path = request.url.path
         if path == "/v1.0/contracts":
             return httpx.Response(200, json={"value": [
@@ -77,7 +81,9 @@ class FakeGraph:
                 {"id": "r3", "status": "active", "customer": {"tenantId": T1, "displayName": "One"}},
             ]})  # fmt: skip
         if path == "/v1.0/domains":
-            return httpx.Response(200, json={"value": [{"id": f"{tenant[:4]}.com", "isVerified": True, "isDefault": True}]})
+            return httpx.Response(
+                200, json={"value": [{"id": f"{tenant[:4]}.com", "isVerified": True, "isDefault": True}]}
+            )
         assert path == "/v1.0/users"
         skip = int(request.url.params.get("$skiptoken", "0"))
         users = self.users[tenant]
@@ -189,7 +195,9 @@ def test_malformed_user_fails_the_tenant_and_its_data_is_dropped() -> None:
             return await graph.load_tenant(TenantRef(T1))
 
     load = run(go())
-    assert load.status == "failed" and "user #1 (id 'x-without-upn', upn None) has no userPrincipalName" in (load.error or "")
+    assert load.status == "failed" and "user #1 (id 'x-without-upn', upn None) has no userPrincipalName" in (
+        load.error or ""
+    )
     assert load.users == [] and load.domains == []
 
 
@@ -206,7 +214,9 @@ def test_a_user_without_a_selected_property_fails_its_tenant_alone() -> None:
 
     first, second = run(go())
     assert first.status == "failed" and first.users == [] and first.domains == []
-    assert f"tenant {T1}: user #1 (id '{incomplete['id']}', upn 'u2@x.com') lacks assignedLicenses" in (first.error or "")
+    assert f"tenant {T1}: user #1 (id '{incomplete['id']}', upn 'u2@x.com') lacks assignedLicenses" in (
+        first.error or ""
+    )
     assert second.status == "loaded" and second.users == [unset]
 
 

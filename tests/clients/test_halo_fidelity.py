@@ -12,8 +12,8 @@ import pytest
 
 from halo_sync_pipeline.clients import HaloClient
 from halo_sync_pipeline.clients.retry import RetryPolicy
-from tests.clients.resource_defaults import halo_settings
 from halo_sync_pipeline.sandbox.server import RunningSandbox
+from tests.clients.resource_defaults import halo_settings
 
 QUICK = RetryPolicy(deadline_s=30.0, wait_initial_s=0.01, wait_max_s=0.05, wait_jitter_s=0.0)
 CONTOSO = "11111111-1111-4111-8111-111111111111"
@@ -26,19 +26,29 @@ KEEP_ACTIVE = "CFM365SyncKeepActive"
 @pytest.fixture
 def sandbox(sandbox_factory: Callable[..., RunningSandbox], small_estate: dict[str, Any]) -> RunningSandbox:
     halo = small_estate["halo"]
-    halo["azure_connections"] = [{"id": 1, "name": "Microsoft Partner", "type": 2},
-                                 {"id": 2, "name": "Fabrikam Azure AD", "type": 1}]
+    halo["azure_connections"] = [
+        {"id": 1, "name": "Microsoft Partner", "type": 2},
+        {"id": 2, "name": "Fabrikam Azure AD", "type": 1},
+    ]
     halo["clients"][0]["azure_tenants"][0]["id"] = 40
-    halo["clients"][1]["azure_tenants"] = [{"id": 41, "details_id": 2, "azure_tenant_id": OWN},
-                                           {"id": 42, "azure_tenant_id": "n/a", "azure_tenant_name": "typo"}]
+    halo["clients"][1]["azure_tenants"] = [
+        {"id": 41, "details_id": 2, "azure_tenant_id": OWN},
+        {"id": 42, "azure_tenant_id": "n/a", "azure_tenant_name": "typo"},
+    ]
     halo["users"][0]["azureoid"] = BRACED_OID
     return sandbox_factory(small_estate)
 
 
 def make_client(sandbox: RunningSandbox, **kwargs: Any) -> HaloClient:
     c = sandbox.credentials
-    return HaloClient(sandbox.halo_url, c.halo_client_id, c.halo_client_secret, c.halo_tenant,
-                      verify=str(sandbox.ca_bundle), **halo_settings(retry_policy=QUICK, **kwargs))
+    return HaloClient(
+        sandbox.halo_url,
+        c.halo_client_id,
+        c.halo_client_secret,
+        c.halo_tenant,
+        verify=str(sandbox.ca_bundle),
+        **halo_settings(retry_policy=QUICK, **kwargs),
+    )
 
 
 @pytest.fixture
@@ -54,16 +64,29 @@ def requests_to(sandbox: RunningSandbox, prefix: str) -> int:
 
 def test_tenant_mappings_are_the_partner_connections_entries_with_their_ids(client: HaloClient) -> None:
     assert client.tenant_mappings() == [
-        {"id": 40, "details_id": 1, "azure_tenant_id": CONTOSO, "azure_tenant_name": "Contoso",
-         "client_id": 1, "client_name": "Contoso Ltd"},
-        {"id": 42, "details_id": 1, "azure_tenant_id": "n/a", "azure_tenant_name": "typo",
-         "client_id": 2, "client_name": "Fabrikam Inc"},
+        {
+            "id": 40,
+            "details_id": 1,
+            "azure_tenant_id": CONTOSO,
+            "azure_tenant_name": "Contoso",
+            "client_id": 1,
+            "client_name": "Contoso Ltd",
+        },
+        {
+            "id": 42,
+            "details_id": 1,
+            "azure_tenant_id": "n/a",
+            "azure_tenant_name": "typo",
+            "client_id": 2,
+            "client_name": "Fabrikam Inc",
+        },
     ]  # the type-1 connection's entry (41) is not a partner mapping
     assert client.skipped_records == []
 
 
-def test_connections_and_mappings_together_cost_what_the_mappings_cost(sandbox: RunningSandbox,
-                                                                       client: HaloClient) -> None:
+def test_connections_and_mappings_together_cost_what_the_mappings_cost(
+    sandbox: RunningSandbox, client: HaloClient
+) -> None:
     client.tenant_mappings()
     alone = requests_to(sandbox, "/api/azureadconnection")
     connections, mappings = client.partner_connections_and_mappings()
@@ -80,7 +103,10 @@ def test_company_details_show_a_write_back_that_keeps_every_entry(client: HaloCl
     client.upsert("Client", [{"id": 2, "azure_tenants": [*kept, {"azure_tenant_id": NEW, "azure_tenant_name": "New"}]}])
     after = client.company_details(2)["azure_tenants"]
     assert [(e["id"], e["details_id"], e["azure_tenant_id"]) for e in after] == [
-        (41, 2, OWN), (42, 1, "n/a"), (43, 1, NEW)]
+        (41, 2, OWN),
+        (42, 1, "n/a"),
+        (43, 1, NEW),
+    ]
 
 
 def test_rest_mode_reads_the_list_models(sandbox: RunningSandbox) -> None:
@@ -92,14 +118,19 @@ def test_rest_mode_reads_the_list_models(sandbox: RunningSandbox) -> None:
     assert contacts[200]["email2"] == "d.drake@fabrikam.com"  # not on Users_List: from the detail read
     assert contacts[102]["keep_active"] == "2"
     assert [(s["line1"], s["is_main"]) for s in sites.values()] == [
-        ("1 Contoso Way", True), ("2 Side Street", False), ("5 Fabrikam Road", True)]
+        ("1 Contoso Way", True),
+        ("2 Side Street", False),
+        ("5 Fabrikam Road", True),
+    ]
     assert companies[1]["main_site_id"] == 10
 
 
 def test_rest_mode_and_reports_mode_read_the_same_records(sandbox: RunningSandbox, client: HaloClient) -> None:
     def normal(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return sorted(({k: (bool(v) if k in ("inactive", "is_main") else v) for k, v in r.items()} for r in records),
-                      key=lambda r: r["id"])
+        return sorted(
+            ({k: (bool(v) if k in ("inactive", "is_main") else v) for k, v in r.items()} for r in records),
+            key=lambda r: r["id"],
+        )
 
     with make_client(sandbox, reports_mode=False) as rest:
         assert normal(rest.sites()) == normal(client.sites())

@@ -10,7 +10,14 @@ from urllib.parse import parse_qs
 import httpx
 import pytest
 
-from halo_sync_pipeline.clients import HaloApiError, HaloAuthError, HaloClient, HaloReportError, HaloSession, HaloWriteError
+from halo_sync_pipeline.clients import (
+    HaloApiError,
+    HaloAuthError,
+    HaloClient,
+    HaloReportError,
+    HaloSession,
+    HaloWriteError,
+)
 from halo_sync_pipeline.clients.halo_reports import SavedReport, contacts_report_sql
 from halo_sync_pipeline.clients.retry import RetryPolicy
 from tests.clients.resource_defaults import halo_settings
@@ -46,7 +53,9 @@ def make_client(api: Handler, **kwargs: Any) -> tuple[HaloClient, FakeHalo]:
     fake = FakeHalo(api)
     kwargs.setdefault("retry_policy", FAST)
     secret = kwargs.pop("secret", SECRET)
-    client = HaloClient("https://halo.test", "client-id", secret, "acme", transport=httpx.MockTransport(fake), **halo_settings(**kwargs))
+    client = HaloClient(
+        "https://halo.test", "client-id", secret, "acme", transport=httpx.MockTransport(fake), **halo_settings(**kwargs)
+    )
     return client, fake
 
 
@@ -56,13 +65,17 @@ def assert_no_secret(*texts: str) -> None:
 
 
 def test_token_by_client_credentials_with_tenant_then_bearer_and_user_agent() -> None:
-    client, fake = make_client(lambda r: httpx.Response(200, json={"record_count": 0, "clients": []}), reports_mode=False)
+    client, fake = make_client(
+        lambda r: httpx.Response(200, json={"record_count": 0, "clients": []}), reports_mode=False
+    )
     with client:
         assert client.companies() == []
     token_request = next(r for r in fake.requests if r.url.path == "/auth/token")
     assert token_request.url.params["tenant"] == "acme"
     form = parse_qs(token_request.content.decode())
-    assert form["grant_type"] == ["client_credentials"] and form["scope"] == ["all"] and form["client_id"] == ["client-id"]
+    assert (
+        form["grant_type"] == ["client_credentials"] and form["scope"] == ["all"] and form["client_id"] == ["client-id"]
+    )
     api_request = fake.requests[-1]
     assert api_request.headers["authorization"] == f"Bearer {TOKEN}1"
     assert api_request.headers["user-agent"].startswith("halo-sync-pipeline/")
@@ -102,7 +115,9 @@ def test_429_with_retry_after_and_5xx_and_reset_are_retried() -> None:
 
 def test_5xx_until_the_deadline_is_a_clear_error() -> None:
     policy = RetryPolicy(deadline_s=0.2, wait_initial_s=0.01, wait_max_s=0.01, wait_jitter_s=0.0)
-    client, _ = make_client(lambda r: httpx.Response(500, json={"message": "boom"}), reports_mode=False, retry_policy=policy)
+    client, _ = make_client(
+        lambda r: httpx.Response(500, json={"message": "boom"}), reports_mode=False, retry_policy=policy
+    )
     with client, pytest.raises(HaloApiError) as caught:
         client.companies()
     assert "GET /api/Client still answered 500 after retries: boom" in str(caught.value)
@@ -152,7 +167,10 @@ def test_rest_paging_until_record_count() -> None:
 
 
 def test_rest_contacts_fetch_the_keep_active_field_for_active_contacts_only() -> None:
-    listed = [{"id": 1, "client_id": 1, "site_id": 1, "inactive": False}, {"id": 2, "client_id": 1, "site_id": 1, "inactive": True}]
+    listed = [
+        {"id": 1, "client_id": 1, "site_id": 1, "inactive": False},
+        {"id": 2, "client_id": 1, "site_id": 1, "inactive": True},
+    ]
 
     def api(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/api/Users":
@@ -172,7 +190,9 @@ def test_report_is_created_once_then_found_and_loaded() -> None:
     def api(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/api/Report" and request.method == "GET":
             search = request.url.params["search"]
-            return httpx.Response(200, json={"reports": [{"id": i, "name": r["name"]} for i, r in saved.items() if search in r["name"]]})
+            return httpx.Response(
+                200, json={"reports": [{"id": i, "name": r["name"]} for i, r in saved.items() if search in r["name"]]}
+            )
         if request.url.path == "/api/Report" and request.method == "POST":
             body = json.loads(request.content)
             saved[7] = body[0]
@@ -214,8 +234,14 @@ def test_contacts_report_refuses_an_injected_field_name() -> None:
 
 
 def test_tenant_mappings_from_the_type_2_connection() -> None:
-    mapping = {"id": 7, "details_id": 4, "azure_tenant_id": "T", "azure_tenant_name": "Contoso", "client_id": 1,
-               "client_name": "Contoso Ltd"}
+    mapping = {
+        "id": 7,
+        "details_id": 4,
+        "azure_tenant_id": "T",
+        "azure_tenant_name": "Contoso",
+        "client_id": 1,
+        "client_name": "Contoso Ltd",
+    }
 
     def api(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/api/azureadconnection":
@@ -241,15 +267,25 @@ def test_odd_connection_and_mapping_records_are_skipped_and_named() -> None:
         if request.url.path == "/api/azureadconnection":
             return httpx.Response(200, json={"records": ["junk", {"name": "no id"}, {"id": 4}]})
         # An older answer without details_id: the entry belongs to the connection it was read from.
-        return httpx.Response(200, json={"mappings_client": [
-            {"id": 8, "azure_tenant_id": "T", "client_id": 1}, {"azure_tenant_id": "U"}, 5]})
+        return httpx.Response(
+            200,
+            json={"mappings_client": [{"id": 8, "azure_tenant_id": "T", "client_id": 1}, {"azure_tenant_id": "U"}, 5]},
+        )
 
     client, _ = make_client(api)
     with client:
         connections, mappings = client.partner_connections_and_mappings()
         assert connections == [{"id": 4, "name": None, "type": 2}]
-        assert mappings == [{"id": 8, "details_id": 4, "azure_tenant_id": "T", "azure_tenant_name": None,
-                             "client_id": 1, "client_name": None}]
+        assert mappings == [
+            {
+                "id": 8,
+                "details_id": 4,
+                "azure_tenant_id": "T",
+                "azure_tenant_name": None,
+                "client_id": 1,
+                "client_name": None,
+            }
+        ]
         assert client.skipped_records == [
             "Halo /api/azureadconnection record [0] is not an object, skipped: junk",
             "Halo /api/azureadconnection record [1] has no id, skipped: {'name': 'no id'}",
@@ -273,15 +309,29 @@ def test_company_details_reads_the_detail_record() -> None:
 def test_rest_rows_under_list_or_detail_names() -> None:
     def api(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/api/Users":
-            return httpx.Response(200, json={"record_count": 2, "users": [
-                {"id": 1, "client_id": 1, "azure_id": "oid-1", "inactive": False},
-                {"id": 2, "client_id": 1, "azureoid": "oid-2", "inactive": True}]})
+            return httpx.Response(
+                200,
+                json={
+                    "record_count": 2,
+                    "users": [
+                        {"id": 1, "client_id": 1, "azure_id": "oid-1", "inactive": False},
+                        {"id": 2, "client_id": 1, "azureoid": "oid-2", "inactive": True},
+                    ],
+                },
+            )
         if request.url.path == "/api/Users/1":
             return httpx.Response(200, json={"id": 1, "azureoid": "oid-1", "email2": "a2@x.com", "customfields": []})
         if request.url.path == "/api/Site":
-            return httpx.Response(200, json={"record_count": 2, "sites": [
-                {"id": 10, "client_id": 1, "delivery_address_line1": "1 Way", "isinvoicesite": True},
-                {"id": 11, "client_id": 1, "line1": "2 Way", "isinvoicesite": False}]})
+            return httpx.Response(
+                200,
+                json={
+                    "record_count": 2,
+                    "sites": [
+                        {"id": 10, "client_id": 1, "delivery_address_line1": "1 Way", "isinvoicesite": True},
+                        {"id": 11, "client_id": 1, "line1": "2 Way", "isinvoicesite": False},
+                    ],
+                },
+            )
         raise AssertionError(request.url)
 
     client, _ = make_client(api, reports_mode=False)

@@ -10,8 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from halo_sync_pipeline.clients import GraphClient, TenantLoad, TenantRef
-from halo_sync_pipeline.clients import frames
+from halo_sync_pipeline.clients import GraphClient, TenantLoad, TenantRef, frames
 from halo_sync_pipeline.clients.graph import USER_SELECT
 from tests.clients.resource_defaults import graph_settings
 
@@ -72,7 +71,10 @@ def test_compacted_loads_give_the_frames_and_failures_of_raw_loads() -> None:
         assert "M365 domain 't4.com'" in errors[3] and "isVerified" in errors[3]
         assert "expected an object, got str" in errors[6]
         if required:
-            assert "'u1@t3.com') of tenant 'AAAAAAAA-0000-4000-8000-000000000003' has no assignedLicenses property" in errors[2]
+            assert (
+                "'u1@t3.com') of tenant 'AAAAAAAA-0000-4000-8000-000000000003' has no assignedLicenses property"
+                in errors[2]
+            )
             assert "has no userType property" in errors[7]
 
 
@@ -100,7 +102,10 @@ def test_load_all_streams_each_tenant_into_columns_against_the_sandbox(sandbox_f
     assert loaded and all(load.users == [] and load.user_columns is not None for load in loaded)
     assert [load.user_count for load in loaded] == [len(r.users) for r in raw if r.status == "loaded"]
     assert sum(load.user_count for load in loaded) > 0
-    (tenants, *rest), (raw_tenants, *raw_rest) = frames.m365_frames(streamed, REQUIRED), frames.m365_frames(raw, REQUIRED)
+    (tenants, *rest), (raw_tenants, *raw_rest) = (
+        frames.m365_frames(streamed, REQUIRED),
+        frames.m365_frames(raw, REQUIRED),
+    )
     # The unconsented tenant's error carries a trace id of its own request: compare the rest.
     assert tenants["error"].str.split(" Trace ID").str[0].equals(raw_tenants["error"].str.split(" Trace ID").str[0])
     _same((tenants.drop(columns="error"), *rest), (raw_tenants.drop(columns="error"), *raw_rest))

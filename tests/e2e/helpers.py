@@ -76,7 +76,10 @@ def wait_until(predicate, *, timeout: float, interval: float = 0.5, what: str = 
         except Exception as exc:  # noqa: BLE001 - keep polling, report the last error on timeout
             last_exc = exc
         if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}" + (f" (last error: {last_exc!r})" if last_exc else ""))
+            raise TimeoutError(
+                f"timed out after {timeout:.0f}s waiting for {what}"
+                + (f" (last error: {last_exc!r})" if last_exc else "")
+            )
         time.sleep(interval)
 
 
@@ -225,7 +228,9 @@ class DagsterDev:
         return (entry["name"], entry["loadStatus"], error)
 
 
-def dagster_env(base: Mapping[str, str], dagster_home: Path, storage_dir: Path, extra: Mapping[str, str]) -> dict[str, str]:
+def dagster_env(
+    base: Mapping[str, str], dagster_home: Path, storage_dir: Path, extra: Mapping[str, str]
+) -> dict[str, str]:
     env = dict(base)
     # never inherit the caller's instance, and keep the sandbox's variables authoritative
     env.update(extra)
@@ -300,7 +305,9 @@ def _wait_fatal(predicate, *, timeout: float, what: str) -> None:
         except Exception as exc:  # noqa: BLE001 - not up yet
             last = exc
         time.sleep(0.5)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}" + (f" (last error: {type(last).__name__})" if last else ""))
+    raise TimeoutError(
+        f"timed out after {timeout:.0f}s waiting for {what}" + (f" (last error: {type(last).__name__})" if last else "")
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -325,7 +332,9 @@ def wait_for_run(dev: DagsterDev, run_id: str, *, timeout: float = 300.0) -> str
     try:
         _wait_fatal(finished, timeout=timeout, what=f"run {run_id} to finish")
     except (TimeoutError, _Fatal) as exc:
-        raise AssertionError(f"{exc}; statuses seen: {seen}\n--- dagster dev log (tail) ---\n{dev.log_tail()}") from None
+        raise AssertionError(
+            f"{exc}; statuses seen: {seen}\n--- dagster dev log (tail) ---\n{dev.log_tail()}"
+        ) from None
     return seen[-1]
 
 

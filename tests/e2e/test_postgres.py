@@ -33,9 +33,17 @@ pytestmark = pytest.mark.timeout(900)  # includes a possible apt-get install of 
 
 POSTGRES_YAML = REPO_ROOT / "config" / "dagster.postgres.yaml"
 PLAN_ASSETS = {
-    "halo_companies", "halo_contacts", "halo_sites", "halo_tenant_mappings",
-    "m365_tenants", "m365_domains", "m365_users",
-    "company_mappings", "contact_changes", "tenant_review", "inactive_report",
+    "halo_companies",
+    "halo_contacts",
+    "halo_sites",
+    "halo_tenant_mappings",
+    "m365_tenants",
+    "m365_domains",
+    "m365_users",
+    "company_mappings",
+    "contact_changes",
+    "tenant_review",
+    "inactive_report",
 }
 
 
@@ -45,7 +53,8 @@ PLAN_ASSETS = {
 
 def _pg_bin_dir() -> Path | None:
     candidates = sorted(
-        glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+        key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0,
     )
     if candidates:
         return Path(candidates[-1]).parent
@@ -71,7 +80,10 @@ def _install_postgresql() -> str | None:
             policy.chmod(0o755)
             made_policy = True
     try:
-        for cmd in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "--no-install-recommends", "postgresql"]):
+        for cmd in (
+            ["apt-get", "update", "-q"],
+            ["apt-get", "install", "-y", "-q", "--no-install-recommends", "postgresql"],
+        ):
             done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
             if done.returncode != 0:
                 return f"`{' '.join(cmd)}` failed ({done.returncode}): {done.stderr.strip()[-500:]}"
@@ -114,7 +126,10 @@ class PgServer:
     def pg_ctl(self, *args: str, timeout: float = 90) -> subprocess.CompletedProcess:
         return subprocess.run(
             [*self.run_as, str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), *args],
-            capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
         )
 
     def connect(self, db_name: str = "postgres"):
@@ -153,8 +168,15 @@ def pg_server() -> Iterator[PgServer]:
     if uid is not None:
         os.chown(root, uid, gid)
     server = PgServer(
-        bin_dir=bin_dir, root=root, data_dir=root / "data", socket_dir=root / "sock", port=free_port(),
-        user="halo_sync", password=secrets.token_urlsafe(18), run_as=run_as, log_path=root / "postgres.log",
+        bin_dir=bin_dir,
+        root=root,
+        data_dir=root / "data",
+        socket_dir=root / "sock",
+        port=free_port(),
+        user="halo_sync",
+        password=secrets.token_urlsafe(18),
+        run_as=run_as,
+        log_path=root / "postgres.log",
     )
     started = False
     try:
@@ -166,9 +188,24 @@ def pg_server() -> Iterator[PgServer]:
             for path in (server.socket_dir, pwfile):
                 os.chown(path, uid, gid)
         init = subprocess.run(
-            [*run_as, str(bin_dir / "initdb"), "-D", str(server.data_dir), "-U", server.user, f"--pwfile={pwfile}",
-             "--auth-local=scram-sha-256", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8"],
-            capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL,
+            [
+                *run_as,
+                str(bin_dir / "initdb"),
+                "-D",
+                str(server.data_dir),
+                "-U",
+                server.user,
+                f"--pwfile={pwfile}",
+                "--auth-local=scram-sha-256",
+                "--auth-host=scram-sha-256",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            stdin=subprocess.DEVNULL,
         )
         pwfile.unlink()
         assert init.returncode == 0, f"initdb failed: {init.stderr[-2000:]}"

@@ -163,7 +163,9 @@ def test_live_apply_through_the_webserver(sandbox_factory, tmp_path):
         materialised = {tuple(e["assetKey"]["path"]) for e in events if e["__typename"] == "MaterializationEvent"}
         assert ("applied_changes",) in materialised, sorted(materialised)
 
-        assert {"key": "halo_sync/mode", "value": "live"} in dev.graphql(RUN_QUERY, {"runId": run_id})["runOrError"]["tags"]
+        assert {"key": "halo_sync/mode", "value": "live"} in dev.graphql(RUN_QUERY, {"runId": run_id})["runOrError"][
+            "tags"
+        ]
         _assert_tenant_review_tells_the_unmatched_story(dev)
 
         # The value the run's applied_changes step stored (default IO manager, under HALO_SYNC_STORAGE_DIR).
@@ -225,6 +227,8 @@ def test_live_apply_through_the_webserver(sandbox_factory, tmp_path):
 
     # --- the writes were batched array POSTs using only field names Halo knows (real Halo drops the others)
     stats = httpx.get(f"{sandbox.halo_url}/_sandbox/stats", verify=str(sandbox.ca_bundle), timeout=30).json()
-    user_posts = sum(r["count"] for r in stats["requests"] if r["method"] == "POST" and r["path"].lower() == "/api/users")
+    user_posts = sum(
+        r["count"] for r in stats["requests"] if r["method"] == "POST" and r["path"].lower() == "/api/users"
+    )
     assert 0 < user_posts < len(creates) + len(deactivations), stats["requests"]
     assert stats["unknown_fields"] == [], stats["unknown_fields"]

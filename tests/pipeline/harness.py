@@ -41,5 +41,7 @@ def halo_writes(sandbox: RunningSandbox) -> int:
     """POSTs to the Halo API counted by the sandbox (report creation included)."""
     stats = admin(sandbox, "stats")
     return sum(
-        row["count"] for row in stats["requests"] if row["server"] == "halo" and row["method"] == "POST" and row["path"].startswith("/api/")
+        row["count"]
+        for row in stats["requests"]
+        if row["server"] == "halo" and row["method"] == "POST" and row["path"].startswith("/api/")
     )

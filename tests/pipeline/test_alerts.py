@@ -47,8 +47,13 @@ REVIEW_SUMMARY = {
     "failed_to_load": ["Wingtip Toys"],
     "quarantined_records": 6,
 }
-NOTHING_TO_REVIEW = {"held_deactivations": [], "conflicts": [], "unmatched": ["Tailspin Toys"], "failed_to_load": [],
-                     "quarantined_records": 0}
+NOTHING_TO_REVIEW = {
+    "held_deactivations": [],
+    "conflicts": [],
+    "unmatched": ["Tailspin Toys"],
+    "failed_to_load": [],
+    "quarantined_records": 0,
+}
 
 
 # ---------------------------------------------------------------------------------------- the receiver
@@ -168,7 +173,9 @@ def failure_lines(err: str) -> list[str]:
 
 
 def test_failure_alert_names_job_step_root_error_and_run_link():
-    alert = failure_alert("halo_sync_apply", "run-1", "halo_companies", "RuntimeError: 401\nTraceback ...", "http://h:3000/")
+    alert = failure_alert(
+        "halo_sync_apply", "run-1", "halo_companies", "RuntimeError: 401\nTraceback ...", "http://h:3000/"
+    )
     assert alert.lines == ("Job: halo_sync_apply", "Failed step: halo_companies", "Root error: RuntimeError: 401")
     assert alert.run_url == "http://h:3000/runs/run-1"
     no_step = failure_alert("halo_sync_plan", "run-2", None, None, "http://h:3000")
@@ -189,20 +196,26 @@ def test_review_alert_lists_tenant_names_and_counts():
     assert alert.run_url == "https://dagster.msp.example/runs/run-9"
 
 
-@pytest.mark.parametrize("summary", [
-    NOTHING_TO_REVIEW,
-    {"held_deactivations": [{"tenant": "Contoso", "count": 0}], "conflicts": [], "quarantined_records": 0},
-    {},
-])
+@pytest.mark.parametrize(
+    "summary",
+    [
+        NOTHING_TO_REVIEW,
+        {"held_deactivations": [{"tenant": "Contoso", "count": 0}], "conflicts": [], "quarantined_records": 0},
+        {},
+    ],
+)
 def test_review_alert_is_none_without_held_deactivations_conflicts_or_quarantine(summary):
     assert review_alert("halo_sync_plan", "r", summary, DAGSTER_URL) is None
 
 
-@pytest.mark.parametrize("key, summary", [
-    ("held", {"held_deactivations": [{"tenant": "Contoso", "count": 1}]}),
-    ("conflict", {"conflicts": ["Contoso"]}),
-    ("quarantine", {"quarantined_records": 1}),
-])
+@pytest.mark.parametrize(
+    "key, summary",
+    [
+        ("held", {"held_deactivations": [{"tenant": "Contoso", "count": 1}]}),
+        ("conflict", {"conflicts": ["Contoso"]}),
+        ("quarantine", {"quarantined_records": 1}),
+    ],
+)
 def test_each_problem_alone_is_worth_an_alert(key, summary):
     assert review_alert("halo_sync_plan", "r", summary, DAGSTER_URL) is not None
 
@@ -219,7 +232,11 @@ def test_card_payload_is_an_adaptive_card_or_a_legacy_hero_card():
     adaptive = card_payload(alert, legacy=False)
     content = adaptive["attachments"][0]["content"]
     assert content["type"] == "AdaptiveCard"
-    assert [b["text"] for b in content["body"]] == ["**Title**", "Smith & Sons <ltd>", "[Open the run in Dagster](http://h/runs/r)"]
+    assert [b["text"] for b in content["body"]] == [
+        "**Title**",
+        "Smith & Sons <ltd>",
+        "[Open the run in Dagster](http://h/runs/r)",
+    ]
     hero = card_payload(alert, legacy=True)["attachments"][0]
     assert hero["contentType"] == "application/vnd.microsoft.card.hero"
     assert hero["content"]["text"] == (
@@ -230,8 +247,13 @@ def test_card_payload_is_an_adaptive_card_or_a_legacy_hero_card():
 def test_webhook_scrubber_hides_the_url_its_parts_and_the_pipeline_secrets():
     url = f"https://prod-01.westeurope.logic.azure.com:443{WEBHOOK_PATH}?{WEBHOOK_QUERY}"
     scrub = webhook_scrubber(url, env={"HALO_CLIENT_SECRET": "halo-secret-value"})
-    for text in (url, f"Max retries exceeded with url: {WEBHOOK_PATH}?{WEBHOOK_QUERY}", f"sig={SIGNATURE}",
-                 f"quoted {url.replace(':', '%3A').replace('/', '%2F')}", "halo-secret-value"):
+    for text in (
+        url,
+        f"Max retries exceeded with url: {WEBHOOK_PATH}?{WEBHOOK_QUERY}",
+        f"sig={SIGNATURE}",
+        f"quoted {url.replace(':', '%3A').replace('/', '%2F')}",
+        "halo-secret-value",
+    ):
         scrubbed = scrub(text)
         assert_no_webhook_secret(scrubbed)
         assert "logic.azure.com:443/workflows" not in scrubbed and "halo-secret-value" not in scrubbed
@@ -246,8 +268,9 @@ def test_a_failed_asset_page_run_posts_job_step_root_error_and_link(tmp_path, te
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
         cursor = start_cursor(halo_sync_failure_alert, instance)
         job = _TEST_DEFS.resolve_implicit_global_asset_job_def()
-        result = job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey("halo_companies")],
-                                        raise_on_error=False)
+        result = job.execute_in_process(
+            instance=instance, asset_selection=[dg.AssetKey("halo_companies")], raise_on_error=False
+        )
         assert result.dagster_run.job_name == "__ASSET_JOB" and not result.success
         capfd.readouterr()
         tick(halo_sync_failure_alert, instance, cursor)
@@ -261,8 +284,10 @@ def test_a_failed_asset_page_run_posts_job_step_root_error_and_link(tmp_path, te
     ]
     assert_no_webhook_secret(json.dumps(teams.posts))
     (line,) = failure_lines(capfd.readouterr().err)  # the log line stays
-    assert line.endswith(f"job=__ASSET_JOB run_id={result.run_id} reason=step halo_companies: "
-                         "RuntimeError: Halo /auth/token answered 401 invalid_client")
+    assert line.endswith(
+        f"job=__ASSET_JOB run_id={result.run_id} reason=step halo_companies: "
+        "RuntimeError: Halo /auth/token answered 401 invalid_client"
+    )
 
 
 def test_without_the_webhook_variable_nothing_is_posted_and_the_line_stays(tmp_path, receiver, monkeypatch, capfd):
@@ -270,8 +295,9 @@ def test_without_the_webhook_variable_nothing_is_posted_and_the_line_stays(tmp_p
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
         cursor = start_cursor(halo_sync_failure_alert, instance)
         job = _TEST_DEFS.resolve_implicit_global_asset_job_def()
-        result = job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey("halo_companies")],
-                                        raise_on_error=False)
+        result = job.execute_in_process(
+            instance=instance, asset_selection=[dg.AssetKey("halo_companies")], raise_on_error=False
+        )
         capfd.readouterr()
         tick(halo_sync_failure_alert, instance, cursor)
     assert receiver.posts == []
@@ -303,15 +329,17 @@ def test_a_failed_post_is_one_scrubbed_line_and_no_sensor_error(tmp_path, teams,
     assert len(teams.posts) == (0 if teams_down else 1)
 
 
-def test_a_real_failed_run_against_the_sandbox_posts_no_secret(tmp_path, sandbox_factory, small_estate, teams,
-                                                               monkeypatch):
+def test_a_real_failed_run_against_the_sandbox_posts_no_secret(
+    tmp_path, sandbox_factory, small_estate, teams, monkeypatch
+):
     """A whole asset-page run of the real definitions, its Halo login refused: the card names the step, no secret."""
     sandbox = sandbox_factory(small_estate)
     wrong_secret = "wrong-" + sandbox.env["HALO_CLIENT_SECRET"][::-1]
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
         cursor = start_cursor(halo_sync_failure_alert, instance)
-        result = run_job(sandbox, instance, monkeypatch, job_name="__ASSET_JOB",
-                         extra_env={"HALO_CLIENT_SECRET": wrong_secret})
+        result = run_job(
+            sandbox, instance, monkeypatch, job_name="__ASSET_JOB", extra_env={"HALO_CLIENT_SECRET": wrong_secret}
+        )
         assert not result.success
         tick(halo_sync_failure_alert, instance, cursor)
     (card,) = teams.texts()
@@ -367,8 +395,13 @@ def test_a_real_plan_on_the_example_estate_posts_its_review(tmp_path, sandbox_fa
     (tmp_path / "dagster").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
         cursor = start_cursor(halo_sync_review_alert, instance)
-        result = run_job(sandbox, instance, monkeypatch, job_name="halo_sync_plan",
-                         extra_env={"HALO_SYNC_STORAGE_DIR": str(tmp_path / "storage")})
+        result = run_job(
+            sandbox,
+            instance,
+            monkeypatch,
+            job_name="halo_sync_plan",
+            extra_env={"HALO_SYNC_STORAGE_DIR": str(tmp_path / "storage")},
+        )
         assert result.success
         tick(halo_sync_review_alert, instance, cursor)
     (card,) = teams.texts()

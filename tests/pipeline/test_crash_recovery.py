@@ -32,7 +32,8 @@ def _contact_writes(sandbox) -> int:
 def _comparable(halo: dict, original_ids: set[int]) -> tuple:
     """Halo state with the ids of contacts created by the sync left out (their order may differ)."""
     users = sorted(
-        (repr(sorted((k, v) for k, v in user.items() if k != "id" or user["id"] in original_ids)) for user in halo["users"])
+        repr(sorted((k, v) for k, v in user.items() if k != "id" or user["id"] in original_ids))
+        for user in halo["users"]
     )
     return sorted(map(repr, halo["clients"])), sorted(map(repr, halo["sites"])), users
 
@@ -40,10 +41,15 @@ def _comparable(halo: dict, original_ids: set[int]) -> tuple:
 def _apply_in_subprocess(sandbox, home: Path) -> subprocess.Popen:
     home.mkdir()
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
-    env = os.environ | sandbox.env | {
-        "DAGSTER_HOME": str(home),
-        "HALO_SYNC_STORAGE_DIR": str(home / "storage"),
-    } | ONE_WRITE_PER_REQUEST
+    env = (
+        os.environ
+        | sandbox.env
+        | {
+            "DAGSTER_HOME": str(home),
+            "HALO_SYNC_STORAGE_DIR": str(home / "storage"),
+        }
+        | ONE_WRITE_PER_REQUEST
+    )
     command = [sys.executable, "-m", "dagster", "job", "execute", "-m", "halo_sync_pipeline.definitions",
                "-j", "halo_sync_apply", "-c", str(REPO / "config" / "apply_live.yaml")]  # fmt: skip
     return subprocess.Popen(command, cwd=REPO, env=env, start_new_session=True,

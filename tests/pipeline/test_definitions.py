@@ -69,10 +69,10 @@ def test_live_schedule_is_off_and_writes_live_plan_schedule_is_on():
 
 def test_dagster_config_defaults_are_the_rules_defaults():
     # The resource and the run config mirror pure dataclasses; their defaults must not drift apart.
-    from halo_sync_pipeline.write_engine import ApplyToggles
     from halo_sync_pipeline.defs.resources import SyncSettingsResource
     from halo_sync_pipeline.defs.sync.apply import ApplyConfig
     from halo_sync_pipeline.settings import SyncSettings
+    from halo_sync_pipeline.write_engine import ApplyToggles
 
     assert SyncSettingsResource().settings() == SyncSettings()
     assert ApplyConfig().toggles() == ApplyToggles()
@@ -94,7 +94,11 @@ def test_deployment_settings_file_reaches_every_run_schedules_included(tmp_path)
     settings_file.write_text("exclude_tenants: [Northwind]\nguard_min_contacts: 25\ndeactivate_contacts: false\n")
     resources = production_resources({"HALO_SYNC_SETTINGS_FILE": str(settings_file)})
     settings = resources["sync_settings"].settings()
-    assert (settings.exclude_tenants, settings.guard_min_contacts, settings.deactivate_contacts) == (["Northwind"], 25, False)
+    assert (settings.exclude_tenants, settings.guard_min_contacts, settings.deactivate_contacts) == (
+        ["Northwind"],
+        25,
+        False,
+    )
     # The schedules launch with run config for ops only, so the deployment's resource values apply to them.
     from halo_sync_pipeline.definitions import build_definitions
 
@@ -106,8 +110,11 @@ def test_deployment_settings_file_reaches_every_run_schedules_included(tmp_path)
 
 @pytest.mark.parametrize(
     ("text", "message"),
-    [("exclude_tenant: [x]\n", "unknown setting(s) ['exclude_tenant']"), ("guard_fraction: 3\n", "guard_fraction"),
-     ("- a\n", "expected a mapping")],
+    [
+        ("exclude_tenant: [x]\n", "unknown setting(s) ['exclude_tenant']"),
+        ("guard_fraction: 3\n", "guard_fraction"),
+        ("- a\n", "expected a mapping"),
+    ],
 )
 def test_a_bad_settings_file_is_refused_naming_the_file_and_key(tmp_path, text, message):
     from halo_sync_pipeline.defs.resources import SettingsFileError, production_resources

@@ -28,8 +28,15 @@ def test_demo_runs_a_live_sync_on_the_example_estate_and_summarises_it(tmp_path,
 
     out = capsys.readouterr().out
     assert "succeeded" in out
-    every_method = {"tenant_id", "name", "default_domain_website", "verified_domain_website", "contact_email_domain",
-                    "unmatched", "conflict"}
+    every_method = {
+        "tenant_id",
+        "name",
+        "default_domain_website",
+        "verified_domain_website",
+        "contact_email_domain",
+        "unmatched",
+        "conflict",
+    }
     assert {m for m in every_method if re.search(rf"^  {m}\s+\d+$", out, re.M)} == every_method
     assert re.search(r"^  \(conflicts: [1-9]\d*: .+\)$", out, re.M)
     quarantined = re.search(r"^quarantined Halo records: (\d+)$", out, re.M)
@@ -38,5 +45,7 @@ def test_demo_runs_a_live_sync_on_the_example_estate_and_summarises_it(tmp_path,
         assert re.search(rf"^  {kind}\s+[1-9]\d*$", out, re.M), kind
     assert re.search(r"^  create\s+applied\s+\d+$", out, re.M)
     report = Path(re.search(r"^inactive report: (.+)$", out, re.M).group(1))
-    assert report.is_file() and report.read_text(encoding="utf-8").startswith("Company,Name,Email,Mobile,Phone,Reason,Tenant,Held,Hold reason")
+    assert report.is_file() and report.read_text(encoding="utf-8").startswith(
+        "Company,Name,Email,Mobile,Phone,Reason,Tenant,Held,Hold reason"
+    )
     assert str(tmp_path / "storage") in str(report)

@@ -36,15 +36,23 @@ def test_live_apply_on_a_messy_200_tenant_estate_writes_nothing_wrong(sandbox_fa
 
     method = mappings.set_index("tenant_id")["method"]
     reason = mappings.set_index("tenant_id")["reason"]
-    assert {method[t.lower()] for t in planted["conflict_mapped_elsewhere"] + planted["conflict_two_unmapped"]} == {"conflict"}
+    assert {method[t.lower()] for t in planted["conflict_mapped_elsewhere"] + planted["conflict_two_unmapped"]} == {
+        "conflict"
+    }
     assert {reason[t.lower()] for t in planted["mapped_company_inactive"]} == {"mapped_company_inactive"}
     failed = set(mappings.loc[mappings["users_status"] == "failed", "tenant_id"])
     expected_failed = {t.lower() for t in planted["licences_omitted"] + planted["not_consented_sam"]}
-    assert expected_failed <= failed, (sorted(expected_failed), sorted(failed), mappings.loc[mappings["tenant_id"].isin(expected_failed), ["tenant_id", "users_status", "method"]])
+    assert expected_failed <= failed, (
+        sorted(expected_failed),
+        sorted(failed),
+        mappings.loc[mappings["tenant_id"].isin(expected_failed), ["tenant_id", "users_status", "method"]],
+    )
 
     written = applied.loc[applied["outcome"] == "applied"]
     # Nothing for a conflict or a tenant that failed to load, its write-back included.
-    blocked = set(mappings.loc[(mappings["method"] == "conflict") | (mappings["users_status"] == "failed"), "tenant_id"])
+    blocked = set(
+        mappings.loc[(mappings["method"] == "conflict") | (mappings["users_status"] == "failed"), "tenant_id"]
+    )
     assert blocked and written["tenant_id"].isin(blocked).sum() == 0
     # No contact acted on twice.
     on_contacts = written.loc[written["contact_id"].notna(), "contact_id"]
@@ -54,14 +62,25 @@ def test_live_apply_on_a_messy_200_tenant_estate_writes_nothing_wrong(sandbox_fa
     assert never and never.isdisjoint(set(on_contacts.astype(int)))
     # People with several addresses are paired, not created again.
     paired_users = set(written.loc[written["action"] == "pair", "user_id"])
-    tenant_of = {u["id"].lower(): t["customerId"].lower() for t in estate["m365"]["tenants"] for u in t.get("users", [])}
-    actionable = set(mappings.loc[mappings["method"].isin(MATCHED_METHODS) & (mappings["users_status"] == "loaded"), "tenant_id"])
-    want_paired = {u.lower() for u in planted["upn_differs_from_mail"] + planted["pair_by_proxy_alias"]
-                   if tenant_of[u.lower()] in actionable}
+    tenant_of = {
+        u["id"].lower(): t["customerId"].lower() for t in estate["m365"]["tenants"] for u in t.get("users", [])
+    }
+    actionable = set(
+        mappings.loc[mappings["method"].isin(MATCHED_METHODS) & (mappings["users_status"] == "loaded"), "tenant_id"]
+    )
+    want_paired = {
+        u.lower()
+        for u in planted["upn_differs_from_mail"] + planted["pair_by_proxy_alias"]
+        if tenant_of[u.lower()] in actionable
+    }
     assert len(want_paired) > 10
     missing = want_paired - paired_users
-    assert not missing, applied.loc[applied["user_id"].isin(missing), ["action", "outcome", "hold_reason"]].to_dict("records")
-    moved = applied.loc[(applied["action"] == "create") & applied["user_id"].isin([u.lower() for u in planted["moved_person"]])]
+    assert not missing, applied.loc[applied["user_id"].isin(missing), ["action", "outcome", "hold_reason"]].to_dict(
+        "records"
+    )
+    moved = applied.loc[
+        (applied["action"] == "create") & applied["user_id"].isin([u.lower() for u in planted["moved_person"]])
+    ]
     assert len(moved) and (moved["outcome"] == "held").all()
     assert moved["hold_reason"].str.startswith("moved person: active contact").all()
 
@@ -73,8 +92,13 @@ def test_live_apply_on_a_messy_200_tenant_estate_writes_nothing_wrong(sandbox_fa
     kept = kept.loc[kept["users_status"] == "loaded"]
     assert len(kept)
     for tenant_id, company_id in zip(kept["tenant_id"], kept["company_id"]):
-        before_entries = [(e["azure_tenant_id"].lower(), e.get("details_id")) for e in clients_before[int(company_id)]["azure_tenants"]]
-        after_entries = [(e["azure_tenant_id"].lower(), e["details_id"]) for e in clients_after[int(company_id)]["azure_tenants"]]
+        before_entries = [
+            (e["azure_tenant_id"].lower(), e.get("details_id"))
+            for e in clients_before[int(company_id)]["azure_tenants"]
+        ]
+        after_entries = [
+            (e["azure_tenant_id"].lower(), e["details_id"]) for e in clients_after[int(company_id)]["azure_tenants"]
+        ]
         assert after_entries == [*before_entries, (tenant_id, 1)]
     shared_before = {oid for oid, n in _active_oids(estate["halo"]["users"]).items() if n > 1}
     shared_after = {oid for oid, n in _active_oids(final["users"]).items() if n > 1}

@@ -49,7 +49,9 @@ def test_a_run_whose_mode_tag_contradicts_its_config_is_refused(sandbox_factory,
     from halo_sync_pipeline.definitions import build_definitions
 
     job = build_definitions().resolve_job_def("halo_sync_apply")
-    result = job.execute_in_process(run_config=LIVE, instance=instance, raise_on_error=False, tags={MODE_TAG: "dry_run"})
+    result = job.execute_in_process(
+        run_config=LIVE, instance=instance, raise_on_error=False, tags={MODE_TAG: "dry_run"}
+    )
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
     assert "refusing to apply: the run is tagged halo_sync/mode=dry_run but its config says dry_run: false" in (
@@ -58,7 +60,9 @@ def test_a_run_whose_mode_tag_contradicts_its_config_is_refused(sandbox_factory,
     assert halo_writes(sandbox) <= 3  # reports only: nothing was applied
 
 
-def test_an_apply_from_an_asset_page_is_refused_live_and_allowed_dry(sandbox_factory, small_estate, instance, monkeypatch):
+def test_an_apply_from_an_asset_page_is_refused_live_and_allowed_dry(
+    sandbox_factory, small_estate, instance, monkeypatch
+):
     sandbox = sandbox_factory(small_estate)
     for key, value in sandbox.env.items():
         monkeypatch.setenv(key, value)
@@ -89,26 +93,36 @@ def test_tenant_review_tells_each_tenants_story_untruncated(sandbox_factory, sma
     assert len(rows) == len(review) == 3
     northwind = next(r for r in rows if r["tenant_id"] == NORTHWIND_TENANT_ID)
     assert northwind["tenant_name"] == "Northwind" and northwind["method"] == "unmatched"
-    assert len(northwind["evidence"]) > 80 and northwind["evidence"] == review.set_index("tenant_id").loc[NORTHWIND_TENANT_ID, "evidence"]
+    assert (
+        len(northwind["evidence"]) > 80
+        and northwind["evidence"] == review.set_index("tenant_id").loc[NORTHWIND_TENANT_ID, "evidence"]
+    )
     assert {c.name for c in table.value.schema.columns} >= {"tenant_name", "evidence", "hold_reasons", "write_back"}
 
 
-def test_every_plan_run_exports_its_frames_with_neutralised_formulas(sandbox_factory, small_estate, instance, monkeypatch):
+def test_every_plan_run_exports_its_frames_with_neutralised_formulas(
+    sandbox_factory, small_estate, instance, monkeypatch
+):
     estate = copy.deepcopy(small_estate)
     # A new user whose name a spreadsheet would run as a formula.
     estate["m365"]["tenants"][1]["users"][1]["displayName"] = '=HYPERLINK("http://evil","x")'
     sandbox = sandbox_factory(estate)
     result = run_job(sandbox, instance, monkeypatch, job_name="halo_sync_plan")
     assert result.success
-    folders = {Path(_metadata(result, asset)["export_folder"].path)
-               for asset in ("company_mappings", "contact_changes", "tenant_review", "inactive_report")}
+    folders = {
+        Path(_metadata(result, asset)["export_folder"].path)
+        for asset in ("company_mappings", "contact_changes", "tenant_review", "inactive_report")
+    }
     assert len(folders) == 1
     folder = folders.pop()
     assert result.run_id[:8] in folder.name
     assert sorted(p.name for p in folder.iterdir()) == [
-        "company_mappings.csv", "contact_changes.csv", "inactive_contacts.csv", "tenant_review.csv",
+        "company_mappings.csv",
+        "contact_changes.csv",
+        "inactive_contacts.csv",
+        "tenant_review.csv",
     ]
     with (folder / "contact_changes.csv").open(encoding="utf-8", newline="") as handle:
         names = [row["name"] for row in csv.DictReader(handle)]
-    assert "'=HYPERLINK(\"http://evil\",\"x\")" in names and not any(n.startswith("=") for n in names)
+    assert '\'=HYPERLINK("http://evil","x")' in names and not any(n.startswith("=") for n in names)
     assert halo_writes(sandbox) <= 3 and admin(sandbox, "estate")

@@ -61,7 +61,12 @@ def test_live_apply_leaves_halo_exactly_as_planned_and_a_second_run_writes_nothi
     created = {u["azureoid"]: u for cid, u in users_after.items() if cid not in users_before}
     assert set(created) == {ERIN_OID, FRANK_OID}
     erin, frank = created[ERIN_OID], created[FRANK_OID]
-    assert (erin["site_id"], erin["emailaddress"], erin["firstname"], erin["surname"]) == (11, "erin@contoso.com", "Erin", "Evans")
+    assert (erin["site_id"], erin["emailaddress"], erin["firstname"], erin["surname"]) == (
+        11,
+        "erin@contoso.com",
+        "Erin",
+        "Evans",
+    )
     assert (frank["site_id"], frank["emailaddress"]) == (20, "frank@fabrikam.com")
     # Real Halo drops fields its schema does not know; the sync sent none.
     assert admin(sandbox, "stats")["unknown_fields"] == []

@@ -74,7 +74,9 @@ def _old_body_problems(changes: pd.DataFrame) -> pd.DataFrame:
             rows.append({**ids, "check": "invalid_body", "detail": f"body is not JSON: {exc}"})
             continue
         problems = check_body("Users", body)
-        detail = "; ".join(problems.errors + [f"unknown field {n!r} (Halo would drop it)" for n in problems.unknown_fields])
+        detail = "; ".join(
+            problems.errors + [f"unknown field {n!r} (Halo would drop it)" for n in problems.unknown_fields]
+        )
         if not detail:
             if r.action == "create" and ("id" in body or body.get("client_id") != r.company_id):
                 detail = f"create body must have no id and client_id {r.company_id}"

@@ -34,9 +34,29 @@ def test_linked_inactive_contact_is_reactivated_case_insensitive():
 
 
 def test_update_only_when_enabled_and_blank_never_overwrites():
-    users = [user("u1", "ann", given_name="Ann", surname="Smith", display_name="Ann Smith", business_phone=None, mobile_phone="07700")]
-    contacts = [contact(5, email="ann@contoso.com", azureoid="u1", firstname="Anne", surname="Smith",
-                        name="Ann Smith", phonenumber="0123", mobilenumber="07700")]
+    users = [
+        user(
+            "u1",
+            "ann",
+            given_name="Ann",
+            surname="Smith",
+            display_name="Ann Smith",
+            business_phone=None,
+            mobile_phone="07700",
+        )
+    ]
+    contacts = [
+        contact(
+            5,
+            email="ann@contoso.com",
+            azureoid="u1",
+            firstname="Anne",
+            surname="Smith",
+            name="Ann Smith",
+            phonenumber="0123",
+            mobilenumber="07700",
+        )
+    ]
     assert plan(users, contacts).empty  # update_contact_fields is off by default
     changes = plan(users, contacts, SyncSettings(update_contact_fields=True))
     assert actions(changes) == [("update", 5, "fields_differ", False)]
@@ -49,7 +69,10 @@ def test_update_only_when_enabled_and_blank_never_overwrites():
 
 def test_pair_by_upn_with_empty_or_stale_azureoid():
     users = [user("u1", "ann"), user("u2", "bob")]
-    contacts = [contact(5, email="ANN@contoso.com "), contact(6, email="bob@contoso.com", azureoid="deleted-user", inactive=True)]
+    contacts = [
+        contact(5, email="ANN@contoso.com "),
+        contact(6, email="bob@contoso.com", azureoid="deleted-user", inactive=True),
+    ]
     changes = plan(users, contacts)
     assert actions(changes) == [("pair", 5, "email_matches_upn", False), ("pair", 6, "email_matches_upn", False)]
     assert _body(changes.loc[changes["contact_id"] == 6]) == {"id": 6, "azureoid": "u2", "inactive": False}
@@ -62,14 +85,20 @@ def test_no_pair_when_azureoid_belongs_to_another_current_user():
     # company a second contact with it, so it is held and says which contact blocks it. Contact 5 is
     # left alone because its email is a selected user's address (never deactivated).
     assert actions(changes) == [("create", "u1", "new_user", True)]
-    assert "contact 5 of this company carries ann@contoso.com but it is linked to another user (u2)" in (
-        changes["hold_reason"].iloc[0]
+    assert (
+        "contact 5 of this company carries ann@contoso.com but it is linked to another user (u2)"
+        in (changes["hold_reason"].iloc[0])
     )
 
 
 def test_several_email_candidates_ambiguous_and_never_created():
-    changes = plan([user("u1", "ann")], [contact(5, email="ann@contoso.com"), contact(6, email="ann@contoso.com", azureoid="old")])
-    assert actions(changes) == [("ambiguous", 5, "several_contacts_match_upn", True), ("ambiguous", 6, "several_contacts_match_upn", True)]
+    changes = plan(
+        [user("u1", "ann")], [contact(5, email="ann@contoso.com"), contact(6, email="ann@contoso.com", azureoid="old")]
+    )
+    assert actions(changes) == [
+        ("ambiguous", 5, "several_contacts_match_upn", True),
+        ("ambiguous", 6, "several_contacts_match_upn", True),
+    ]
     assert changes["body"].isna().all()
 
 
@@ -83,25 +112,50 @@ def test_paired_user_is_not_also_created():
 
 
 def test_create_body_uses_real_halo_fields_and_validates():
-    u = user("u1", "ann", given_name="Ann", surname="Smith", job_title="CFO", business_phone="+44 1",
-             mobile_phone="07700", fax=" ", street_address="9 Nowhere",
-             smtp_aliases="ann.smith@contoso.com;sip:ann@contoso.com;x500:/o=exch/cn=ann;ann@contoso.onmicrosoft.com;ann@contoso.com;a2@contoso.com;a3@contoso.com")
+    u = user(
+        "u1",
+        "ann",
+        given_name="Ann",
+        surname="Smith",
+        job_title="CFO",
+        business_phone="+44 1",
+        mobile_phone="07700",
+        fax=" ",
+        street_address="9 Nowhere",
+        smtp_aliases="ann.smith@contoso.com;sip:ann@contoso.com;x500:/o=exch/cn=ann;ann@contoso.onmicrosoft.com;ann@contoso.com;a2@contoso.com;a3@contoso.com",
+    )
     changes = plan([u], [])
     body = _body(changes)
     assert body == {
-        "client_id": 1, "site_id": 10, "name": "Ann", "firstname": "Ann", "surname": "Smith", "title": "CFO",
-        "emailaddress": "ann@contoso.com", "email2": "ann.smith@contoso.com", "email3": "a2@contoso.com",
-        "phonenumber": "+44 1", "mobilenumber": "07700", "azureoid": "u1",
+        "client_id": 1,
+        "site_id": 10,
+        "name": "Ann",
+        "firstname": "Ann",
+        "surname": "Smith",
+        "title": "CFO",
+        "emailaddress": "ann@contoso.com",
+        "email2": "ann.smith@contoso.com",
+        "email3": "a2@contoso.com",
+        "phonenumber": "+44 1",
+        "mobilenumber": "07700",
+        "azureoid": "u1",
     }
     # Seed bug: companyID / lastName, which Halo silently drops.
     assert check_body("Users", body).ok
     assert "companyID" not in body and "lastName" not in body
-    assert changes[["name", "email", "phonenumber", "mobilenumber"]].iloc[0].tolist() == ["Ann", "ann@contoso.com", "+44 1", "07700"]
+    assert changes[["name", "email", "phonenumber", "mobilenumber"]].iloc[0].tolist() == [
+        "Ann",
+        "ann@contoso.com",
+        "+44 1",
+        "07700",
+    ]
 
 
 def test_secondary_emails_drop_sip_x500_onmicrosoft_and_upn():
     # Seed bug: sip: and x500: proxy addresses ended up in email2/email3.
-    aliases = "sip:ann@contoso.com;X500:/o=x;ann@contoso.onmicrosoft.com;ANN@contoso.com;ann.s@contoso.com;ann.s@contoso.com"
+    aliases = (
+        "sip:ann@contoso.com;X500:/o=x;ann@contoso.onmicrosoft.com;ANN@contoso.com;ann.s@contoso.com;ann.s@contoso.com"
+    )
     assert secondary_emails(aliases, "ann@contoso.com", "ann@contoso.com") == ["ann.s@contoso.com"]
     assert secondary_emails(pd.NA, "ann@contoso.com", "ann@contoso.com") == []
 
@@ -110,38 +164,77 @@ def test_secondary_emails_upn_first_then_aliases_in_graph_order():
     aliases = "ann@contoso.com;zed@contoso.com;ann.s@contoso.com"
     # The UPN differs from mail and is a real domain: it comes first, then the aliases in Graph's order.
     assert secondary_emails(aliases, "ann.old@contoso.com", "ann@contoso.com") == [
-        "ann.old@contoso.com", "zed@contoso.com", "ann.s@contoso.com",
+        "ann.old@contoso.com",
+        "zed@contoso.com",
+        "ann.s@contoso.com",
     ]
     # An onmicrosoft.com UPN is never an email2/email3.
-    assert secondary_emails(aliases, "ann@contoso.onmicrosoft.com", "ann@contoso.com") == ["zed@contoso.com", "ann.s@contoso.com"]
+    assert secondary_emails(aliases, "ann@contoso.onmicrosoft.com", "ann@contoso.com") == [
+        "zed@contoso.com",
+        "ann.s@contoso.com",
+    ]
 
 
 def test_create_body_omits_blank_fields():
-    record = {"upn": "a@b.com", "mail": None, "smtp_aliases": None, "display_name": "A", "given_name": "",
-              "user_surname": None, "job_title": None, "business_phone": None, "mobile_phone": None, "fax": None,
-              "user_key": "u1"}
+    record = {
+        "upn": "a@b.com",
+        "mail": None,
+        "smtp_aliases": None,
+        "display_name": "A",
+        "given_name": "",
+        "user_surname": None,
+        "job_title": None,
+        "business_phone": None,
+        "mobile_phone": None,
+        "fax": None,
+        "user_key": "u1",
+    }
     assert create_contact_body(record, 3, None) == (
-        {"client_id": 3, "name": "A", "emailaddress": "a@b.com", "azureoid": "u1"}, []
+        {"client_id": 3, "name": "A", "emailaddress": "a@b.com", "azureoid": "u1"},
+        [],
     )
 
 
 def test_create_body_primary_address_is_mail_else_upn():
-    record = {"upn": "ann@contoso.onmicrosoft.com", "mail": "Ann@Contoso.com ", "smtp_aliases": "ann@contoso.com;a.x@contoso.com",
-              "display_name": "Ann", "given_name": None, "user_surname": None, "job_title": None, "business_phone": None,
-              "mobile_phone": None, "fax": None, "user_key": "u1"}
+    record = {
+        "upn": "ann@contoso.onmicrosoft.com",
+        "mail": "Ann@Contoso.com ",
+        "smtp_aliases": "ann@contoso.com;a.x@contoso.com",
+        "display_name": "Ann",
+        "given_name": None,
+        "user_surname": None,
+        "job_title": None,
+        "business_phone": None,
+        "mobile_phone": None,
+        "fax": None,
+        "user_key": "u1",
+    }
     body, _ = create_contact_body(record, 3, 7)
     assert (body["emailaddress"], body["email2"]) == ("ann@contoso.com", "a.x@contoso.com")
     assert "email3" not in body
 
 
 def test_create_body_cleans_m365_text_and_notes_it():
-    record = {"upn": "a@b.com", "mail": None, "smtp_aliases": None, "display_name": "x" * 5000,
-              "given_name": " \u202eAnn ", "user_surname": "Sm\x00ith\r\n", "job_title": None, "business_phone": None,
-              "mobile_phone": None, "fax": None, "user_key": "u1"}
+    record = {
+        "upn": "a@b.com",
+        "mail": None,
+        "smtp_aliases": None,
+        "display_name": "x" * 5000,
+        "given_name": " \u202eAnn ",
+        "user_surname": "Sm\x00ith\r\n",
+        "job_title": None,
+        "business_phone": None,
+        "mobile_phone": None,
+        "fax": None,
+        "user_key": "u1",
+    }
     body, notes = create_contact_body(record, 3, None)
     assert body["name"] == "x" * 255 and body["firstname"] == "Ann" and body["surname"] == "Smith"
     assert "name: cut from 5000 to 255 characters" in notes
-    assert "surname: 1 control/bidi character(s) removed" in notes and "firstname: 1 control/bidi character(s) removed" in notes
+    assert (
+        "surname: 1 control/bidi character(s) removed" in notes
+        and "firstname: 1 control/bidi character(s) removed" in notes
+    )
     # The note reaches the action's evidence.
     changes = plan([user("u1", "ann", display_name="y" * 300)], [])
     assert "name: cut from 300 to 255 characters" in changes["evidence"].iloc[0]
@@ -154,7 +247,9 @@ def test_choose_site_by_street_address_highest_id_then_main():
         {"site_id": 12, "company_id": 1, "name": "B", "line1": " 2 SIDE ST "},
         {"site_id": 20, "company_id": 2, "name": "Only", "line1": "x"},
     )
-    users = pd.DataFrame({"company_id": [1, 1, 2, 3], "street_address": pd.array(["2 Side St ", None, "x", "x"], dtype="string")})
+    users = pd.DataFrame(
+        {"company_id": [1, 1, 2, 3], "street_address": pd.array(["2 Side St ", None, "x", "x"], dtype="string")}
+    )
     chosen = choose_site(users, sites)
     assert chosen["site_id"].tolist() == [12, 10, 20, pd.NA]
     assert "the company's main site" in chosen["site_evidence"].iloc[1]
@@ -203,9 +298,16 @@ def test_deactivate_found_by_upn_when_no_azureoid():
 
 
 def test_deactivate_gone_from_m365_and_no_contact_details():
-    contacts = [contact(5, email="left@contoso.com"), contact(6, name="Empty"), contact(7, name="Phone only", phonenumber="1")]
+    contacts = [
+        contact(5, email="left@contoso.com"),
+        contact(6, name="Empty"),
+        contact(7, name="Phone only", phonenumber="1"),
+    ]
     changes = plan([], contacts)
-    assert actions(changes) == [("deactivate", 5, "gone_from_m365", False), ("deactivate", 6, "no_contact_details", False)]
+    assert actions(changes) == [
+        ("deactivate", 5, "gone_from_m365", False),
+        ("deactivate", 6, "no_contact_details", False),
+    ]
 
 
 def test_contacts_outside_verified_domains_and_protected_contacts_kept():
@@ -227,7 +329,9 @@ def test_keep_active_compared_as_a_person_would(value):
 
 
 def test_keep_active_other_values_do_not_protect():
-    changes = plan([], [contact(2, email="a@contoso.com", keep_active="3"), contact(3, email="b@contoso.com", keep_active="yes")])
+    changes = plan(
+        [], [contact(2, email="a@contoso.com", keep_active="3"), contact(3, email="b@contoso.com", keep_active="yes")]
+    )
     assert changes["contact_id"].tolist() == [2, 3]
 
 
@@ -245,7 +349,11 @@ def test_excluded_pattern_users_never_created_paired_or_reactivated():
 def test_cloudadmins_domain_users_are_synced():
     # Seed bug: `admin` matched the domain of every cloudadmins.com user.
     mapping = mappings()
-    changes = plan([{"tenant_id": "t1", "user_id": "u1", "upn": "ann@cloudadmins.com", "display_name": "Ann"}], [], company_mappings=mapping)
+    changes = plan(
+        [{"tenant_id": "t1", "user_id": "u1", "upn": "ann@cloudadmins.com", "display_name": "Ann"}],
+        [],
+        company_mappings=mapping,
+    )
     assert changes["action"].tolist() == ["create"]
 
 
@@ -261,7 +369,11 @@ def test_deactivations_listed_but_held_when_setting_off():
 
 @pytest.mark.parametrize(
     "mapping",
-    [mappings(users_status="failed"), mappings(method="unmatched", company_id=None), mappings(method="excluded", company_id=None)],
+    [
+        mappings(users_status="failed"),
+        mappings(method="unmatched", company_id=None),
+        mappings(method="excluded", company_id=None),
+    ],
 )
 def test_failed_unmatched_excluded_tenants_get_no_rows(mapping):
     assert plan([user("u1", "ann")], [contact(5, email="left@contoso.com")], company_mappings=mapping).empty
@@ -290,7 +402,9 @@ def test_upn_on_onmicrosoft_pairs_the_contact_at_mail_instead_of_creating():
 
 def test_contact_at_a_proxy_alias_or_in_email2_is_paired():
     ann = user("u1", "ann", smtp_aliases="ann@contoso.com;ann.smith@contoso.com")
-    assert actions(plan([ann], [contact(5, email="ann.smith@contoso.com")])) == [("pair", 5, "email_matches_upn", False)]
+    assert actions(plan([ann], [contact(5, email="ann.smith@contoso.com")])) == [
+        ("pair", 5, "email_matches_upn", False)
+    ]
     assert actions(plan([ann], [contact(6, email="other@x.com", email2="ann.smith@contoso.com")])) == [
         ("pair", 6, "email_matches_upn", False)
     ]
@@ -299,7 +413,10 @@ def test_contact_at_a_proxy_alias_or_in_email2_is_paired():
 def test_two_contacts_carrying_different_addresses_of_one_user_are_ambiguous():
     ann = user("u1", "ann", mail="ann@contoso.com", smtp_aliases="ann@contoso.com;a.s@contoso.com")
     changes = plan([ann], [contact(5, email="ann@contoso.com"), contact(6, email="a.s@contoso.com")])
-    assert actions(changes) == [("ambiguous", 5, "several_contacts_match_upn", True), ("ambiguous", 6, "several_contacts_match_upn", True)]
+    assert actions(changes) == [
+        ("ambiguous", 5, "several_contacts_match_upn", True),
+        ("ambiguous", 6, "several_contacts_match_upn", True),
+    ]
     assert changes["hold_reason"].str.contains("contacts 5, 6 all carry addresses of user ann@contoso.com").all()
 
 
@@ -313,19 +430,32 @@ def test_a_contact_at_any_address_of_a_selected_user_is_not_deactivated():
 # ------------------------------------------------------------ one contact, one owner
 
 
-TWO_TENANTS = pd.concat([
-    mappings(),
-    mappings().assign(tenant_id=pd.array(["t2"], dtype="string"), tenant_name=pd.array(["Fabrikam"], dtype="string"),
-                      company_id=pd.array([2], dtype="Int64"), company_name=pd.array(["Fabrikam"], dtype="string")),
-], ignore_index=True)
+TWO_TENANTS = pd.concat(
+    [
+        mappings(),
+        mappings().assign(
+            tenant_id=pd.array(["t2"], dtype="string"),
+            tenant_name=pd.array(["Fabrikam"], dtype="string"),
+            company_id=pd.array([2], dtype="Int64"),
+            company_name=pd.array(["Fabrikam"], dtype="string"),
+        ),
+    ],
+    ignore_index=True,
+)
 
 
 def test_contact_owned_by_a_user_of_another_tenant_is_left_alone():
     # Contact 5 sits in company 1 (t1) but its azureoid is u2, a selected user of t2: t1 must not deactivate
     # or pair it, and t2 does not act on another company's contacts.
     bob = {**user("u2", "bob"), "tenant_id": "t2", "upn": "bob@fabrikam.com"}
-    changes = plan([bob], [contact(5, email="bob@contoso.com", azureoid="u2"), contact(9, company_id=2, email="bob@fabrikam.com", azureoid="u2")],
-                   company_mappings=TWO_TENANTS)
+    changes = plan(
+        [bob],
+        [
+            contact(5, email="bob@contoso.com", azureoid="u2"),
+            contact(9, company_id=2, email="bob@fabrikam.com", azureoid="u2"),
+        ],
+        company_mappings=TWO_TENANTS,
+    )
     assert 5 not in changes["contact_id"].tolist()
 
 
@@ -339,18 +469,27 @@ def test_moved_person_gets_a_held_create_naming_the_contact_and_company():
     # u1 now works at Contoso (t1); company 2 still has an active contact with u1's azureoid.
     companies = f.companies({"company_id": 1, "name": "Contoso"}, {"company_id": 2, "name": "Fabrikam"})
     changes = plan_contact_changes(
-        TWO_TENANTS, f.users(user("u1", "ann")), DOMAINS,
-        f.contacts(contact(9, company_id=2, email="ann@fabrikam.com", azureoid="u1")), MAIN_SITE, SyncSettings(),
+        TWO_TENANTS,
+        f.users(user("u1", "ann")),
+        DOMAINS,
+        f.contacts(contact(9, company_id=2, email="ann@fabrikam.com", azureoid="u1")),
+        MAIN_SITE,
+        SyncSettings(),
         companies=companies,
     )
     create = changes.loc[changes["action"] == "create"].iloc[0]
     assert bool(create["held"]) and create["reason"] == "new_user"
-    assert create["hold_reason"].startswith('moved person: active contact 9 of company 2 "Fabrikam" already has this user\'s azureoid')
+    assert create["hold_reason"].startswith(
+        'moved person: active contact 9 of company 2 "Fabrikam" already has this user\'s azureoid'
+    )
 
 
 def test_inactive_contact_elsewhere_does_not_hold_the_create():
-    changes = plan([user("u1", "ann")], [contact(9, company_id=2, email="ann@old.com", azureoid="u1", inactive=True)],
-                   company_mappings=TWO_TENANTS)
+    changes = plan(
+        [user("u1", "ann")],
+        [contact(9, company_id=2, email="ann@old.com", azureoid="u1", inactive=True)],
+        company_mappings=TWO_TENANTS,
+    )
     assert actions(changes) == [("create", "u1", "new_user", False)]
 
 
@@ -358,11 +497,15 @@ def test_company_mapped_to_two_tenants_gets_one_action_per_contact():
     # Halo maps t1 and t2 to company 1 (allowed). A leaver at a domain both verify is deactivated once.
     both = pd.concat([mappings(), mappings().assign(tenant_id=pd.array(["t2"], dtype="string"))], ignore_index=True)
     domains = pd.concat([DOMAINS, DOMAINS.assign(tenant_id=pd.array(["t2"], dtype="string"))], ignore_index=True)
-    changes = plan_contact_changes(both, f.users(), domains, f.contacts(contact(5, email="left@contoso.com")), MAIN_SITE, SyncSettings())
+    changes = plan_contact_changes(
+        both, f.users(), domains, f.contacts(contact(5, email="left@contoso.com")), MAIN_SITE, SyncSettings()
+    )
     assert changes["contact_id"].tolist() == [5]
     # And a contact whose address is a selected user of the *other* tenant is protected from both.
     bob = {**user("u2", "bob"), "tenant_id": "t2"}
-    changes = plan_contact_changes(both, f.users(bob), domains, f.contacts(contact(5, email="bob@contoso.com")), MAIN_SITE, SyncSettings())
+    changes = plan_contact_changes(
+        both, f.users(bob), domains, f.contacts(contact(5, email="bob@contoso.com")), MAIN_SITE, SyncSettings()
+    )
     assert changes["action"].tolist() == ["pair"]
 
 

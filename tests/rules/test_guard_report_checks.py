@@ -35,9 +35,12 @@ def test_guard_holds_deactivations_above_threshold():
     # 11 deactivations, 20 active contacts: 11 > 10 → all held, reason kept.
     changes = plan([], _leavers(11, 9))
     assert changes["held"].all() and (changes["reason"] == "gone_from_m365").all()
-    assert (changes["hold_reason"] == (
-        "guard: 11 deactivations > max(10, 0.5 × 20 active contacts); add the tenant to allow_mass_deactivation to release"
-    )).all()
+    assert (
+        changes["hold_reason"]
+        == (
+            "guard: 11 deactivations > max(10, 0.5 × 20 active contacts); add the tenant to allow_mass_deactivation to release"
+        )
+    ).all()
     # Held deactivations stay in the report, marked with why, for review.
     report = inactive_report(changes)
     assert len(report) == 11 and (report["Held"] == "yes").all()
@@ -72,8 +75,13 @@ def test_guard_leaves_other_actions_alone():
 
 
 def test_inactive_report_rows_and_schema():
-    changes = plan([user("u1", "ann", licence_count=0)],
-                   [contact(5, name="Ann", email="ann@contoso.com", mobilenumber="07", phonenumber="01"), contact(6, name="Nobody")])
+    changes = plan(
+        [user("u1", "ann", licence_count=0)],
+        [
+            contact(5, name="Ann", email="ann@contoso.com", mobilenumber="07", phonenumber="01"),
+            contact(6, name="Nobody"),
+        ],
+    )
     report = inactive_report(changes)
     InactiveReportSchema.validate(report)
     assert report.fillna("").values.tolist() == [
@@ -84,18 +92,32 @@ def test_inactive_report_rows_and_schema():
 
 @pytest.mark.parametrize(
     ("value", "cell"),
-    [("=HYPERLINK(1)", "'=HYPERLINK(1)"), ("+44 1", "'+44 1"), ("-2", "'-2"), ("@SUM", "'@SUM"),
-     ("\tx", "'\tx"), ("\rx", "'\rx"), ("Ann", "Ann"), (pd.NA, ""), (None, "")],
+    [
+        ("=HYPERLINK(1)", "'=HYPERLINK(1)"),
+        ("+44 1", "'+44 1"),
+        ("-2", "'-2"),
+        ("@SUM", "'@SUM"),
+        ("\tx", "'\tx"),
+        ("\rx", "'\rx"),
+        ("Ann", "Ann"),
+        (pd.NA, ""),
+        (None, ""),
+    ],
 )
 def test_neutralise_spreadsheet_cell(value, cell):
     assert neutralise_spreadsheet_cell(value) == cell
 
 
 def _report(name: str) -> pd.DataFrame:
-    return pd.DataFrame({c: [v] for c, v in zip(
-        ["Company", "Name", "Email", "Mobile", "Phone", "Reason", "Tenant"],
-        ["Contoso", name, "a@contoso.com", None, "+44 1", "gone_from_m365", "Ünïcode"],
-    )}).astype("string")
+    return pd.DataFrame(
+        {
+            c: [v]
+            for c, v in zip(
+                ["Company", "Name", "Email", "Mobile", "Phone", "Reason", "Tenant"],
+                ["Contoso", name, "a@contoso.com", None, "+44 1", "gone_from_m365", "Ünïcode"],
+            )
+        }
+    ).astype("string")
 
 
 def test_write_inactive_report_neutralised_utf8_in_new_folder(tmp_path):
@@ -126,8 +148,10 @@ def test_write_inactive_report_crash_keeps_old_file(tmp_path, monkeypatch):
 
 
 def _estate():
-    tenants = f.tenants({"tenant_id": "t1", "display_name": "Contoso", "default_domain": "contoso.com"},
-                        {"tenant_id": "t2", "display_name": "Nobody", "default_domain": "nobody.com"})
+    tenants = f.tenants(
+        {"tenant_id": "t1", "display_name": "Contoso", "default_domain": "contoso.com"},
+        {"tenant_id": "t2", "display_name": "Nobody", "default_domain": "nobody.com"},
+    )
     companies = f.companies({"company_id": 1, "name": "Contoso"}, {"company_id": 2, "name": "Gone", "inactive": True})
     out = match_companies(tenants, f.domains(), companies, f.tenant_mappings(), f.contacts(), SyncSettings())
     return tenants, companies, out
@@ -148,17 +172,25 @@ def test_company_mapping_problems_catch_planted_violations():
     planted = pd.concat([planted, planted.iloc[[0]]], ignore_index=True)
     problems = company_mapping_problems(planted, tenants, companies)
     assert set(zip(problems["tenant_id"], problems["check"])) == {
-        ("t1", "duplicate_tenant_row"), ("t1", "company_missing"), ("t2", "bad_company_update"),
+        ("t1", "duplicate_tenant_row"),
+        ("t1", "company_missing"),
+        ("t2", "bad_company_update"),
         ("t1", "bad_company_update"),  # its write-back still targets company 1
     }
-    inactive = out.assign(company_id=pd.array([2, pd.NA], dtype="Int64"), company_update=pd.Series([pd.NA] * 2, dtype="string"))
+    inactive = out.assign(
+        company_id=pd.array([2, pd.NA], dtype="Int64"), company_update=pd.Series([pd.NA] * 2, dtype="string")
+    )
     assert company_mapping_problems(inactive, tenants, companies)["check"].tolist() == ["company_inactive"]
-    assert company_mapping_problems(out.iloc[[0]], tenants, companies)["check"].tolist() == ["tenant_without_mapping_row"]
+    assert company_mapping_problems(out.iloc[[0]], tenants, companies)["check"].tolist() == [
+        "tenant_without_mapping_row"
+    ]
 
 
 def test_company_mapping_warning_lists_conflicts_with_both_tenants_and_evidence():
-    tenants = f.tenants({"tenant_id": "t1", "display_name": "Contoso", "default_domain": "contoso.com"},
-                        {"tenant_id": "t2", "display_name": "x", "default_domain": "contoso.com"})
+    tenants = f.tenants(
+        {"tenant_id": "t1", "display_name": "Contoso", "default_domain": "contoso.com"},
+        {"tenant_id": "t2", "display_name": "x", "default_domain": "contoso.com"},
+    )
     companies = f.companies({"company_id": 1, "name": "Contoso", "website": "contoso.com"})
     out = match_companies(tenants, f.domains(), companies, f.tenant_mappings(), f.contacts(), SyncSettings())
     warnings = company_mapping_warnings(out)
@@ -186,8 +218,9 @@ def test_contact_change_problems_catch_planted_violations():
     changes, contacts = _changes()
     creates = changes.loc[changes["action"] == "create"]
     twin = creates.iloc[[0]].assign(user_id="u9")  # a second create for one (company, email)
-    keep = changes.loc[changes["action"] == "deactivate"].assign(contact_id=pd.array([5], dtype="Int64"),
-                                                                   body='{"id": 5, "inactive": true}')
+    keep = changes.loc[changes["action"] == "deactivate"].assign(
+        contact_id=pd.array([5], dtype="Int64"), body='{"id": 5, "inactive": true}'
+    )
     bad_body = creates.iloc[[1]].assign(body=json.dumps({"companyID": 1, "lastName": "x", "client_id": "one"}))
     planted = pd.concat([changes, twin, keep, bad_body], ignore_index=True)
     problems = contact_change_problems(planted, mappings(), contacts, SyncSettings())
@@ -207,4 +240,6 @@ def test_contact_change_warnings_list_held_tenants():
     changes = plan([user("u1", "ann")], [contact(5, email="ann@contoso.com"), contact(6, email="ann@contoso.com")])
     warnings = contact_change_warnings(changes)
     assert warnings[["tenant_id", "check"]].values.tolist() == [["t1", "held_ambiguous"]]
-    assert warnings["detail"].iloc[0].startswith("2 ambiguous held: ambiguous: contacts 5, 6 all carry addresses of user")
+    assert (
+        warnings["detail"].iloc[0].startswith("2 ambiguous held: ambiguous: contacts 5, 6 all carry addresses of user")
+    )

@@ -38,7 +38,9 @@ def _row(out, tenant_id="t1"):
 
 def test_rule1_tenant_id_mapping_wins_over_name():
     companies = f.companies({"company_id": 1, "name": "Other"}, {"company_id": 2, "name": "Contoso Ltd"})
-    mappings = f.tenant_mappings({"tenant_id": "t1", "tenant_name": "Contoso", "company_id": 1, "company_name": "Other"})
+    mappings = f.tenant_mappings(
+        {"tenant_id": "t1", "tenant_name": "Contoso", "company_id": 1, "company_name": "Other"}
+    )
     row = _row(_match(companies, mappings=mappings))
     assert (row["method"], row["company_id"], row["company_name"]) == ("tenant_id", 1, "Other")
     assert "Halo Azure AD mapping of tenant t1" in row["evidence"]
@@ -47,7 +49,9 @@ def test_rule1_tenant_id_mapping_wins_over_name():
 
 def test_mapping_to_inactive_company_stops_there():
     # Never falls through to a sister company of the same name: the Halo mapping is explicit.
-    companies = f.companies({"company_id": 1, "name": "Old", "inactive": True}, {"company_id": 2, "name": "contoso  LTD"})
+    companies = f.companies(
+        {"company_id": 1, "name": "Old", "inactive": True}, {"company_id": 2, "name": "contoso  LTD"}
+    )
     mappings = f.tenant_mappings({"tenant_id": "t1", "tenant_name": "Contoso", "company_id": 1, "company_name": "Old"})
     assert match_by_tenant_id(f.tenants(TENANT), mappings, companies).empty
     row = _row(_match(companies, mappings=mappings))
@@ -59,7 +63,8 @@ def test_mapping_to_inactive_company_stops_there():
 def test_mapping_to_an_inactive_and_an_active_company_uses_the_active_one():
     companies = f.companies({"company_id": 1, "name": "Old", "inactive": True}, {"company_id": 2, "name": "New"})
     mappings = f.tenant_mappings(
-        {"tenant_id": "t1", "tenant_name": "C", "company_id": 1}, {"tenant_id": "t1", "tenant_name": "C", "company_id": 2}
+        {"tenant_id": "t1", "tenant_name": "C", "company_id": 1},
+        {"tenant_id": "t1", "tenant_name": "C", "company_id": 2},
     )
     row = _row(_match(companies, mappings=mappings))
     assert (row["method"], row["company_id"]) == ("tenant_id", 2)
@@ -119,7 +124,9 @@ def test_several_tenants_mapped_to_one_company_by_halo_stay_allowed():
 
 
 def test_rule1_ambiguous_falls_through_to_name_and_notes_it():
-    companies = f.companies({"company_id": 1, "name": "A"}, {"company_id": 2, "name": "B"}, {"company_id": 3, "name": "Contoso Ltd"})
+    companies = f.companies(
+        {"company_id": 1, "name": "A"}, {"company_id": 2, "name": "B"}, {"company_id": 3, "name": "Contoso Ltd"}
+    )
     mappings = f.tenant_mappings(
         {"tenant_id": "t1", "tenant_name": "C", "company_id": 1, "company_name": "A"},
         {"tenant_id": "t1", "tenant_name": "C", "company_id": 2, "company_name": "B"},
@@ -132,12 +139,16 @@ def test_rule1_ambiguous_falls_through_to_name_and_notes_it():
 def test_rule2_name_case_trim_and_whitespace_insensitive():
     found = match_by_name(f.tenants(TENANT), f.companies({"company_id": 7, "name": "  contoso   LTD "}))
     assert found[["tenant_id", "company_id"]].values.tolist() == [["t1", 7]]
-    assert found["evidence"].iloc[0] == 'company name "  contoso   LTD " = tenant name "Contoso Ltd" (case and spacing ignored)'
+    assert (
+        found["evidence"].iloc[0]
+        == 'company name "  contoso   LTD " = tenant name "Contoso Ltd" (case and spacing ignored)'
+    )
 
 
 def test_rule2_two_companies_same_name_is_ambiguous_with_candidates():
     companies = f.companies(
-        {"company_id": 4, "name": "Contoso Ltd"}, {"company_id": 3, "name": "CONTOSO LTD"},
+        {"company_id": 4, "name": "Contoso Ltd"},
+        {"company_id": 3, "name": "CONTOSO LTD"},
         {"company_id": 5, "name": "Contoso Ltd", "inactive": True},
     )
     row = _row(_match(companies))
@@ -159,7 +170,10 @@ def test_name_tie_broken_by_later_website_rule():
 def test_rule3_default_domain_website_evidence():
     companies = f.companies({"company_id": 9, "name": "Something", "website": "https://www.contoso.com/about"})
     found = match_by_default_domain_website(f.tenants(TENANT), companies)
-    assert found["evidence"].iloc[0] == 'website "https://www.contoso.com/about" → host contoso.com = default domain contoso.com'
+    assert (
+        found["evidence"].iloc[0]
+        == 'website "https://www.contoso.com/about" → host contoso.com = default domain contoso.com'
+    )
     assert _row(_match(companies))["method"] == "default_domain_website"
 
 
@@ -171,8 +185,14 @@ def test_seed_www_regex_bug_does_not_match_wrong_company():
 
 
 def test_rule4_verified_domain_website():
-    domains = f.domains({"tenant_id": "t1", "domain": "contoso.co.uk"}, {"tenant_id": "t1", "domain": "unverified.com", "is_verified": False})
-    companies = f.companies({"company_id": 2, "name": "X", "website": "contoso.co.uk:443/"}, {"company_id": 3, "name": "Y", "website": "unverified.com"})
+    domains = f.domains(
+        {"tenant_id": "t1", "domain": "contoso.co.uk"},
+        {"tenant_id": "t1", "domain": "unverified.com", "is_verified": False},
+    )
+    companies = f.companies(
+        {"company_id": 2, "name": "X", "website": "contoso.co.uk:443/"},
+        {"company_id": 3, "name": "Y", "website": "unverified.com"},
+    )
     found = match_by_verified_domain_website(domains, companies)
     assert found["company_id"].tolist() == [2]
     row = _row(_match(companies, domains=domains))
@@ -182,7 +202,9 @@ def test_rule4_verified_domain_website():
 
 def test_rule5_contact_email_domain_exactly_one_company():
     domains = f.domains({"tenant_id": "t1", "domain": "contoso.com"}, {"tenant_id": "t1", "domain": "contoso.de"})
-    companies = f.companies({"company_id": 1, "name": "X"}, {"company_id": 2, "name": "Y"}, {"company_id": 3, "name": "Z", "inactive": True})
+    companies = f.companies(
+        {"company_id": 1, "name": "X"}, {"company_id": 2, "name": "Y"}, {"company_id": 3, "name": "Z", "inactive": True}
+    )
     contacts = f.contacts(
         {"contact_id": 1, "company_id": 1, "email": "a@contoso.com"},
         {"contact_id": 2, "company_id": 1, "email": "b@contoso.de"},
@@ -200,7 +222,10 @@ def test_rule5_contact_email_domain_exactly_one_company():
 def test_rule5_two_companies_is_ambiguous():
     domains = f.domains({"tenant_id": "t1", "domain": "contoso.com"})
     companies = f.companies({"company_id": 1, "name": "X"}, {"company_id": 2, "name": "Y"})
-    contacts = f.contacts({"contact_id": 1, "company_id": 1, "email": "a@contoso.com"}, {"contact_id": 2, "company_id": 2, "email": "b@contoso.com"})
+    contacts = f.contacts(
+        {"contact_id": 1, "company_id": 1, "email": "a@contoso.com"},
+        {"contact_id": 2, "company_id": 2, "email": "b@contoso.com"},
+    )
     row = _row(_match(companies, domains=domains, contacts=contacts))
     assert (row["reason"], row["candidates"]) == ("ambiguous", "1:X; 2:Y")
 
@@ -216,7 +241,7 @@ def test_excluded_tenant_by_name_or_id(entry):
     companies = f.companies({"company_id": 1, "name": "Contoso Ltd"})
     row = _row(_match(companies, settings=SyncSettings(exclude_tenants=(entry,))))
     assert (row["method"], pd.isna(row["company_id"]), pd.isna(row["company_update"])) == ("excluded", True, True)
-    assert row["evidence"] == f"tenant excluded by settings.exclude_tenants entry \"{entry}\""
+    assert row["evidence"] == f'tenant excluded by settings.exclude_tenants entry "{entry}"'
 
 
 def test_failed_tenant_still_matched_but_marked():
@@ -229,7 +254,8 @@ def test_company_update_plans_the_new_entry():
     # The apply reads the company's current entries and sends them all plus this one (merge_tenant_entries).
     row = _row(_match(f.companies({"company_id": 1, "name": "Contoso Ltd"})))
     assert json.loads(row["company_update"]) == {
-        "id": 1, "azure_tenants": [{"azure_tenant_id": "t1", "azure_tenant_name": "Contoso Ltd"}],
+        "id": 1,
+        "azure_tenants": [{"azure_tenant_id": "t1", "azure_tenant_name": "Contoso Ltd"}],
     }
 
 

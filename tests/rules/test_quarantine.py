@@ -26,7 +26,12 @@ def test_normalise_guid_accepts_braces_and_case_only():
 def test_keep_active_equals_like_a_person():
     values = pd.Series(["2", " 2 ", "02", "2.0", 2.0, "3", "two", None], dtype=object)
     assert keep_active_equals(values, "2").tolist() == [True, True, True, True, True, False, False, False]
-    assert keep_active_equals(pd.Series([" y", "Y", "yes", pd.NA], dtype="string"), "Y").tolist() == [True, True, False, False]
+    assert keep_active_equals(pd.Series([" y", "Y", "yes", pd.NA], dtype="string"), "Y").tolist() == [
+        True,
+        True,
+        False,
+        False,
+    ]
 
 
 def test_contacts_non_guid_azureoid_cleared_braces_normalised_names_and_duplicates():
@@ -57,13 +62,18 @@ def test_several_invoice_sites_lowest_id_is_main_and_the_rest_noted():
     assert sources.validation_failures(sources.HaloSitesSchema, sites) is not None  # blocking before quarantine
     out = quarantine_sites(sites).set_index("site_id")
     assert out["is_main"].to_dict() == {41: False, 40: True, 50: True}
-    assert out.loc[41, "quarantine"] == "company 1 has several invoice sites (40, 41); site 40 (lowest id) is its main site"
+    assert (
+        out.loc[41, "quarantine"]
+        == "company 1 has several invoice sites (40, 41); site 40 (lowest id) is its main site"
+    )
     assert out["quarantine"].isna().sum() == 2
     assert sources.validation_failures(sources.HaloSitesSchema, out.reset_index()) is None
 
 
 def test_companies_duplicates_and_missing_names():
-    out = quarantine_companies(f.companies({"company_id": 1, "name": None}, {"company_id": 2, "name": "X"}, {"company_id": 2, "name": "Y"}))
+    out = quarantine_companies(
+        f.companies({"company_id": 1, "name": None}, {"company_id": 2, "name": "X"}, {"company_id": 2, "name": "Y"})
+    )
     assert out["company_id"].tolist() == [1, 2]
     assert out["quarantine"].tolist() == ["name missing", "id listed 2 times by Halo"]
     assert sources.validation_failures(sources.HaloCompaniesSchema, out) is None
@@ -90,6 +100,9 @@ def test_quarantined_records_lists_every_kind_with_its_treatment():
         quarantine_tenant_mappings(f.tenant_mappings({"tenant_id": "bad", "company_id": 1})),
     )
     assert found[["kind", "record_id"]].values.tolist() == [
-        ["company", "1"], ["contact", "7"], ["site", "3"], ["tenant mapping", "tenant bad → company 1"],
+        ["company", "1"],
+        ["contact", "7"],
+        ["site", "3"],
+        ["tenant mapping", "tenant bad → company 1"],
     ]
     assert found["treatment"].str.len().gt(10).all() and found["problem"].notna().all()

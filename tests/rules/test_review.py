@@ -2,28 +2,34 @@
 
 import json
 
-import pandas as pd
-
+from halo_sync_pipeline.rules.contacts import plan_contact_changes
 from halo_sync_pipeline.rules.matching import match_companies
 from halo_sync_pipeline.rules.review import review_stories, review_summary, tenant_review
 from halo_sync_pipeline.schemas.plan import TenantReviewSchema
 from halo_sync_pipeline.settings import SyncSettings
 from tests.rules import frames as f
 from tests.rules.estate import DOMAINS, MAIN_SITE, contact, user
-from halo_sync_pipeline.rules.contacts import plan_contact_changes
 
 
 def _review(settings=SyncSettings()):
     tenants = f.tenants(
         {"tenant_id": "t1", "display_name": "Contoso", "default_domain": "contoso.com"},
         {"tenant_id": "t2", "display_name": "Zeta", "default_domain": "zeta.com"},
-        {"tenant_id": "t3", "display_name": "Broken", "default_domain": "b.com", "status": "failed", "error": "401 Authorization_IdentityNotFound"},
+        {
+            "tenant_id": "t3",
+            "display_name": "Broken",
+            "default_domain": "b.com",
+            "status": "failed",
+            "error": "401 Authorization_IdentityNotFound",
+        },
         {"tenant_id": "t4", "display_name": "Alpha", "default_domain": "alpha.com"},
     )
     companies = f.companies({"company_id": 1, "name": "Contoso"}, {"company_id": 4, "name": "Alpha"})
     mappings = match_companies(tenants, DOMAINS, companies, f.tenant_mappings(), f.contacts(), settings)
     leavers = [contact(100 + i, email=f"left{i}@contoso.com") for i in range(11)]
-    changes = plan_contact_changes(mappings, f.users(user("u1", "ann")), DOMAINS, f.contacts(*leavers), MAIN_SITE, settings)
+    changes = plan_contact_changes(
+        mappings, f.users(user("u1", "ann")), DOMAINS, f.contacts(*leavers), MAIN_SITE, settings
+    )
     return tenant_review(mappings, changes, tenants), changes
 
 
@@ -34,7 +40,9 @@ def test_problems_first_with_their_full_story():
     assert review["needs_review"].tolist() == [True, True, True, False]
     row = review.set_index("tenant_name").loc["Contoso"]
     assert (row["method"], row["company_id"], row["creates"], row["deactivates"], row["held"]) == ("name", 1, 1, 11, 11)
-    assert row["hold_reasons"].startswith("11 × deactivate: guard: 11 deactivations > max(10, 0.5 × 11 active contacts)")
+    assert row["hold_reasons"].startswith(
+        "11 × deactivate: guard: 11 deactivations > max(10, 0.5 × 11 active contacts)"
+    )
     assert row["write_back"].startswith('add tenant t1 to the Azure AD mappings of company 1 "Contoso"')
     broken = review.set_index("tenant_name").loc["Broken"]
     assert "users failed to load (see load_error)" in broken["warnings"]
@@ -48,8 +56,11 @@ def test_review_summary_names_tenants_not_guids():
     review, changes = _review()
     summary = review_summary(review, changes, quarantined_records=2)
     assert summary == {
-        "held_deactivations": [{"tenant": "Contoso", "count": 11}], "conflicts": [], "unmatched": ["Broken", "Zeta"],
-        "failed_to_load": ["Broken"], "quarantined_records": 2,
+        "held_deactivations": [{"tenant": "Contoso", "count": 11}],
+        "conflicts": [],
+        "unmatched": ["Broken", "Zeta"],
+        "failed_to_load": ["Broken"],
+        "quarantined_records": 2,
     }
     json.dumps(summary)
 

@@ -9,8 +9,11 @@ from halo_sync_pipeline.settings import SyncSettings
 
 @pytest.mark.parametrize(
     ("values", "field"),
-    [({"guard_fraction": 3}, "guard_fraction"), ({"guard_min_contacts": -1}, "guard_min_contacts"),
-     ({"exclude_upn_patterns": ["("]}, "exclude_upn_patterns")],
+    [
+        ({"guard_fraction": 3}, "guard_fraction"),
+        ({"guard_min_contacts": -1}, "guard_min_contacts"),
+        ({"exclude_upn_patterns": ["("]}, "exclude_upn_patterns"),
+    ],
 )
 def test_bad_settings_are_refused_naming_the_field(values, field):
     for model in (SyncSettings, SyncSettingsResource):

@@ -141,7 +141,9 @@ class Index:
 
     def contact_domain_matches(self, tenant: dict[str, Any]) -> list[dict[str, Any]]:
         domains = self.verified(tenant)
-        owners = {self.client_of(c)["id"] for c in self.contacts.values() if _domain(_email(c["emailaddress"])) in domains}
+        owners = {
+            self.client_of(c)["id"] for c in self.contacts.values() if _domain(_email(c["emailaddress"])) in domains
+        }
         return [self.clients[i] for i in sorted(owners) if not self.clients[i].get("inactive")]
 
     def reach(self, tenant: dict[str, Any]) -> dict[str, Any] | None:
@@ -282,8 +284,11 @@ def _messy_tenant_checks(ix: Index) -> dict[str, Callable[[dict[str, Any]], bool
     return {
         "conflict_mapped_elsewhere": mapped_elsewhere,
         "conflict_two_unmapped": shares_its_company,
-        "mapped_company_inactive": lambda t: bool(ix.mapped_clients(t))
-        and all(c.get("inactive") for c in ix.mapped_clients(t)) and len(ix.name_matches(t)) == 1,
+        "mapped_company_inactive": lambda t: (
+            bool(ix.mapped_clients(t))
+            and all(c.get("inactive") for c in ix.mapped_clients(t))
+            and len(ix.name_matches(t)) == 1
+        ),
         "write_back_keeps_entries": keeps_other_entry,
         "licences_omitted": lambda t: "assignedLicenses" in (t.get("sandbox_omit_user_properties") or []),
         "not_consented_sam": lambda t: t["consented"] is False,
@@ -427,12 +432,16 @@ def _messy_user_checks(ix: Index) -> dict[str, Callable[[dict[str, Any]], bool]]
 def _client_checks(ix: Index) -> dict[str, Callable[[dict[str, Any]], bool]]:
     tenant_hosts = ix.all_domains
     tenant_names = {_norm_name(t["displayName"]) for t in ix.tenants.values()}
+
     def invoice_sites(client: dict[str, Any]) -> list[int]:
         return sorted(s["id"] for s in ix.sites_of(client) if s.get("isinvoicesite") is True)
 
     return {
-        "halo_only_client": lambda c: not c["azure_tenants"] and _website_host(c["website"]) not in tenant_hosts
-        and _norm_name(c["name"]) not in tenant_names,
+        "halo_only_client": lambda c: (
+            not c["azure_tenants"]
+            and _website_host(c["website"]) not in tenant_hosts
+            and _norm_name(c["name"]) not in tenant_names
+        ),
         "several_invoice_sites": lambda c: len(invoice_sites(c)) >= 2 and c["main_site_id"] == invoice_sites(c)[0],
         "mapping_tenant_not_guid": lambda c: any(not GUID.fullmatch(e["azure_tenant_id"]) for e in c["azure_tenants"]),
     }
@@ -468,8 +477,13 @@ def _check_planted(data: dict[str, Any]) -> dict[str, list[Any]]:
 
 def test_every_situation_has_an_independent_check() -> None:
     ix = Index(estate())
-    checked = {**_tenant_checks(ix), **_contact_checks(ix), **_user_checks(ix), **_client_checks(ix),
-               **_record_checks(ix)}
+    checked = {
+        **_tenant_checks(ix),
+        **_contact_checks(ix),
+        **_user_checks(ix),
+        **_client_checks(ix),
+        **_record_checks(ix),
+    }
     assert set(checked) == set(SITUATIONS)
 
 
@@ -522,12 +536,27 @@ def test_messy_situations_are_rare_in_a_large_estate() -> None:
     data = estate(120, 30, 99)
     coverage = describe_coverage(data)
     tenants, users = len(data["m365"]["tenants"]), sum(len(t["users"]) for t in data["m365"]["tenants"])
-    for rare in ("conflict_mapped_elsewhere", "conflict_two_unmapped", "mapped_company_inactive",
-                 "write_back_keeps_entries", "licences_omitted", "several_invoice_sites", "mapping_tenant_not_guid"):
+    for rare in (
+        "conflict_mapped_elsewhere",
+        "conflict_two_unmapped",
+        "mapped_company_inactive",
+        "write_back_keeps_entries",
+        "licences_omitted",
+        "several_invoice_sites",
+        "mapping_tenant_not_guid",
+    ):
         assert coverage[rare] < tenants * 0.1, rare
-    for rare in ("upn_differs_from_mail", "pair_by_proxy_alias", "ambiguous_by_aliases", "moved_person",
-                 "dirty_m365_values", "contact_owned_by_other_tenant", "contact_oid_not_guid", "contact_oid_braced",
-                 "keep_active_variants"):
+    for rare in (
+        "upn_differs_from_mail",
+        "pair_by_proxy_alias",
+        "ambiguous_by_aliases",
+        "moved_person",
+        "dirty_m365_values",
+        "contact_owned_by_other_tenant",
+        "contact_oid_not_guid",
+        "contact_oid_braced",
+        "keep_active_variants",
+    ):
         assert coverage[rare] < users * 0.03, rare
     assert coverage["missing_name"] == 3  # one nameless company, site and contact per 100 tenants
 

@@ -30,8 +30,12 @@ def token_response(sandbox: RunningSandbox, http: httpx.Client, secret: str | No
     return http.post(
         "/auth/token",
         params={"tenant": creds.halo_tenant},
-        data={"grant_type": "client_credentials", "client_id": creds.halo_client_id,
-              "client_secret": creds.halo_client_secret if secret is None else secret, "scope": "all"},
+        data={
+            "grant_type": "client_credentials",
+            "client_id": creds.halo_client_id,
+            "client_secret": creds.halo_client_secret if secret is None else secret,
+            "scope": "all",
+        },
     )
 
 
@@ -49,8 +53,12 @@ def anonymous(sandbox: RunningSandbox) -> Iterator[httpx.Client]:
 @pytest.fixture
 def halo(sandbox: RunningSandbox, anonymous: httpx.Client) -> Iterator[httpx.Client]:
     token = token_response(sandbox, anonymous).json()["access_token"]
-    with httpx.Client(base_url=sandbox.halo_url, verify=str(sandbox.ca_bundle), timeout=10,
-                      headers={"Authorization": f"Bearer {token}"}) as http:
+    with httpx.Client(
+        base_url=sandbox.halo_url,
+        verify=str(sandbox.ca_bundle),
+        timeout=10,
+        headers={"Authorization": f"Bearer {token}"},
+    ) as http:
         yield http
 
 
@@ -59,8 +67,11 @@ def halo(sandbox: RunningSandbox, anonymous: httpx.Client) -> Iterator[httpx.Cli
 
 def test_authinfo_points_at_the_token_endpoint(sandbox: RunningSandbox, anonymous: httpx.Client) -> None:
     info = anonymous.get("/api/authinfo").json()
-    assert info == {"auth_url": f"{sandbox.halo_url}/auth", "resource_server": f"{sandbox.halo_url}/api",
-                    "tenant": sandbox.credentials.halo_tenant}
+    assert info == {
+        "auth_url": f"{sandbox.halo_url}/auth",
+        "resource_server": f"{sandbox.halo_url}/api",
+        "tenant": sandbox.credentials.halo_tenant,
+    }
 
 
 def test_token_is_a_bearer_with_the_configured_lifetime(sandbox: RunningSandbox, anonymous: httpx.Client) -> None:
@@ -75,8 +86,11 @@ def test_wrong_secret_is_invalid_client(sandbox: RunningSandbox, anonymous: http
 
 def test_wrong_tenant_and_grant_are_refused(sandbox: RunningSandbox, anonymous: httpx.Client) -> None:
     creds = sandbox.credentials
-    form = {"grant_type": "client_credentials", "client_id": creds.halo_client_id,
-            "client_secret": creds.halo_client_secret}
+    form = {
+        "grant_type": "client_credentials",
+        "client_id": creds.halo_client_id,
+        "client_secret": creds.halo_client_secret,
+    }
     assert anonymous.post("/auth/token", params={"tenant": "other"}, data=form).status_code == 400
     answer = anonymous.post("/auth/token", params={"tenant": creds.halo_tenant}, data=form | {"grant_type": "password"})
     assert answer.json() == {"error": "unsupported_grant_type"}
@@ -88,8 +102,9 @@ def test_api_needs_a_valid_token(anonymous: httpx.Client, halo: httpx.Client) ->
     assert halo.get("/api/Client").status_code == 200
 
 
-def test_expired_tokens_are_refused(sandbox_factory: Callable[..., RunningSandbox],
-                                    small_estate: dict[str, Any]) -> None:
+def test_expired_tokens_are_refused(
+    sandbox_factory: Callable[..., RunningSandbox], small_estate: dict[str, Any]
+) -> None:
     sandbox = sandbox_factory(small_estate, token_lifetime_s=0)
     with httpx.Client(base_url=sandbox.halo_url, verify=str(sandbox.ca_bundle)) as http:
         token = token_response(sandbox, http).json()["access_token"]
@@ -110,23 +125,39 @@ def test_clients_active_by_default_and_inactive_on_request(halo: httpx.Client) -
     assert active["record_count"] == 2 and [c["id"] for c in active["clients"]] == [1, 2]
     everything = halo.get("/api/Client", params={"includeinactive": "true"}).json()
     assert [c["id"] for c in everything["clients"]] == [1, 2, 3]
-    assert everything["clients"][0] == {"id": 1, "name": "Contoso Ltd", "website": "https://www.contoso.com",
-                                        "inactive": False, "main_site_id": 10}
+    assert everything["clients"][0] == {
+        "id": 1,
+        "name": "Contoso Ltd",
+        "website": "https://www.contoso.com",
+        "inactive": False,
+        "main_site_id": 10,
+    }
 
 
 def test_client_details_carry_azure_tenants(halo: httpx.Client) -> None:
     detail = halo.get("/api/Client/1", params={"includedetails": "true"}).json()
-    assert detail["azure_tenants"] == [{"id": 1, "details_id": 1, "details_name": "Microsoft Partner",
-                                        "client_id": 1, "client_name": "Contoso Ltd",
-                                        "azure_tenant_id": "11111111-1111-4111-8111-111111111111",
-                                        "azure_tenant_name": "Contoso"}]
+    assert detail["azure_tenants"] == [
+        {
+            "id": 1,
+            "details_id": 1,
+            "details_name": "Microsoft Partner",
+            "client_id": 1,
+            "client_name": "Contoso Ltd",
+            "azure_tenant_id": "11111111-1111-4111-8111-111111111111",
+            "azure_tenant_name": "Contoso",
+        }
+    ]
     assert "azure_tenants" not in halo.get("/api/Client/1").json()
     assert halo.get("/api/Client/99").status_code == 404
 
 
 def test_users_paging(halo: httpx.Client) -> None:
-    pages = [halo.get("/api/Users", params={"pageinate": "true", "page_size": 2, "page_no": n,
-                                            "includeinactive": "true"}).json() for n in (1, 2, 3, 4)]
+    pages = [
+        halo.get(
+            "/api/Users", params={"pageinate": "true", "page_size": 2, "page_no": n, "includeinactive": "true"}
+        ).json()
+        for n in (1, 2, 3, 4)
+    ]
     assert [p["record_count"] for p in pages] == [5, 5, 5, 5]
     assert [[u["id"] for u in p["users"]] for p in pages] == [[100, 101], [102, 200], [201], []]
     assert pages[0]["page_no"] == 1 and pages[0]["page_size"] == 2
@@ -154,8 +185,13 @@ def test_user_list_has_client_but_customfields_only_in_details(halo: httpx.Clien
 def test_sites(halo: httpx.Client) -> None:
     sites = halo.get("/api/Site", params={"client_id": 1}).json()
     assert sites["record_count"] == 2
-    assert sites["sites"][0] == {"id": 10, "client_id": 1, "client_name": "Contoso Ltd", "name": "Main",
-                                 "delivery_address_line1": "1 Contoso Way"}
+    assert sites["sites"][0] == {
+        "id": 10,
+        "client_id": 1,
+        "client_name": "Contoso Ltd",
+        "name": "Main",
+        "delivery_address_line1": "1 Contoso Way",
+    }
 
 
 def test_paths_are_case_insensitive_like_halo(halo: httpx.Client) -> None:
@@ -169,8 +205,15 @@ def test_azure_ad_connection_mappings(halo: httpx.Client) -> None:
     assert halo.get("/api/azureadconnection", params={"type": 1}).json() == []
     detail = halo.get("/api/azureadconnection/1", params={"includedetails": "true", "includetenants": "true"}).json()
     assert detail["mappings_client"] == [
-        {"id": 1, "details_id": 1, "azure_tenant_id": "11111111-1111-4111-8111-111111111111",
-         "azure_tenant_name": "Contoso", "client_id": 1, "client_name": "Contoso Ltd"}]
+        {
+            "id": 1,
+            "details_id": 1,
+            "azure_tenant_id": "11111111-1111-4111-8111-111111111111",
+            "azure_tenant_name": "Contoso",
+            "client_id": 1,
+            "client_name": "Contoso Ltd",
+        }
+    ]
     assert halo.get("/api/azureadconnection/2").status_code == 404
 
 
@@ -180,11 +223,18 @@ def test_azure_ad_connection_mappings(halo: httpx.Client) -> None:
 def test_post_users_partial_update_and_create(halo: httpx.Client, anonymous: httpx.Client) -> None:
     updated = halo.post("/api/Users", json=[{"id": 100, "inactive": True}]).json()
     assert updated["inactive"] is True and updated["emailaddress"] == "alice@contoso.com"
-    created = halo.post("/api/Users", json=[
-        {"site_id": 11, "name": "Erin Evans", "emailaddress": "erin@contoso.com",
-         "customfields": [{"name": "CFM365SyncKeepActive", "value": "2"}]},
-        {"id": 0, "client_id": 2, "name": "Frank Ford"},
-    ]).json()
+    created = halo.post(
+        "/api/Users",
+        json=[
+            {
+                "site_id": 11,
+                "name": "Erin Evans",
+                "emailaddress": "erin@contoso.com",
+                "customfields": [{"name": "CFM365SyncKeepActive", "value": "2"}],
+            },
+            {"id": 0, "client_id": 2, "name": "Frank Ford"},
+        ],
+    ).json()
     assert [(u["id"], u["client_id"], u["site_id"]) for u in created] == [(202, 1, 11), (203, 2, 20)]
     estate_users = {u["id"]: u for u in anonymous.get("/_sandbox/estate").json()["halo"]["users"]}
     assert estate_users[202]["customfields"] == [{"name": "CFM365SyncKeepActive", "value": "2"}]
@@ -215,14 +265,21 @@ def test_unknown_fields_are_accepted_and_counted(halo: httpx.Client, anonymous: 
     answer = halo.post("/api/Users", json=[{"id": 100, "companyID": 2, "lastName": "X"}, {"id": 101, "lastName": "Y"}])
     assert answer.status_code == 200 and answer.json()[0]["surname"] == "Adams"
     unknown = anonymous.get("/_sandbox/stats").json()["unknown_fields"]
-    assert unknown == [{"endpoint": "Users", "field": "companyID", "count": 1},
-                       {"endpoint": "Users", "field": "lastName", "count": 2}]
+    assert unknown == [
+        {"endpoint": "Users", "field": "companyID", "count": 1},
+        {"endpoint": "Users", "field": "lastName", "count": 2},
+    ]
 
 
 def test_post_client_adds_tenant_by_replacing_the_list(halo: httpx.Client) -> None:
-    tenants = [{"azure_tenant_id": "11111111-1111-4111-8111-111111111111", "azure_tenant_name": "Contoso"},
-               {"azure_tenant_id": "55555555-5555-4555-8555-555555555555", "azure_tenant_name": "Second",
-                "details_name": "Default"}]
+    tenants = [
+        {"azure_tenant_id": "11111111-1111-4111-8111-111111111111", "azure_tenant_name": "Contoso"},
+        {
+            "azure_tenant_id": "55555555-5555-4555-8555-555555555555",
+            "azure_tenant_name": "Second",
+            "details_name": "Default",
+        },
+    ]
     saved = halo.post("/api/Client", json=[{"id": 1, "azure_tenants": tenants}]).json()
     assert [t["azure_tenant_id"] for t in saved["azure_tenants"]] == [t["azure_tenant_id"] for t in tenants]
     mappings = halo.get("/api/azureadconnection/1", params={"includedetails": "true"}).json()["mappings_client"]
@@ -244,18 +301,33 @@ def _save_report(halo: httpx.Client, name: str, sql: str) -> int:
 
 
 def test_seed_reports_run_on_the_mirror(halo: httpx.Client) -> None:
-    ids = [_save_report(halo, n, sql) for n, sql in
-           (("contacts", SEED_CONTACTS_SQL), ("companies", SEED_COMPANIES_SQL), ("sites", SEED_SITES_SQL))]
+    ids = [
+        _save_report(halo, n, sql)
+        for n, sql in (("contacts", SEED_CONTACTS_SQL), ("companies", SEED_COMPANIES_SQL), ("sites", SEED_SITES_SQL))
+    ]
     contacts, companies, sites = (
-        halo.get(f"/api/Report/{i}", params={"loadreport": "true"}).json()["report"]["rows"] for i in ids)
+        halo.get(f"/api/Report/{i}", params={"loadreport": "true"}).json()["report"]["rows"] for i in ids
+    )
     carol = next(r for r in contacts if r["id"] == 102)
-    assert carol == {"azureoid": None, "emailAddress": "carol@contoso.com", "site_id": 10,
-                     "displayName": "Carol Clark", "id": 102, "phone": None, "mobilePhone": None, "inactive": 0,
-                     "client_id": 1, "CFM365SyncKeepActive": "2"}
+    assert carol == {
+        "azureoid": None,
+        "emailAddress": "carol@contoso.com",
+        "site_id": 10,
+        "displayName": "Carol Clark",
+        "id": 102,
+        "phone": None,
+        "mobilePhone": None,
+        "inactive": 0,
+        "client_id": 1,
+        "CFM365SyncKeepActive": "2",
+    }
     assert len(contacts) == 5
     assert sorted((c["id"], c["main_site_id"]) for c in companies) == [(1, 10), (2, 20)]
     assert sorted((s["id"], s["client_id"], s["line1"]) for s in sites) == [
-        (10, 1, "1 Contoso Way"), (11, 1, "2 Side Street"), (20, 2, "5 Fabrikam Road")]
+        (10, 1, "1 Contoso Way"),
+        (11, 1, "2 Side Street"),
+        (20, 2, "5 Fabrikam Road"),
+    ]
 
 
 def test_report_mirror_follows_rest_writes(halo: httpx.Client) -> None:
@@ -291,13 +363,13 @@ def test_bad_report_sql_gives_load_error(halo: httpx.Client, anonymous: httpx.Cl
 # ----------------------------------------------------------------------------- rate limit and faults
 
 
-def test_halo_rate_limit_answers_429(sandbox_factory: Callable[..., RunningSandbox],
-                                     small_estate: dict[str, Any]) -> None:
+def test_halo_rate_limit_answers_429(
+    sandbox_factory: Callable[..., RunningSandbox], small_estate: dict[str, Any]
+) -> None:
     sandbox = sandbox_factory(small_estate, halo_rate_limit=(3, 300))
     with httpx.Client(base_url=sandbox.halo_url, verify=str(sandbox.ca_bundle)) as http:
         token = token_response(sandbox, http).json()["access_token"]
-        statuses = [http.get("/api/Client", headers={"Authorization": f"Bearer {token}"}).status_code
-                    for _ in range(3)]
+        statuses = [http.get("/api/Client", headers={"Authorization": f"Bearer {token}"}).status_code for _ in range(3)]
         last = http.get("/api/Client", headers={"Authorization": f"Bearer {token}"})
         assert http.get("/_sandbox/stats").status_code == 200  # the admin API is not rate limited
     assert statuses == [200, 200, 429] and last.status_code == 429
@@ -305,8 +377,10 @@ def test_halo_rate_limit_answers_429(sandbox_factory: Callable[..., RunningSandb
 
 
 def test_fault_endpoint_errors(halo: httpx.Client, anonymous: httpx.Client) -> None:
-    faults = anonymous.post("/_sandbox/faults", json={"endpoints": [
-        {"path": "^/api/Users$", "method": "GET", "error_rate": 1.0, "kinds": ["503"]}]}).json()
+    faults = anonymous.post(
+        "/_sandbox/faults",
+        json={"endpoints": [{"path": "^/api/Users$", "method": "GET", "error_rate": 1.0, "kinds": ["503"]}]},
+    ).json()
     assert faults["endpoints"][0]["kinds"] == ["503"]
     assert halo.get("/api/Users").status_code == 503
     assert halo.get("/api/Client").status_code == 200
@@ -325,10 +399,15 @@ def test_fail_nth_write(halo: httpx.Client, anonymous: httpx.Client) -> None:
 
 
 def test_faults_settings_and_validation(halo: httpx.Client, anonymous: httpx.Client) -> None:
-    current = anonymous.post("/_sandbox/faults", json={"halo_rate_limit": "1/60", "token_lifetime_s": 5,
-                                                       "graph_rate": 2, "graph_burst": 3}).json()
-    assert (current["halo_rate_limit"], current["token_lifetime_s"], current["graph_rate"],
-            current["graph_burst"]) == ("1/60", 5.0, 2.0, 3)
+    current = anonymous.post(
+        "/_sandbox/faults", json={"halo_rate_limit": "1/60", "token_lifetime_s": 5, "graph_rate": 2, "graph_burst": 3}
+    ).json()
+    assert (current["halo_rate_limit"], current["token_lifetime_s"], current["graph_rate"], current["graph_burst"]) == (
+        "1/60",
+        5.0,
+        2.0,
+        3,
+    )
     assert halo.get("/api/Client").status_code == 200
     assert halo.get("/api/Client").status_code == 429
     assert anonymous.post("/_sandbox/faults", json={"halo_rate_limit": "off"}).json()["halo_rate_limit"] is None
@@ -357,8 +436,9 @@ def test_admin_stats_count_requests_per_path(halo: httpx.Client, anonymous: http
     assert {"server": "halo", "method": "GET", "path": "/api/Client", "count": 2} in stats["requests"]
 
 
-def test_admin_reset_goes_back_to_the_start_estate(halo: httpx.Client, anonymous: httpx.Client,
-                                                   small_estate: dict[str, Any]) -> None:
+def test_admin_reset_goes_back_to_the_start_estate(
+    halo: httpx.Client, anonymous: httpx.Client, small_estate: dict[str, Any]
+) -> None:
     start = anonymous.get("/_sandbox/estate").json()
     halo.post("/api/Users", json=[{"site_id": 10, "name": "Temp"}])
     assert anonymous.post("/_sandbox/reset").json() == {"reset": True}
@@ -367,8 +447,9 @@ def test_admin_reset_goes_back_to_the_start_estate(halo: httpx.Client, anonymous
     assert counted == {"/_sandbox/reset", "/_sandbox/estate"}  # the reset is recorded once it has answered
 
 
-def test_admin_reset_loads_a_new_estate_or_refuses_a_bad_one(halo: httpx.Client, anonymous: httpx.Client,
-                                                              small_estate: dict[str, Any]) -> None:
+def test_admin_reset_loads_a_new_estate_or_refuses_a_bad_one(
+    halo: httpx.Client, anonymous: httpx.Client, small_estate: dict[str, Any]
+) -> None:
     small_estate["halo"]["clients"][0]["name"] = "Contoso Renamed"
     del small_estate["m365"]["tenants"][2]
     assert anonymous.post("/_sandbox/reset", json={"estate": small_estate}).status_code == 200

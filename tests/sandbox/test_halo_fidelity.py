@@ -34,8 +34,10 @@ def list_model_fields(model: str) -> frozenset[str]:
 def messy(estate: dict[str, Any]) -> dict[str, Any]:
     """The small estate with a second (type-1) connection and the odd records real Halo holds."""
     halo = estate["halo"]
-    halo["azure_connections"] = [{"id": 1, "name": "Microsoft Partner", "type": 2},
-                                 {"id": 2, "name": "Fabrikam Azure AD", "type": 1}]
+    halo["azure_connections"] = [
+        {"id": 1, "name": "Microsoft Partner", "type": 2},
+        {"id": 2, "name": "Fabrikam Azure AD", "type": 1},
+    ]
     halo["clients"][0]["azure_tenants"][0]["id"] = 40
     halo["clients"][1]["azure_tenants"] = [
         {"id": 41, "details_id": 2, "azure_tenant_id": SECOND, "azure_tenant_name": "Fabrikam own"},
@@ -64,8 +66,12 @@ def anonymous(sandbox: RunningSandbox) -> Iterator[httpx.Client]:
 @pytest.fixture
 def halo(sandbox: RunningSandbox, anonymous: httpx.Client) -> Iterator[httpx.Client]:
     token = token_response(sandbox, anonymous).json()["access_token"]
-    with httpx.Client(base_url=sandbox.halo_url, verify=str(sandbox.ca_bundle), timeout=10,
-                      headers={"Authorization": f"Bearer {token}"}) as http:
+    with httpx.Client(
+        base_url=sandbox.halo_url,
+        verify=str(sandbox.ca_bundle),
+        timeout=10,
+        headers={"Authorization": f"Bearer {token}"},
+    ) as http:
         yield http
 
 
@@ -83,9 +89,11 @@ def mappings(halo: httpx.Client, connection_id: int) -> list[dict[str, Any]]:
 
 def test_connections_are_listed_by_type(halo: httpx.Client) -> None:
     assert halo.get("/api/azureadconnection", params={"type": 2}).json() == [
-        {"id": 1, "name": "Microsoft Partner", "type": 2}]
+        {"id": 1, "name": "Microsoft Partner", "type": 2}
+    ]
     assert halo.get("/api/azureadconnection", params={"type": 1}).json() == [
-        {"id": 2, "name": "Fabrikam Azure AD", "type": 1}]
+        {"id": 2, "name": "Fabrikam Azure AD", "type": 1}
+    ]
     assert [c["id"] for c in halo.get("/api/azureadconnection").json()] == [1, 2]
     assert halo.get("/api/azureadconnection/3").status_code == 404
 
@@ -93,20 +101,50 @@ def test_connections_are_listed_by_type(halo: httpx.Client) -> None:
 def test_each_connection_maps_only_its_own_entries(halo: httpx.Client) -> None:
     partner = mappings(halo, 1)
     assert [(m["id"], m["details_id"], m["azure_tenant_id"], m["client_id"]) for m in partner] == [
-        (40, 1, CONTOSO, 1), (42, 1, "n/a", 2)]  # the entry without id got the next free id
-    assert partner[0] == {"id": 40, "details_id": 1, "azure_tenant_id": CONTOSO, "azure_tenant_name": "Contoso",
-                          "client_id": 1, "client_name": "Contoso Ltd"}
-    assert mappings(halo, 2) == [{"id": 41, "details_id": 2, "azure_tenant_id": SECOND,
-                                  "azure_tenant_name": "Fabrikam own", "client_id": 2, "client_name": "Fabrikam Inc"}]
+        (40, 1, CONTOSO, 1),
+        (42, 1, "n/a", 2),
+    ]  # the entry without id got the next free id
+    assert partner[0] == {
+        "id": 40,
+        "details_id": 1,
+        "azure_tenant_id": CONTOSO,
+        "azure_tenant_name": "Contoso",
+        "client_id": 1,
+        "client_name": "Contoso Ltd",
+    }
+    assert mappings(halo, 2) == [
+        {
+            "id": 41,
+            "details_id": 2,
+            "azure_tenant_id": SECOND,
+            "azure_tenant_name": "Fabrikam own",
+            "client_id": 2,
+            "client_name": "Fabrikam Inc",
+        }
+    ]
 
 
 def test_client_details_carry_area_azure_tenant_entries(halo: httpx.Client) -> None:
     found = entries(halo, 2)
     assert found == [
-        {"id": 41, "details_id": 2, "details_name": "Fabrikam Azure AD", "client_id": 2, "client_name": "Fabrikam Inc",
-         "azure_tenant_id": SECOND, "azure_tenant_name": "Fabrikam own"},
-        {"id": 42, "details_id": 1, "details_name": "Microsoft Partner", "client_id": 2, "client_name": "Fabrikam Inc",
-         "azure_tenant_id": "n/a", "azure_tenant_name": "typo"},
+        {
+            "id": 41,
+            "details_id": 2,
+            "details_name": "Fabrikam Azure AD",
+            "client_id": 2,
+            "client_name": "Fabrikam Inc",
+            "azure_tenant_id": SECOND,
+            "azure_tenant_name": "Fabrikam own",
+        },
+        {
+            "id": 42,
+            "details_id": 1,
+            "details_name": "Microsoft Partner",
+            "client_id": 2,
+            "client_name": "Fabrikam Inc",
+            "azure_tenant_id": "n/a",
+            "azure_tenant_name": "typo",
+        },
     ]
     assert all(set(e) <= list_model_fields("AreaAzureTenant") for e in found)
 
@@ -122,17 +160,25 @@ def test_an_entry_missing_from_the_body_is_removed(halo: httpx.Client) -> None:
 
 
 def test_an_entry_with_its_id_is_updated_not_duplicated(halo: httpx.Client) -> None:
-    body = [{"id": 1, "azure_tenants": [{"id": 40, "azure_tenant_id": CONTOSO, "azure_tenant_name": "Contoso Renamed"}]}]
+    body = [
+        {"id": 1, "azure_tenants": [{"id": 40, "azure_tenant_id": CONTOSO, "azure_tenant_name": "Contoso Renamed"}]}
+    ]
     assert halo.post("/api/Client", json=body).status_code == 200
     assert [(e["id"], e["azure_tenant_name"], e["details_id"]) for e in entries(halo, 1)] == [
-        (40, "Contoso Renamed", 1)]
+        (40, "Contoso Renamed", 1)
+    ]
 
 
 def test_all_existing_entries_plus_a_new_one_keeps_them_all(halo: httpx.Client) -> None:
-    body = [{"id": 2, "azure_tenants": [{"id": 41}, {"id": 42}, {"azure_tenant_id": THIRD, "azure_tenant_name": "New"}]}]
+    body = [
+        {"id": 2, "azure_tenants": [{"id": 41}, {"id": 42}, {"azure_tenant_id": THIRD, "azure_tenant_name": "New"}]}
+    ]
     saved = halo.post("/api/Client", json=body).json()["azure_tenants"]
     assert [(e["id"], e["details_id"], e["azure_tenant_id"]) for e in saved] == [
-        (41, 2, SECOND), (42, 1, "n/a"), (43, 1, THIRD)]  # a new entry goes to the partner connection
+        (41, 2, SECOND),
+        (42, 1, "n/a"),
+        (43, 1, THIRD),
+    ]  # a new entry goes to the partner connection
     assert entries(halo, 2) == saved
 
 
@@ -147,14 +193,18 @@ def test_an_entry_sent_again_without_id_is_re_created_on_the_partner_connection(
 @pytest.mark.parametrize(
     ("tenants", "message"),
     [
-        ([{"id": 41}, {"azure_tenant_id": "n/a"}], "element [0] (id 2): azure_tenants[1].azure_tenant_id 'n/a' is not a GUID"),
+        (
+            [{"id": 41}, {"azure_tenant_id": "n/a"}],
+            "element [0] (id 2): azure_tenants[1].azure_tenant_id 'n/a' is not a GUID",
+        ),
         ([{"id": 41, "azure_tenant_id": "n/a"}], "azure_tenants[0].azure_tenant_id 'n/a' is not a GUID"),
         ([{"id": 40}], "element [0] (id 2): azure_tenants[0]: id 40 is not an azure_tenants entry of this client"),
         ([{"azure_tenant_id": THIRD, "details_id": 7}], "azure_tenants[0]: details_id 7 is not an Azure AD connection"),
     ],
 )
-def test_a_refused_azure_tenants_write_writes_nothing(halo: httpx.Client, tenants: list[dict[str, Any]],
-                                                      message: str) -> None:
+def test_a_refused_azure_tenants_write_writes_nothing(
+    halo: httpx.Client, tenants: list[dict[str, Any]], message: str
+) -> None:
     before = entries(halo, 2)
     answer = halo.post("/api/Client", json=[{"id": 2, "name": "Fabrikam Changed", "azure_tenants": tenants}])
     assert answer.status_code == 400 and message in answer.json()["error"]
@@ -167,10 +217,13 @@ def test_new_entries_with_a_connection_and_export_round_trip(halo: httpx.Client,
     assert halo.post("/api/Client", json=body).json()["azure_tenants"][0]["details_id"] == 2
     exported = anonymous.get("/_sandbox/estate").json()
     assert load_estate(exported) is exported
-    assert exported["halo"]["azure_connections"] == [{"id": 1, "name": "Microsoft Partner", "type": 2},
-                                                     {"id": 2, "name": "Fabrikam Azure AD", "type": 1}]
+    assert exported["halo"]["azure_connections"] == [
+        {"id": 1, "name": "Microsoft Partner", "type": 2},
+        {"id": 2, "name": "Fabrikam Azure AD", "type": 1},
+    ]
     assert exported["halo"]["clients"][2]["azure_tenants"] == [
-        {"id": 43, "details_id": 2, "azure_tenant_id": THIRD, "azure_tenant_name": None}]
+        {"id": 43, "details_id": 2, "azure_tenant_id": THIRD, "azure_tenant_name": None}
+    ]
     # Reset to the exported estate: every entry keeps its id and connection.
     assert anonymous.post("/_sandbox/reset", json={"estate": exported}).status_code == 200
     assert anonymous.get("/_sandbox/estate").json() == exported
@@ -190,19 +243,27 @@ def test_odd_records_are_served_as_stored_through_rest(halo: httpx.Client) -> No
 
 
 def test_odd_records_are_served_as_stored_through_reports(halo: httpx.Client) -> None:
-    sql = ("SELECT uid AS id, UAzureOID AS azureoid, uusername AS name, aareadesc AS client FROM USERS "
-           "JOIN SITE ON Usite = Ssitenum JOIN AREA ON sarea = Aarea WHERE uid IN (100, 102, 400) ORDER BY uid")
+    sql = (
+        "SELECT uid AS id, UAzureOID AS azureoid, uusername AS name, aareadesc AS client FROM USERS "
+        "JOIN SITE ON Usite = Ssitenum JOIN AREA ON sarea = Aarea WHERE uid IN (100, 102, 400) ORDER BY uid"
+    )
     report = halo.post("/api/Report", json=[{"name": "odd", "sql": sql}]).json()
     rows = halo.get(f"/api/Report/{report['id']}", params={"loadreport": "true"}).json()["report"]["rows"]
-    assert rows == [{"id": 100, "azureoid": BRACED_OID, "name": "Alice Adams", "client": "Contoso Ltd"},
-                    {"id": 102, "azureoid": "n/a", "name": "Carol Clark", "client": "Contoso Ltd"},
-                    {"id": 400, "azureoid": None, "name": None, "client": ""}]
-    tenants = halo.post("/api/Report", json=[{"name": "t", "sql": "SELECT AATid, AATtenantid, AATdetailsid "
-                                                                   "FROM AREAAZURETENANT ORDER BY AATid"}]).json()
+    assert rows == [
+        {"id": 100, "azureoid": BRACED_OID, "name": "Alice Adams", "client": "Contoso Ltd"},
+        {"id": 102, "azureoid": "n/a", "name": "Carol Clark", "client": "Contoso Ltd"},
+        {"id": 400, "azureoid": None, "name": None, "client": ""},
+    ]
+    tenants = halo.post(
+        "/api/Report",
+        json=[{"name": "t", "sql": "SELECT AATid, AATtenantid, AATdetailsid FROM AREAAZURETENANT ORDER BY AATid"}],
+    ).json()
     loaded = halo.get(f"/api/Report/{tenants['id']}", params={"loadreport": "true"}).json()["report"]["rows"]
-    assert loaded == [{"AATid": 40, "AATtenantid": CONTOSO, "AATdetailsid": 1},
-                      {"AATid": 41, "AATtenantid": SECOND, "AATdetailsid": 2},
-                      {"AATid": 42, "AATtenantid": "n/a", "AATdetailsid": 1}]
+    assert loaded == [
+        {"AATid": 40, "AATtenantid": CONTOSO, "AATdetailsid": 1},
+        {"AATid": 41, "AATtenantid": SECOND, "AATdetailsid": 2},
+        {"AATid": 42, "AATtenantid": "n/a", "AATdetailsid": 1},
+    ]
 
 
 # ----------------------------------------------------------------------------- list models
@@ -224,8 +285,9 @@ def test_list_rows_follow_halo_list_models_and_details_the_detail_model(halo: ht
 # ----------------------------------------------------------------------------- invoice sites
 
 
-def test_site_flags_decide_invoice_sites(sandbox_factory: Callable[..., RunningSandbox],
-                                         small_estate: dict[str, Any]) -> None:
+def test_site_flags_decide_invoice_sites(
+    sandbox_factory: Callable[..., RunningSandbox], small_estate: dict[str, Any]
+) -> None:
     sites = small_estate["halo"]["sites"]
     sites[0]["isinvoicesite"] = True  # site 10 of client 1 (also its main_site_id)
     sites[1]["isinvoicesite"] = True  # site 11 of client 1: two invoice sites, as in messy Halo
@@ -248,7 +310,9 @@ def test_every_entry_sent_back_as_returned_plus_a_new_one_keeps_them_all(halo: h
     # What the sync's write-back sends: the entries exactly as GET returned them (the odd legacy "n/a" one
     # included, unchanged), plus the new tenant under the partner connection.
     current = entries(halo, 2)
-    body = [{"id": 2, "azure_tenants": [*current, {"azure_tenant_id": THIRD, "azure_tenant_name": "New", "details_id": 1}]}]
+    body = [
+        {"id": 2, "azure_tenants": [*current, {"azure_tenant_id": THIRD, "azure_tenant_name": "New", "details_id": 1}]}
+    ]
     answer = halo.post("/api/Client", json=body)
     assert answer.status_code in (200, 201), answer.text
     after = entries(halo, 2)

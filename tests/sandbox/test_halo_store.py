@@ -10,8 +10,18 @@ import pytest
 
 from halo_sync_pipeline.sandbox.halo_store import HaloStore, ReportSqlError, WriteRejected
 
-USER_OPTIONAL = ("firstname", "surname", "emailaddress", "email2", "email3", "phonenumber", "mobilenumber",
-                 "fax", "title", "azureoid")
+USER_OPTIONAL = (
+    "firstname",
+    "surname",
+    "emailaddress",
+    "email2",
+    "email3",
+    "phonenumber",
+    "mobilenumber",
+    "fax",
+    "title",
+    "azureoid",
+)
 
 
 def _normalised(halo: dict[str, Any]) -> dict[str, Any]:
@@ -57,22 +67,32 @@ def test_export_round_trips_the_estate(store: HaloStore, small_estate: dict[str,
 
 
 def test_round_trip_with_every_optional_field_absent(tmp_path: Path) -> None:
-    halo = {"clients": [{"id": 5, "name": "Bare"}], "sites": [{"id": 6, "client_id": 5, "name": "S"}],
-            "users": [{"id": 7, "site_id": 6, "name": "U"}]}
+    halo = {
+        "clients": [{"id": 5, "name": "Bare"}],
+        "sites": [{"id": 6, "client_id": 5, "name": "S"}],
+        "users": [{"id": 7, "site_id": 6, "name": "U"}],
+    }
     with_store = HaloStore(tmp_path)
     with_store.load(halo)
     assert with_store.export() == _normalised(halo)
     # The keep-active field is defined although no user has a value: the contacts report still runs.
-    assert with_store.run_report_sql("SELECT uid AS id, CFM365SyncKeepActive FROM USERS") == [{"id": 7, "CFM365SyncKeepActive": None}]
+    assert with_store.run_report_sql("SELECT uid AS id, CFM365SyncKeepActive FROM USERS") == [
+        {"id": 7, "CFM365SyncKeepActive": None}
+    ]
     with_store.close()
 
 
 def test_load_replaces_everything(store: HaloStore) -> None:
     store.save_reports([{"name": "r", "sql": "SELECT 1"}])
     store.load({"clients": [{"id": 1, "name": "Only"}], "sites": [], "users": []})
-    assert store.export() == {"clients": [{"id": 1, "name": "Only", "website": None, "inactive": False,
-                                           "main_site_id": None, "azure_tenants": []}], "sites": [], "users": [],
-                              "azure_connections": [{"id": 1, "name": "Microsoft Partner", "type": 2}]}
+    assert store.export() == {
+        "clients": [
+            {"id": 1, "name": "Only", "website": None, "inactive": False, "main_site_id": None, "azure_tenants": []}
+        ],
+        "sites": [],
+        "users": [],
+        "azure_connections": [{"id": 1, "name": "Microsoft Partner", "type": 2}],
+    }
     assert store.reports(None) == []
 
 
@@ -83,8 +103,9 @@ def test_partial_update_keeps_other_fields(store: HaloStore) -> None:
 
 
 def test_create_gets_max_plus_one_and_client_of_its_site(store: HaloStore) -> None:
-    saved = store.upsert_users([{"site_id": 11, "firstname": "Erin", "surname": "Evans"},
-                                {"site_id": 20, "name": "Zed"}])
+    saved = store.upsert_users(
+        [{"site_id": 11, "firstname": "Erin", "surname": "Evans"}, {"site_id": 20, "name": "Zed"}]
+    )
     assert [(u["id"], u["client_id"], u["name"]) for u in saved] == [(202, 1, "Erin Evans"), (203, 2, "Zed")]
 
 
@@ -119,21 +140,33 @@ def test_user_writes_halo_refuses(store: HaloStore, element: dict[str, Any], mes
 def test_new_custom_field_becomes_a_users_column(store: HaloStore) -> None:
     store.upsert_users([{"id": 200, "customfields": [{"name": "CFNewFlag", "value": 1}]}])
     rows = store.run_report_sql("SELECT uid, CFNewFlag, CFM365SyncKeepActive FROM USERS WHERE uid IN (102, 200)")
-    assert rows == [{"Uid": 102, "CFNewFlag": None, "CFM365SyncKeepActive": "2"},
-                    {"Uid": 200, "CFNewFlag": 1, "CFM365SyncKeepActive": None}]
+    assert rows == [
+        {"Uid": 102, "CFNewFlag": None, "CFM365SyncKeepActive": "2"},
+        {"Uid": 200, "CFNewFlag": 1, "CFM365SyncKeepActive": None},
+    ]
 
 
 def test_client_azure_tenants_are_replaced_and_main_site_moves(store: HaloStore) -> None:
     tenant = "44444444-4444-4444-8444-444444444444"
-    [saved] = store.upsert_clients([{"id": 1, "main_site_id": 11,
-                                     "azure_tenants": [{"azure_tenant_id": tenant, "azure_tenant_name": "New"}]}])
+    [saved] = store.upsert_clients(
+        [{"id": 1, "main_site_id": 11, "azure_tenants": [{"azure_tenant_id": tenant, "azure_tenant_name": "New"}]}]
+    )
     # The entry left out of the list (Contoso, id 1) is removed; the new one gets a new id.
-    assert saved["azure_tenants"] == [{"id": 2, "details_id": 1, "details_name": "Microsoft Partner",
-                                       "client_id": 1, "client_name": "Contoso Ltd",
-                                       "azure_tenant_id": tenant, "azure_tenant_name": "New"}]
+    assert saved["azure_tenants"] == [
+        {
+            "id": 2,
+            "details_id": 1,
+            "details_name": "Microsoft Partner",
+            "client_id": 1,
+            "client_name": "Contoso Ltd",
+            "azure_tenant_id": tenant,
+            "azure_tenant_name": "New",
+        }
+    ]
     assert saved["main_site_id"] == 11 and saved["name"] == "Contoso Ltd"
     assert store.run_report_sql("SELECT Ssitenum FROM SITE WHERE SIsInvoiceSite = 1 AND sarea = 1") == [
-        {"Ssitenum": 11}]
+        {"Ssitenum": 11}
+    ]
 
 
 @pytest.mark.parametrize(
@@ -141,11 +174,19 @@ def test_client_azure_tenants_are_replaced_and_main_site_moves(store: HaloStore)
     [
         ({"id": 1, "main_site_id": 20}, "main_site_id 20 is not a site of it"),
         ({"id": 1, "azure_tenants": [{"azure_tenant_id": None}]}, "is not a GUID"),
-        ({"id": 1, "azure_tenants": [{"id": 1, "azure_tenant_id": "n/a"}]}, r"azure_tenants\[0\]\.azure_tenant_id 'n/a'"),
-        ({"id": 2, "azure_tenants": [{"id": 1}]}, r"azure_tenants\[0\]: id 1 is not an azure_tenants entry of this client"),
+        (
+            {"id": 1, "azure_tenants": [{"id": 1, "azure_tenant_id": "n/a"}]},
+            r"azure_tenants\[0\]\.azure_tenant_id 'n/a'",
+        ),
+        (
+            {"id": 2, "azure_tenants": [{"id": 1}]},
+            r"azure_tenants\[0\]: id 1 is not an azure_tenants entry of this client",
+        ),
         ({"id": 1, "azure_tenants": [{"id": 1}, {"id": 1}]}, r"\(listed twice\)"),
-        ({"id": 1, "azure_tenants": [{"azure_tenant_id": "44444444-4444-4444-8444-444444444444", "details_id": 9}]},
-         "details_id 9 is not an Azure AD connection"),
+        (
+            {"id": 1, "azure_tenants": [{"azure_tenant_id": "44444444-4444-4444-8444-444444444444", "details_id": 9}]},
+            "details_id 9 is not an Azure AD connection",
+        ),
         ({"website": "x.com"}, "a new client needs a name"),
         ({"id": 42, "name": "x"}, "no client with id 42"),
     ],
@@ -157,9 +198,15 @@ def test_client_writes_halo_refuses(store: HaloStore, element: dict[str, Any], m
 
 @pytest.mark.parametrize(
     "sql",
-    ["DELETE FROM USERS", "UPDATE USERS SET uinactive = 1", "SELECT 1; DELETE FROM USERS",
-     "WITH x AS (SELECT 1) DELETE FROM USERS", "SELECT * FROM pragma_table_info('USERS')",
-     "DROP TABLE USERS", "ATTACH DATABASE 'x.db' AS x"],
+    [
+        "DELETE FROM USERS",
+        "UPDATE USERS SET uinactive = 1",
+        "SELECT 1; DELETE FROM USERS",
+        "WITH x AS (SELECT 1) DELETE FROM USERS",
+        "SELECT * FROM pragma_table_info('USERS')",
+        "DROP TABLE USERS",
+        "ATTACH DATABASE 'x.db' AS x",
+    ],
 )
 def test_report_sql_cannot_write(store: HaloStore, sql: str) -> None:
     before = store.export()
@@ -189,6 +236,14 @@ def test_a_state_folder_from_before_azure_connections_resumes(tmp_path: Path) ->
     old.close()
     resumed = HaloStore(tmp_path)
     assert resumed.azure_connections(type_=2) == [{"id": 1, "name": "Microsoft Partner", "type": 2}]
-    assert resumed.tenant_mappings(1) == [{"id": 3, "details_id": 1, "azure_tenant_id": "11111111-1111-4111-8111-111111111111",
-                                          "azure_tenant_name": "Contoso", "client_id": 1, "client_name": "Contoso"}]
+    assert resumed.tenant_mappings(1) == [
+        {
+            "id": 3,
+            "details_id": 1,
+            "azure_tenant_id": "11111111-1111-4111-8111-111111111111",
+            "azure_tenant_name": "Contoso",
+            "client_id": 1,
+            "client_name": "Contoso",
+        }
+    ]
     resumed.close()

@@ -148,7 +148,9 @@ def _no_secrets(response: Any, credentials: SandboxCredentials) -> None:
 # --- identity ----------------------------------------------------------------------------------------------------
 
 
-def test_openid_configuration_points_back_at_this_server_and_resolves_domains_to_the_tenant_id(client: TestClient) -> None:
+def test_openid_configuration_points_back_at_this_server_and_resolves_domains_to_the_tenant_id(
+    client: TestClient,
+) -> None:
     for ref in (TENANT_A, TENANT_A.upper(), "alpha.com", "ALPHA.onmicrosoft.com"):
         config = client.get(f"/{ref}/v2.0/.well-known/openid-configuration").json()
         assert config["token_endpoint"] == f"https://ms.test/{TENANT_A}/oauth2/v2.0/token"
@@ -158,9 +160,13 @@ def test_openid_configuration_points_back_at_this_server_and_resolves_domains_to
     assert partner["token_endpoint"] == f"https://ms.test/{PARTNER}/oauth2/v2.0/token"
 
 
-def test_unknown_tenant_and_unverified_domain_are_aadsts90002(client: TestClient, credentials: SandboxCredentials) -> None:
+def test_unknown_tenant_and_unverified_domain_are_aadsts90002(
+    client: TestClient, credentials: SandboxCredentials
+) -> None:
     for ref in ("nosuch.com", "alpha-old.com", "dddddddd-0000-4000-8000-00000000000d"):
-        _assert_identity_error(client.get(f"/{ref}/v2.0/.well-known/openid-configuration"), 400, "invalid_tenant", 90002)
+        _assert_identity_error(
+            client.get(f"/{ref}/v2.0/.well-known/openid-configuration"), 400, "invalid_tenant", 90002
+        )
     _assert_identity_error(_refresh(client, credentials, "nosuch.com"), 400, "invalid_tenant", 90002)
 
 

@@ -178,7 +178,9 @@ def test_fault_omit_user_properties_is_set_and_cleared_at_run_time(sandbox_facto
         assert all("assignedLicenses" not in u for u in _users(sandbox, http, CONTOSO_TENANT_ID))
         assert all("assignedLicenses" in u for u in _users(sandbox, http, FABRIKAM_TENANT_ID))
     loads = _load_all(sandbox)
-    assert loads[CONTOSO_TENANT_ID].status == "failed" and "lacks assignedLicenses" in (loads[CONTOSO_TENANT_ID].error or "")
+    assert loads[CONTOSO_TENANT_ID].status == "failed" and "lacks assignedLicenses" in (
+        loads[CONTOSO_TENANT_ID].error or ""
+    )
     assert loads[FABRIKAM_TENANT_ID].status == "loaded"
 
     assert _admin(sandbox, "faults", {"omit_user_properties": {}}).status_code == 200
@@ -186,16 +188,18 @@ def test_fault_omit_user_properties_is_set_and_cleared_at_run_time(sandbox_facto
 
 
 @pytest.mark.parametrize("bad", [{"x": ["shoeSize"]}, {"x": "assignedLicenses"}, ["assignedLicenses"]])
-def test_a_bad_omit_user_properties_fault_is_400_and_changes_nothing(sandbox_factory: Sandbox,
-                                                                     small_estate: dict[str, Any], bad: Any) -> None:
+def test_a_bad_omit_user_properties_fault_is_400_and_changes_nothing(
+    sandbox_factory: Sandbox, small_estate: dict[str, Any], bad: Any
+) -> None:
     sandbox = sandbox_factory(small_estate)
     answer = _admin(sandbox, "faults", {"omit_user_properties": bad, "latency_ms": 5})
     assert answer.status_code == 400
     assert sandbox.runtime.faults.omit_user_properties == {} and sandbox.runtime.faults.latency_ms == 0
 
 
-def test_an_unknown_name_in_sandbox_omit_user_properties_refuses_the_estate(sandbox_factory: Sandbox,
-                                                                            small_estate: dict[str, Any]) -> None:
+def test_an_unknown_name_in_sandbox_omit_user_properties_refuses_the_estate(
+    sandbox_factory: Sandbox, small_estate: dict[str, Any]
+) -> None:
     from halo_sync_pipeline.sandbox.estate import EstateError
 
     bad = copy.deepcopy(small_estate)

@@ -69,7 +69,8 @@ def _graph_pages(sandbox: RunningSandbox, http: requests.Session, token: str, pa
 
 def test_refresh_token_for_the_partner_reads_contracts(sandbox: RunningSandbox, session: requests.Session) -> None:
     result = _app(sandbox, session, PARTNER_TENANT_ID).acquire_token_by_refresh_token(
-        sandbox.credentials.m365_refresh_token, scopes=GRAPH_SCOPES)
+        sandbox.credentials.m365_refresh_token, scopes=GRAPH_SCOPES
+    )
     assert "access_token" in result, result.get("error_description")
     contracts = [c for page in _graph_pages(sandbox, session, result["access_token"], "/v1.0/contracts") for c in page]
     assert {c["customerId"] for c in contracts} == {CONTOSO_TENANT_ID, FABRIKAM_TENANT_ID, NORTHWIND_TENANT_ID}
@@ -80,9 +81,12 @@ def test_refresh_token_per_customer_tenant_reads_only_that_tenant(sandbox: Runni
     cache = msal.TokenCache()
     for tenant, domain in ((CONTOSO_TENANT_ID, "contoso.com"), (FABRIKAM_TENANT_ID, "fabrikam.com")):
         result = _app(sandbox, session, tenant, cache=cache).acquire_token_by_refresh_token(
-            sandbox.credentials.m365_refresh_token, scopes=GRAPH_SCOPES)
+            sandbox.credentials.m365_refresh_token, scopes=GRAPH_SCOPES
+        )
         assert "access_token" in result, result.get("error_description")
-        pages = _graph_pages(sandbox, session, result["access_token"], "/v1.0/users?$top=1&$select=id,userPrincipalName")
+        pages = _graph_pages(
+            sandbox, session, result["access_token"], "/v1.0/users?$top=1&$select=id,userPrincipalName"
+        )
         assert len(pages) == 2 and all(len(page) == 1 for page in pages)
         assert {u["userPrincipalName"].split("@")[1] for page in pages for u in page} == {domain}
 
@@ -121,19 +125,22 @@ def test_refresh_token_refused_where_not_consented(sandbox: RunningSandbox, sess
     """The Secure Application Model too: without the app's consent in the customer tenant, AADSTS65001."""
     credentials = sandbox.credentials
     result = _app(sandbox, session, NORTHWIND_TENANT_ID).acquire_token_by_refresh_token(
-        credentials.m365_refresh_token, scopes=GRAPH_SCOPES)
+        credentials.m365_refresh_token, scopes=GRAPH_SCOPES
+    )
     assert "access_token" not in result
     assert result.get("error") == "invalid_grant" and result.get("error_codes") == [65001]
     assert result["error_description"].startswith("AADSTS65001: The user or administrator has not consented")
     assert credentials.m365_refresh_token not in str(result) and credentials.m365_client_secret not in str(result)
     by_domain = _app(sandbox, session, "northwind.net").acquire_token_by_refresh_token(
-        credentials.m365_refresh_token, scopes=GRAPH_SCOPES)
+        credentials.m365_refresh_token, scopes=GRAPH_SCOPES
+    )
     assert by_domain.get("error_codes") == [65001]
 
 
 def test_wrong_secret_is_an_msal_error_without_the_secret(sandbox: RunningSandbox, session: requests.Session) -> None:
     result = _app(sandbox, session, CONTOSO_TENANT_ID, secret="wrong-secret").acquire_token_for_client(
-        scopes=GRAPH_SCOPES)
+        scopes=GRAPH_SCOPES
+    )
     assert result.get("error") == "invalid_client"
     assert "wrong-secret" not in str(result) and sandbox.credentials.m365_client_secret not in str(result)
 
@@ -148,12 +155,14 @@ def test_a_generated_estate_serves_every_tenant(sandbox_factory: Callable[..., R
     sandbox = sandbox_factory(estate=estate)
     with _https_session(sandbox) as http:
         partner = _app(sandbox, http, estate["m365"]["partner_tenant_id"]).acquire_token_by_refresh_token(
-            sandbox.credentials.m365_refresh_token, scopes=GRAPH_SCOPES)
+            sandbox.credentials.m365_refresh_token, scopes=GRAPH_SCOPES
+        )
         contracts = _graph_pages(sandbox, http, partner["access_token"], "/v1.0/contracts?$top=5")
         assert len(contracts) == 3 and sum(map(len, contracts)) == 12
         consented = (t for t in estate["m365"]["tenants"] if t.get("consented", True))
         biggest = max(consented, key=lambda t: len(t["users"]))
         token = _app(sandbox, http, biggest["customerId"]).acquire_token_by_refresh_token(
-            sandbox.credentials.m365_refresh_token, scopes=GRAPH_SCOPES)["access_token"]
+            sandbox.credentials.m365_refresh_token, scopes=GRAPH_SCOPES
+        )["access_token"]
         pages = _graph_pages(sandbox, http, token, "/v1.0/users?$top=2&$select=id,accountEnabled,assignedLicenses")
         assert [u["id"] for page in pages for u in page] == [u["id"] for u in biggest["users"]]

@@ -45,7 +45,10 @@ def tenants_loaded_result(m365_tenants: pd.DataFrame) -> dg.AssetCheckResult:
     failures = source_checks.tenant_load_failures(m365_tenants)
     everything_failed = len(m365_tenants) > 0 and len(failures) == len(m365_tenants)
     return failure_result(
-        failures, check_name=TENANTS_LOADED.name, asset="m365_tenants", severity=ERROR if everything_failed else WARN,
+        failures,
+        check_name=TENANTS_LOADED.name,
+        asset="m365_tenants",
+        severity=ERROR if everything_failed else WARN,
         what=f"of {len(m365_tenants)} tenants failed to load: nothing is written for them",
         what_to_do="Read each error: consent missing in the customer tenant (consent the partner app there), GDAP "
         "expired, throttling (it passes), or malformed data (the error names the user). The other tenants sync.",
@@ -81,7 +84,9 @@ def m365_directory(context: dg.AssetExecutionContext, m365: M365Resource, sync_s
     tenants, domains, users = frames.m365_frames(loads, required_user_properties(sync_settings.settings()))
     failed = tenants[tenants["status"] == "failed"]
     if len(failed):
-        context.log.warning(f"{len(failed)} of {len(tenants)} tenants failed to load; no action will be planned for them")
+        context.log.warning(
+            f"{len(failed)} of {len(tenants)} tenants failed to load; no action will be planned for them"
+        )
     yield dg.Output(
         tenants,
         output_name="m365_tenants",
@@ -89,7 +94,9 @@ def m365_directory(context: dg.AssetExecutionContext, m365: M365Resource, sync_s
             tenants,
             {
                 "status": counts_markdown(tenants["status"], "status"),
-                "failed_tenants": dg.MetadataValue.md(markdown_table(failed[["display_name", "tenant_id", "error"]], 50)),
+                "failed_tenants": dg.MetadataValue.md(
+                    markdown_table(failed[["display_name", "tenant_id", "error"]], 50)
+                ),
                 **request_metadata(counts),
             },
         ),

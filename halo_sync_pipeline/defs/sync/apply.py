@@ -10,6 +10,10 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from halo_sync_pipeline.defs.checks import schema_result, schema_spec
+from halo_sync_pipeline.defs.metadata import OWNER, counts_markdown, frame_metadata, markdown_table, request_metadata
+from halo_sync_pipeline.defs.resources import HaloResource
+from halo_sync_pipeline.schemas import plan
 from halo_sync_pipeline.write_engine import (
     ApplyToggles,
     PrepareBody,
@@ -18,10 +22,6 @@ from halo_sync_pipeline.write_engine import (
     partner_connection_id,
     planned_writes,
 )
-from halo_sync_pipeline.defs.checks import schema_result, schema_spec
-from halo_sync_pipeline.defs.metadata import OWNER, counts_markdown, frame_metadata, markdown_table, request_metadata
-from halo_sync_pipeline.defs.resources import HaloResource
-from halo_sync_pipeline.schemas import plan
 
 APPLY_JOB_NAME = "halo_sync_apply"
 APPLY_TAG = "halo_sync/apply"  # dagster.yaml limits runs with this tag to one at a time
@@ -151,7 +151,9 @@ def apply_summary(applied: pd.DataFrame, dry_run: bool) -> str:
 
 
 @dg.asset(
-    group_name="sync", kinds={"halo", "pandas"}, owners=[OWNER],
+    group_name="sync",
+    kinds={"halo", "pandas"},
+    owners=[OWNER],
     check_specs=[schema_spec("applied_changes", plan.AppliedChangesSchema)],
 )
 def applied_changes(
@@ -178,7 +180,11 @@ def applied_changes(
         _refuse_stale_plan(context, config.max_plan_age_minutes)
         with _exclusive_apply(context), halo.client() as client:
             applied = apply_writes(
-                writes, client.upsert, toggles=config.toggles(), dry_run=False, batch_size=halo.write_batch_size,
+                writes,
+                client.upsert,
+                toggles=config.toggles(),
+                dry_run=False,
+                batch_size=halo.write_batch_size,
                 prepare=_company_write_backs(client),
             )
             counts = client.request_counts.snapshot()
@@ -196,4 +202,3 @@ def applied_changes(
     yield schema_result("applied_changes", plan.AppliedChangesSchema, applied)
     if len(failed):
         raise dg.Failure(f"{len(failed)} of {len(applied)} actions failed; see applied_changes' failed table")
-

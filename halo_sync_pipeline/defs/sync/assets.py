@@ -53,7 +53,11 @@ def plan_export_folder(context: dg.AssetExecutionContext, settings: SyncSettings
     record = context.instance.get_run_record_by_id(context.run_id)
     created = record.create_timestamp if record is not None else datetime.now(UTC)
     stamp = created.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
-    base = Path(settings.report_path).parent if settings.report_path else Path(context.instance.storage_directory()) / "reports"
+    base = (
+        Path(settings.report_path).parent
+        if settings.report_path
+        else Path(context.instance.storage_directory()) / "reports"
+    )
     return base / f"{stamp}_{context.run_id[:8]}"
 
 
@@ -95,7 +99,9 @@ def company_mappings(
             {
                 "by_method": counts_markdown(frame["method"], "method"),
                 "unmatched_or_conflict": dg.MetadataValue.md(
-                    markdown_table(problems[["tenant_name", "tenant_id", "method", "reason", "candidates", "evidence"]], 50)
+                    markdown_table(
+                        problems[["tenant_name", "tenant_id", "method", "reason", "candidates", "evidence"]], 50
+                    )
                 ),
                 "company_writes_planned": int(frame["company_update"].notna().sum()),
                 **_export(context, sync_settings, frame, "company_mappings"),
@@ -128,7 +134,12 @@ def contact_changes(
     deactivation switched off). Held rows are never written. Also exported as contact_changes.csv.
     """
     frame = plan_contact_changes(
-        company_mappings, m365_users, m365_domains, halo_contacts, halo_sites, sync_settings.settings(),
+        company_mappings,
+        m365_users,
+        m365_domains,
+        halo_contacts,
+        halo_sites,
+        sync_settings.settings(),
         companies=halo_companies,
     )
     held = frame[frame["held"]]
@@ -191,7 +202,11 @@ def tenant_review(
         metadata={
             "summary": dg.MetadataValue.text(
                 f"{problems} of {len(frame)} tenants need review; {len(quarantined)} Halo records quarantined"
-                + (f"; the table shows the first {REVIEW_TABLE_ROWS} (problems first), the CSV has all" if len(frame) > len(shown) else "")
+                + (
+                    f"; the table shows the first {REVIEW_TABLE_ROWS} (problems first), the CSV has all"
+                    if len(frame) > len(shown)
+                    else ""
+                )
             ),
             "needing_review": dg.MetadataValue.md(review_stories(frame, REVIEW_STORIES)),
             "tenants": table_metadata(shown, REVIEW_COLUMN_DESCRIPTIONS),
@@ -202,7 +217,10 @@ def tenant_review(
     )
     yield schema_result("tenant_review", plan.TenantReviewSchema, frame)
     yield failure_result(
-        quarantined, check_name=QUARANTINED.name, severity=WARN, what="Halo records quarantined",
+        quarantined,
+        check_name=QUARANTINED.name,
+        severity=WARN,
+        what="Halo records quarantined",
         what_to_do="Fix each record in Halo (give it a name, a GUID or one invoice site; remove the copy); the "
         "sync leaves it alone until then and every other record syncs.",
     )

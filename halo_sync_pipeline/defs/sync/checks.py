@@ -57,12 +57,15 @@ def mapping_results(
     return [
         failure_result(
             plan_checks.company_mapping_problems(company_mappings, m365_tenants, halo_companies),
-            check_name=MAPPINGS_INTEGRITY.name, severity=ERROR, what="mapping integrity problems: nothing is written",
+            check_name=MAPPINGS_INTEGRITY.name,
+            severity=ERROR,
+            what="mapping integrity problems: nothing is written",
             tenant_names=names,
         ),
         failure_result(
             plan_checks.company_mapping_warnings(company_mappings),
-            check_name=MAPPINGS_REVIEW.name, severity=WARN,
+            check_name=MAPPINGS_REVIEW.name,
+            severity=WARN,
             what="tenants unmatched or in conflict: nothing is written for them",
             what_to_do="Map each tenant to its company in Halo (rule 1 then wins), reactivate or fix the company, or "
             "exclude the tenant; then re-run halo_sync_plan and look at tenant_review.",
@@ -76,12 +79,16 @@ def change_results(
     return [
         failure_result(
             plan_checks.contact_change_problems(contact_changes, company_mappings, halo_contacts, settings),
-            check_name=CHANGES_INTEGRITY.name, severity=ERROR, what="contact plan problems: nothing is written",
+            check_name=CHANGES_INTEGRITY.name,
+            severity=ERROR,
+            what="contact plan problems: nothing is written",
             tenant_names=tenant_names_of(company_mappings),
         ),
         failure_result(
             plan_checks.contact_change_warnings(contact_changes),
-            check_name=CHANGES_HELD.name, severity=WARN, what="held contact actions (never written)",
+            check_name=CHANGES_HELD.name,
+            severity=WARN,
+            what="held contact actions (never written)",
             what_to_do="Read each hold reason: it says what releases the action. Fix in Halo or in sync_settings, "
             "then re-run halo_sync_plan.",
         ),
