@@ -1,7 +1,7 @@
 """Graph tokens per customer tenant from msal, for `auth.MsalAuth`.
 
-One msal `ConfidentialClientApplication` per tenant authority, all sharing one
-`SerializableTokenCache`, all given `MsalHttpAdapter` (a sync httpx.Client with the same TLS
+One msal `ConfidentialClientApplication` per tenant authority, each with its own small token cache,
+all given `MsalHttpAdapter` (a sync httpx.Client with the same TLS
 settings, so a CA bundle applies to identity calls too). Either the Secure Application Model (the
 partner's refresh token redeemed per customer tenant, as the seed does) or app-only client
 credentials per customer tenant. msal is blocking, so its calls run in threads.
@@ -124,7 +124,6 @@ class MsalTokens:
         self.scope = scope
         self.http = http
         self._scrub = scrub
-        self._cache = msal.SerializableTokenCache()
         self._apps: dict[str, msal.ConfidentialClientApplication] = {}
         self._apps_lock = threading.Lock()
         self._app_locks: dict[str, threading.Lock] = {}  # tenant -> lock held while its msal app is built
@@ -173,7 +172,9 @@ class MsalTokens:
             self.client_id,
             client_credential=self._client_secret,
             authority=f"{self.login_url}/{tenant_id}",
-            token_cache=self._cache,
+            # One small cache per tenant: msal searches its whole cache on every write; one cache shared by
+            # 2,000 tenants cost 12% more client CPU on a full read (22.6 s against 19.9 s, latency 0).
+            token_cache=msal.TokenCache(),
             http_client=self.http,
             # msal validates authorities against Microsoft's list; a sandbox or sovereign
             # test host is not on it, and instance discovery would call Microsoft.
