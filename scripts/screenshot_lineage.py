@@ -222,84 +222,48 @@ def screenshot(
     chromium: str, base_url: str, groups: list[str], out: Path, *, width: int, height: int, settle_timeout: float
 ) -> None:
     """Capture the global asset lineage page with every group expanded, top-down, fitted to the window."""
-    port = free_port()
     expanded = "/asset-groups?" + urlencode({"expanded": ",".join(f"global@global:{g}" for g in groups)})
-    with tempfile.TemporaryDirectory(prefix="halo-sync-chromium-") as profile:
-        cmd = [
-            chromium,
-            *CHROMIUM_FLAGS,
-            f"--user-data-dir={profile}",
-            f"--window-size={width},{height}",
-            "--remote-debugging-address=127.0.0.1",
-            f"--remote-debugging-port={port}",
-            "about:blank",
-        ]
-        with managed_process(
-            cmd, env=os.environ, cwd=REPO_ROOT, log_path=Path(profile) / "chromium.log", stop_timeout=15
-        ):
-            targets = wait_until(
-                lambda: [
-                    t
-                    for t in httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=5).json()
-                    if t.get("type") == "page"
-                ],
-                timeout=60,
-                what="Chromium's DevTools endpoint",
-            )
-            with contextlib.closing(DevTools(targets[0]["webSocketDebuggerUrl"])) as tools:
-                tools.call("Page.enable")
-                tools.call(
-                    "Emulation.setDeviceMetricsOverride",
-                    {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
-                )
+    with browser(chromium, width, height) as tools:
 
-                def page_shows(*words: str) -> bool:
-                    text = tools.evaluate("document.body ? document.body.innerText : ''") or ""
-                    return all(word in text for word in words)
+        def page_shows(*words: str) -> bool:
+            text = tools.evaluate("document.body ? document.body.innerText : ''") or ""
+            return all(word in text for word in words)
 
-                # 1. Top-down layout (the UI's own setting, kept in localStorage): the three groups sit
-                #    side by side and the whole graph fits the window with readable nodes.
-                tools.call("Page.navigate", {"url": base_url + "/asset-groups"})
-                wait_until(lambda: page_shows("Global asset lineage"), timeout=settle_timeout, what="the UI to load")
-                tools.evaluate("localStorage.setItem('asset-graph-direction', JSON.stringify('vertical'))")
-                tools.call("Page.navigate", {"url": base_url + "/asset-groups"})
-                wait_until(
-                    lambda: page_shows("Global asset lineage", *groups),
-                    timeout=settle_timeout,
-                    what="the collapsed groups",
-                )
-                # 2. Give the graph the whole width, then expand every group through the app's router: the
-                #    new layout is zoomed to fit the (now wider) viewport.
-                tools.evaluate(_HIDE_PANELS_JS)
-                time.sleep(1.0)
-                tools.evaluate(
-                    f"window.history.pushState({{}}, '', {json.dumps(expanded)});"
-                    "window.dispatchEvent(new PopStateEvent('popstate', {state: {}})); true"
-                )
-                last: dict[str, Any] = {}
+        # 1. Top-down layout (the UI's own setting, kept in localStorage): the three groups sit
+        #    side by side and the whole graph fits the window with readable nodes.
+        tools.call("Page.navigate", {"url": base_url + "/asset-groups"})
+        wait_until(lambda: page_shows("Global asset lineage"), timeout=settle_timeout, what="the UI to load")
+        tools.evaluate("localStorage.setItem('asset-graph-direction', JSON.stringify('vertical'))")
+        tools.call("Page.navigate", {"url": base_url + "/asset-groups"})
+        wait_until(
+            lambda: page_shows("Global asset lineage", *groups),
+            timeout=settle_timeout,
+            what="the collapsed groups",
+        )
+        # 2. Give the graph the whole width, then expand every group through the app's router: the
+        #    new layout is zoomed to fit the (now wider) viewport.
+        tools.evaluate(_HIDE_PANELS_JS)
+        time.sleep(1.0)
+        tools.evaluate(
+            f"window.history.pushState({{}}, '', {json.dumps(expanded)});"
+            "window.dispatchEvent(new PopStateEvent('popstate', {state: {}})); true"
+        )
+        last: dict[str, Any] = {}
 
-                def drawn() -> bool:
-                    nonlocal last
-                    last = json.loads(tools.evaluate(_DRAWN_JS) or "{}")
-                    return len(last.get("present", [])) == len(ASSETS) and not last.get("loading")
+        def drawn() -> bool:
+            nonlocal last
+            last = json.loads(tools.evaluate(_DRAWN_JS) or "{}")
+            return len(last.get("present", [])) == len(ASSETS) and not last.get("loading")
 
-                try:
-                    wait_until(drawn, timeout=settle_timeout, interval=1.0, what="the lineage graph to render")
-                except TimeoutError as exc:
-                    failed_shot = out.with_name(out.stem + ".failed.png")
-                    failed_shot.write_bytes(
-                        base64.b64decode(tools.call("Page.captureScreenshot", {"format": "png"})["data"])
-                    )
-                    raise SystemExit(f"{exc}; last state: {last}; what the page showed: {failed_shot}") from None
-                # 3. Statuses load after the nodes and the zoom animates: wait until the text stops changing.
-                previous = None
-                for _ in range(20):
-                    time.sleep(1.0)
-                    current = tools.evaluate("document.body.innerText")
-                    if current == previous:
-                        break
-                    previous = current
-                shot = tools.call("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": False})
+        try:
+            wait_until(drawn, timeout=settle_timeout, interval=1.0, what="the lineage graph to render")
+        except TimeoutError as exc:
+            failed_shot = out.with_name(out.stem + ".failed.png")
+            failed_shot.write_bytes(base64.b64decode(tools.call("Page.captureScreenshot", {"format": "png"})["data"]))
+            raise SystemExit(f"{exc}; last state: {last}; what the page showed: {failed_shot}") from None
+        # 3. Statuses load after the nodes and the zoom animates: wait until the text stops changing.
+        _settle(tools)
+        shot = tools.call("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": False})
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(base64.b64decode(shot["data"]))
 
