@@ -14,7 +14,7 @@ from typing import Any, Literal
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from halo_sync_pipeline.rules.contacts import CHANGE_COLUMNS
+from halo_sync_pipeline.schemas.plan import APPLIED_CHANGE_COLUMNS, CONTACT_CHANGE_COLUMNS
 
 # endpoint ("Users" | "Client"), bodies -> saved records in the same order
 Endpoint = Literal["Users", "Client"]
@@ -26,8 +26,8 @@ PrepareBody = Callable[[str, dict[str, Any]], dict[str, Any] | None]
 ACTION_ORDER = ("set_tenant_id", "pair", "reactivate", "update", "create", "deactivate")
 
 # `applied_changes` is `contact_changes` (and company write-backs) plus outcome, error and halo_id.
-PLAN_COLUMNS = CHANGE_COLUMNS
-APPLIED_COLUMNS = [*PLAN_COLUMNS, "outcome", "error", "halo_id"]
+PLAN_COLUMNS = CONTACT_CHANGE_COLUMNS
+APPLIED_COLUMNS = APPLIED_CHANGE_COLUMNS
 
 
 _NARROWS = (

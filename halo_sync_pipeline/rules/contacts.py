@@ -23,27 +23,10 @@ import pandas as pd
 from halo_sync_pipeline.rules.guard import apply_deactivation_guard, is_general_user
 from halo_sync_pipeline.rules.normalise import clean_text_for_halo, email_domains, keep_active_equals
 from halo_sync_pipeline.rules.users import select_users
-from halo_sync_pipeline.schemas.plan import MATCHED_METHODS
+from halo_sync_pipeline.schemas.plan import CONTACT_CHANGE_COLUMNS, MATCHED_METHODS
 from halo_sync_pipeline.settings import SyncSettings
 
-CHANGE_COLUMNS = [
-    "tenant_id",
-    "tenant_name",
-    "company_id",
-    "company_name",
-    "contact_id",
-    "user_id",
-    "action",
-    "held",
-    "reason",
-    "hold_reason",
-    "name",
-    "email",
-    "phonenumber",
-    "mobilenumber",
-    "body",
-    "evidence",
-]
+CHANGE_COLUMNS = CONTACT_CHANGE_COLUMNS
 # Halo contact field <- Microsoft 365 user column (users' `surname` is renamed to avoid the clash).
 UPDATED_FIELDS = {
     "firstname": "given_name",

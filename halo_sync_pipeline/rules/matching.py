@@ -16,23 +16,16 @@ import pandas as pd
 
 from halo_sync_pipeline.rules.normalise import email_domains, normalise_company_names, website_hosts
 from halo_sync_pipeline.rules.quarantine import usable
-from halo_sync_pipeline.schemas.plan import CONFLICT_METHOD, MATCHED_METHODS, WRITE_BACK_METHODS
+from halo_sync_pipeline.schemas.plan import (
+    COMPANY_MAPPING_COLUMNS,
+    CONFLICT_METHOD,
+    MATCHED_METHODS,
+    WRITE_BACK_METHODS,
+)
 from halo_sync_pipeline.settings import SyncSettings
 
 CANDIDATE_COLUMNS = ["tenant_id", "company_id", "evidence"]
-MAPPING_COLUMNS = [
-    "tenant_id",
-    "tenant_name",
-    "default_domain",
-    "users_status",
-    "method",
-    "reason",
-    "company_id",
-    "company_name",
-    "candidates",
-    "evidence",
-    "company_update",
-]
+MAPPING_COLUMNS = COMPANY_MAPPING_COLUMNS
 
 
 def _quoted(values: pd.Series) -> pd.Series:

@@ -12,30 +12,12 @@ import json
 import pandas as pd
 
 from halo_sync_pipeline.rules.contacts import DEACTIVATION_OFF_HOLD
-from halo_sync_pipeline.schemas.plan import CONFLICT_METHOD, CONTACT_ACTIONS
+from halo_sync_pipeline.schemas.plan import CONFLICT_METHOD, CONTACT_ACTIONS, TENANT_REVIEW_COLUMNS
 
 # action -> column counting that tenant's planned rows of it (held ones included)
 ACTION_COUNT_COLUMNS = {action: f"{action}s" if action != "ambiguous" else "ambiguous" for action in CONTACT_ACTIONS}
-# What a person reads first comes first (the UI's table is wider than a screen): name, what needs doing, the
-# match and why, what is held and why; then the counts and the ids.
-REVIEW_COLUMNS = [
-    "tenant_name",
-    "warnings",
-    "evidence",
-    "hold_reasons",
-    "method",
-    "reason",
-    "company_name",
-    "candidates",
-    "write_back",
-    "held",
-    *ACTION_COUNT_COLUMNS.values(),
-    "load_status",
-    "load_error",
-    "needs_review",
-    "company_id",
-    "tenant_id",
-]
+# What a person reads first comes first (the UI's table is wider than a screen): the model's column order.
+REVIEW_COLUMNS = TENANT_REVIEW_COLUMNS
 
 
 def _count_text(counts: pd.Series) -> str:

@@ -10,7 +10,7 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
 
-from halo_sync_pipeline.schemas.common import StrictModel
+from halo_sync_pipeline.schemas.common import StrictModel, columns
 
 MAPPING_METHODS = (
     "tenant_id",
@@ -143,26 +143,26 @@ class InactiveReportSchema(StrictModel):
 
 class TenantReviewSchema(StrictModel):
     tenant_name: Series[pd.StringDtype] = pa.Field(nullable=True)
-    tenant_id: Series[pd.StringDtype] = pa.Field(unique=True)
-    needs_review: Series[bool]
     warnings: Series[pd.StringDtype] = pa.Field(nullable=True)
-    load_status: Series[pd.StringDtype] = pa.Field(isin=USERS_STATUSES)
-    load_error: Series[pd.StringDtype] = pa.Field(nullable=True)
+    evidence: Series[pd.StringDtype]
+    hold_reasons: Series[pd.StringDtype] = pa.Field(nullable=True)
     method: Series[pd.StringDtype] = pa.Field(isin=MAPPING_METHODS)
     reason: Series[pd.StringDtype] = pa.Field(isin=UNMATCHED_REASONS, nullable=True)
-    company_id: Series[pd.Int64Dtype] = pa.Field(nullable=True)
     company_name: Series[pd.StringDtype] = pa.Field(nullable=True)
-    evidence: Series[pd.StringDtype]
     candidates: Series[pd.StringDtype] = pa.Field(nullable=True)
     write_back: Series[pd.StringDtype] = pa.Field(nullable=True)
+    held: Series[int] = pa.Field(ge=0)
     creates: Series[int] = pa.Field(ge=0)
     pairs: Series[int] = pa.Field(ge=0)
     reactivates: Series[int] = pa.Field(ge=0)
     updates: Series[int] = pa.Field(ge=0)
     deactivates: Series[int] = pa.Field(ge=0)
     ambiguous: Series[int] = pa.Field(ge=0)
-    held: Series[int] = pa.Field(ge=0)
-    hold_reasons: Series[pd.StringDtype] = pa.Field(nullable=True)
+    load_status: Series[pd.StringDtype] = pa.Field(isin=USERS_STATUSES)
+    load_error: Series[pd.StringDtype] = pa.Field(nullable=True)
+    needs_review: Series[bool]
+    company_id: Series[pd.Int64Dtype] = pa.Field(nullable=True)
+    tenant_id: Series[pd.StringDtype] = pa.Field(unique=True)
 
     @pa.dataframe_check(name="needs_review_iff_warnings")
     def _needs_review(cls, df: pd.DataFrame) -> pd.Series:
@@ -171,3 +171,10 @@ class TenantReviewSchema(StrictModel):
     @pa.dataframe_check(name="problems_first")
     def _problems_first(cls, df: pd.DataFrame) -> bool:
         return bool(df["needs_review"].is_monotonic_decreasing)
+
+
+# The plan frames' columns, in order, read from their models (the one definition).
+COMPANY_MAPPING_COLUMNS = list(columns(CompanyMappingsSchema))
+CONTACT_CHANGE_COLUMNS = list(columns(ContactChangesSchema))
+APPLIED_CHANGE_COLUMNS = list(columns(AppliedChangesSchema))
+TENANT_REVIEW_COLUMNS = list(columns(TenantReviewSchema))
