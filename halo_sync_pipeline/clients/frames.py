@@ -15,30 +15,27 @@ from typing import Any
 
 import pandas as pd
 
+from halo_sync_pipeline.schemas import common as contracts
+from halo_sync_pipeline.schemas import sources
+
 from .graph import USER_SELECT, TenantLoad
 
+# Columns (in order) and dtypes come from the pandera models, the one definition of each frame.
 # `quarantine` (Halo frames): what is odd about the record (NA = nothing); see rules/quarantine.py.
-COMPANY_COLUMNS = ["company_id", "name", "website", "inactive", "main_site_id", "quarantine"]
-TENANT_MAPPING_COLUMNS = [
-    "tenant_id",
-    "tenant_name",
-    "company_id",
-    "company_name",
-    "entry_id",
-    "connection_id",
-    "quarantine",
-]
-CONTACT_COLUMNS = [
-    "contact_id", "company_id", "site_id", "name", "firstname", "surname", "email", "email2", "email3",
-    "phonenumber", "mobilenumber", "title", "azureoid", "inactive", "keep_active", "quarantine",
-]  # fmt: skip
-SITE_COLUMNS = ["site_id", "company_id", "name", "line1", "is_main", "quarantine"]
-TENANT_COLUMNS = ["tenant_id", "display_name", "default_domain", "status", "error", "user_count", "domain_count"]
-DOMAIN_COLUMNS = ["tenant_id", "domain", "is_verified", "is_default"]
-USER_COLUMNS = [
-    "tenant_id", "user_id", "upn", "display_name", "given_name", "surname", "mail", "job_title", "business_phone",
-    "mobile_phone", "fax", "street_address", "smtp_aliases", "licence_count", "account_enabled", "user_type", "is_guest",
-]  # fmt: skip
+COMPANY_COLUMNS = list(contracts.columns(sources.HaloCompaniesSchema))
+TENANT_MAPPING_COLUMNS = list(contracts.columns(sources.HaloTenantMappingsSchema))
+CONTACT_COLUMNS = list(contracts.columns(sources.HaloContactsSchema))
+SITE_COLUMNS = list(contracts.columns(sources.HaloSitesSchema))
+TENANT_COLUMNS = list(contracts.columns(sources.M365TenantsSchema))
+DOMAIN_COLUMNS = list(contracts.columns(sources.M365DomainsSchema))
+USER_COLUMNS = list(contracts.columns(sources.M365UsersSchema))
+_COMPANY_DTYPES = contracts.dtypes(sources.HaloCompaniesSchema)
+_TENANT_MAPPING_DTYPES = contracts.dtypes(sources.HaloTenantMappingsSchema)
+_CONTACT_DTYPES = contracts.dtypes(sources.HaloContactsSchema)
+_SITE_DTYPES = contracts.dtypes(sources.HaloSitesSchema)
+_TENANT_DTYPES = contracts.dtypes(sources.M365TenantsSchema)
+_DOMAIN_DTYPES = contracts.dtypes(sources.M365DomainsSchema)
+_USER_DTYPES = contracts.dtypes(sources.M365UsersSchema)
 
 
 # --- value normalisers (each raises ValueError with a plain reason; callers add the record) --------
@@ -182,22 +179,12 @@ def _label(kind: str, id_key: str) -> Callable[[int, Any], str]:
 
 # --- Halo ------------------------------------------------------------------------------------------
 
-_STRING, _BOOL, _INT, _NINT = "string", "bool", "int64", "Int64"
-
 
 def halo_companies_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
-    dtypes = {
-        "company_id": _INT,
-        "name": _STRING,
-        "website": _STRING,
-        "inactive": _BOOL,
-        "main_site_id": _NINT,
-        "quarantine": _STRING,
-    }
     return _build_lenient(
         records,
         COMPANY_COLUMNS,
-        dtypes,
+        _COMPANY_DTYPES,
         lambda r, read: {
             "company_id": _field(r, "id", integer),
             "name": read.get("name", text),
@@ -212,19 +199,10 @@ def halo_companies_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
 def halo_tenant_mappings_frame(mappings: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     """From `HaloClient.tenant_mappings()` (id, details_id, azure_tenant_id, azure_tenant_name, client_id,
     client_name). The tenant id is kept as Halo has it (lower-cased); rules/quarantine.py judges it."""
-    dtypes = {
-        "tenant_id": _STRING,
-        "tenant_name": _STRING,
-        "company_id": _INT,
-        "company_name": _STRING,
-        "entry_id": _NINT,
-        "connection_id": _NINT,
-        "quarantine": _STRING,
-    }
     return _build_lenient(
         mappings,
         TENANT_MAPPING_COLUMNS,
-        dtypes,
+        _TENANT_MAPPING_DTYPES,
         lambda r, read: {
             "tenant_id": read.get("azure_tenant_id", lower_text),
             "tenant_name": read.get("azure_tenant_name", text),
@@ -240,22 +218,6 @@ def halo_tenant_mappings_frame(mappings: Iterable[Mapping[str, Any]]) -> pd.Data
 def halo_contacts_frame(records: Iterable[Mapping[str, Any]], keep_active_field: str | None = None) -> pd.DataFrame:
     """From `HaloClient.contacts(field)`; the keep-active value is the record's `keep_active`
     (or, for records carrying Halo custom fields, the field named `keep_active_field`)."""
-    strings = (
-        "name",
-        "firstname",
-        "surname",
-        "email",
-        "email2",
-        "email3",
-        "phonenumber",
-        "mobilenumber",
-        "title",
-        "azureoid",
-        "keep_active",
-    )
-    dtypes = {"contact_id": _INT, "company_id": _INT, "site_id": _NINT, "inactive": _BOOL} | {
-        c: _STRING for c in (*strings, "quarantine")
-    }
 
     def row(r: Mapping[str, Any], read: _Reader) -> dict[str, Any]:
         keep_active = r.get("keep_active")
@@ -280,22 +242,14 @@ def halo_contacts_frame(records: Iterable[Mapping[str, Any]], keep_active_field:
             "keep_active": read.value("keep_active", keep_active, _number_text),
         }
 
-    return _build_lenient(records, CONTACT_COLUMNS, dtypes, row, _label("Halo contact", "id"))
+    return _build_lenient(records, CONTACT_COLUMNS, _CONTACT_DTYPES, row, _label("Halo contact", "id"))
 
 
 def halo_sites_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
-    dtypes = {
-        "site_id": _INT,
-        "company_id": _INT,
-        "name": _STRING,
-        "line1": _STRING,
-        "is_main": _BOOL,
-        "quarantine": _STRING,
-    }
     return _build_lenient(
         records,
         SITE_COLUMNS,
-        dtypes,
+        _SITE_DTYPES,
         lambda r, read: {
             "site_id": _field(r, "id", integer),
             "company_id": _field(r, "client_id", integer),
@@ -350,17 +304,6 @@ def _required(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
 # calls it as each tenant finishes, so at most `concurrency` tenants' raw JSON is alive at once;
 # `m365_frames` compacts whatever is still raw and concatenates the columns into each frame once.
 
-_STRING_USER_COLUMNS = (
-    "tenant_id", "user_id", "upn", "display_name", "given_name", "surname", "mail", "job_title", "business_phone",
-    "mobile_phone", "fax", "street_address", "smtp_aliases", "user_type",
-)  # fmt: skip
-_USER_DTYPES = {c: _STRING for c in _STRING_USER_COLUMNS} | {
-    "licence_count": _NINT,
-    "account_enabled": _BOOL,
-    "is_guest": _BOOL,
-}
-_DOMAIN_DTYPES = {"tenant_id": _STRING, "domain": _STRING, "is_verified": _BOOL, "is_default": _BOOL}
-
 
 def m365_tenants_frame(loads: Sequence[TenantLoad]) -> pd.DataFrame:
     """One row per tenant with its load status; the default domain comes from the loaded domains when known."""
@@ -381,8 +324,8 @@ def m365_tenants_frame(loads: Sequence[TenantLoad]) -> pd.DataFrame:
                 "domain_count": len(load.domains) if loaded else pd.NA,
             }
         )
-    dtypes = {c: _STRING for c in TENANT_COLUMNS} | {"user_count": _NINT, "domain_count": _NINT}
-    return pd.DataFrame(rows, columns=TENANT_COLUMNS).astype(dtypes) if rows else _empty(TENANT_COLUMNS, dtypes)
+    frame = pd.DataFrame(rows, columns=TENANT_COLUMNS)
+    return frame.astype(_TENANT_DTYPES) if rows else _empty(TENANT_COLUMNS, _TENANT_DTYPES)
 
 
 def _domain_row(r: Mapping[str, Any]) -> dict[str, Any]:
