@@ -21,16 +21,17 @@ from urllib.parse import quote, urlsplit
 
 import dagster as dg
 
+from halo_sync_pipeline import environment
 from halo_sync_pipeline.clients.secret_scrubber import SecretScrubber
 from halo_sync_pipeline.defs.jobs import halo_sync_apply, halo_sync_plan
 
-TEAMS_WEBHOOK_ENV = "HALO_SYNC_TEAMS_WEBHOOK_URL"
-DAGSTER_URL_ENV = "HALO_SYNC_DAGSTER_URL"
+TEAMS_WEBHOOK_ENV = environment.TEAMS_WEBHOOK_URL
+DAGSTER_URL_ENV = environment.DAGSTER_URL
 DEFAULT_DAGSTER_URL = "http://127.0.0.1:3000"
 REVIEW_ASSET = dg.AssetKey("tenant_review")
 REVIEW_SUMMARY_KEY = "review_summary"
 # Secrets the pipeline itself reads: an error text quoting one must not reach a Teams channel.
-_SECRET_ENVS = ("HALO_CLIENT_SECRET", "M365_CLIENT_SECRET", "M365_REFRESH_TOKEN", TEAMS_WEBHOOK_ENV)
+_SECRET_ENVS = environment.SECRETS
 _POST_TIMEOUT_SECONDS = 15  # well inside a sensor tick's time budget
 _MAX_NAMES = 20  # per list on a card; a 200-tenant estate must still fit in one Teams message
 _REASON_LIMIT = 300

@@ -1,9 +1,10 @@
 """Jobs and schedules (the run alert sensors are in `alerts.py`)."""
 
-import os
+from collections.abc import Mapping
 
 import dagster as dg
 
+from halo_sync_pipeline import environment
 from halo_sync_pipeline.defs.sync.apply import APPLY_JOB_NAME, APPLY_TAG, LIVE, MODE_TAG
 
 halo_sync_plan = dg.define_asset_job(
@@ -20,25 +21,29 @@ halo_sync_apply = dg.define_asset_job(
     tags={APPLY_TAG: "halo"},
 )
 
-_TIMEZONE = os.environ.get("HALO_SYNC_TIMEZONE", "UTC")
+DEFAULT_PLAN_CRON, DEFAULT_APPLY_CRON, DEFAULT_TIMEZONE = "0 6 * * *", "30 1 * * *", "UTC"
 
-daily_plan_schedule = dg.ScheduleDefinition(
-    name="halo_sync_plan_daily",
-    job=halo_sync_plan,
-    cron_schedule=os.environ.get("HALO_SYNC_PLAN_CRON", "0 6 * * *"),
-    execution_timezone=_TIMEZONE,
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Daily refresh of the plan (no writes), so the UI always shows what a sync would do.",
-)
 
-nightly_apply_schedule = dg.ScheduleDefinition(
-    name="halo_sync_apply_nightly",
-    job=halo_sync_apply,
-    cron_schedule=os.environ.get("HALO_SYNC_APPLY_CRON", "30 1 * * *"),
-    execution_timezone=_TIMEZONE,
-    default_status=dg.DefaultScheduleStatus.STOPPED,
-    run_config={"ops": {"applied_changes": {"config": {"dry_run": False}}}},
-    tags={MODE_TAG: LIVE},  # visible from the moment the run is queued
-    description="Nightly live sync. Off by default: turn it on once a dry run looks right. "
-    "It writes only when every blocking check of the run passes.",
-)
+def schedules(env: Mapping[str, str]) -> list[dg.ScheduleDefinition]:
+    """The two schedules, their cron and timezone read from `env` (the deployment's environment)."""
+    timezone = env.get(environment.TIMEZONE) or DEFAULT_TIMEZONE
+    daily_plan = dg.ScheduleDefinition(
+        name="halo_sync_plan_daily",
+        job=halo_sync_plan,
+        cron_schedule=env.get(environment.PLAN_CRON) or DEFAULT_PLAN_CRON,
+        execution_timezone=timezone,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Daily refresh of the plan (no writes), so the UI always shows what a sync would do.",
+    )
+    nightly_apply = dg.ScheduleDefinition(
+        name="halo_sync_apply_nightly",
+        job=halo_sync_apply,
+        cron_schedule=env.get(environment.APPLY_CRON) or DEFAULT_APPLY_CRON,
+        execution_timezone=timezone,
+        default_status=dg.DefaultScheduleStatus.STOPPED,
+        run_config={"ops": {"applied_changes": {"config": {"dry_run": False}}}},
+        tags={MODE_TAG: LIVE},  # visible from the moment the run is queued
+        description="Nightly live sync. Off by default: turn it on once a dry run looks right. "
+        "It writes only when every blocking check of the run passes.",
+    )
+    return [daily_plan, nightly_apply]

@@ -15,6 +15,7 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
+from halo_sync_pipeline import environment
 from halo_sync_pipeline.clients.graph import GraphClient
 from halo_sync_pipeline.clients.halo import HaloClient, HaloSession
 from halo_sync_pipeline.clients.retry import RetryPolicy
@@ -32,7 +33,7 @@ def _tenant_source(value: str) -> Literal["contracts", "gdap"]:
 
 def _ca_bundle(env: Mapping[str, str]) -> str | None:
     # The sandbox's CA; unset in real use, where the system trust store applies.
-    return env.get("HALO_SYNC_CA_BUNDLE") or None
+    return env.get(environment.CA_BUNDLE) or None
 
 
 class HaloResource(dg.ConfigurableResource):
@@ -120,7 +121,7 @@ class SyncSettingsResource(dg.ConfigurableResource, SyncSettings):
         return SyncSettings(**self.model_dump())
 
 
-SETTINGS_FILE_ENV = "HALO_SYNC_SETTINGS_FILE"
+SETTINGS_FILE_ENV = environment.SETTINGS_FILE
 
 
 class SettingsFileError(ValueError):
@@ -154,22 +155,28 @@ def production_resources(env: Mapping[str, str] | None = None) -> dict[str, dg.C
     env = os.environ if env is None else env
     return {
         "halo": HaloResource(
-            url=dg.EnvVar("HALO_URL"),
-            client_id=dg.EnvVar("HALO_CLIENT_ID"),
-            client_secret=dg.EnvVar("HALO_CLIENT_SECRET"),
-            tenant=env.get("HALO_TENANT", ""),
+            url=dg.EnvVar(environment.HALO_URL),
+            client_id=dg.EnvVar(environment.HALO_CLIENT_ID),
+            client_secret=dg.EnvVar(environment.HALO_CLIENT_SECRET),
+            tenant=env.get(environment.HALO_TENANT, ""),
             ca_bundle=_ca_bundle(env),
-            use_reports=env.get("HALO_USE_REPORTS", "true").lower() != "false",
-            **({"write_batch_size": int(env["HALO_WRITE_BATCH_SIZE"])} if env.get("HALO_WRITE_BATCH_SIZE") else {}),
+            use_reports=env.get(environment.HALO_USE_REPORTS, "true").lower() != "false",
+            **(
+                {"write_batch_size": int(env[environment.HALO_WRITE_BATCH_SIZE])}
+                if env.get(environment.HALO_WRITE_BATCH_SIZE)
+                else {}
+            ),
         ),
         "m365": M365Resource(
-            login_url=env.get("M365_LOGIN_URL", MICROSOFT_LOGIN_URL),
-            graph_url=env.get("M365_GRAPH_URL", MICROSOFT_GRAPH_URL),
-            partner_tenant_id=dg.EnvVar("M365_PARTNER_TENANT_ID"),
-            client_id=dg.EnvVar("M365_CLIENT_ID"),
-            client_secret=dg.EnvVar("M365_CLIENT_SECRET"),
-            refresh_token=dg.EnvVar("M365_REFRESH_TOKEN") if env.get("M365_REFRESH_TOKEN") else None,
-            tenant_source=_tenant_source(env.get("M365_TENANT_SOURCE", "contracts")),
+            login_url=env.get(environment.M365_LOGIN_URL, MICROSOFT_LOGIN_URL),
+            graph_url=env.get(environment.M365_GRAPH_URL, MICROSOFT_GRAPH_URL),
+            partner_tenant_id=dg.EnvVar(environment.M365_PARTNER_TENANT_ID),
+            client_id=dg.EnvVar(environment.M365_CLIENT_ID),
+            client_secret=dg.EnvVar(environment.M365_CLIENT_SECRET),
+            refresh_token=dg.EnvVar(environment.M365_REFRESH_TOKEN)
+            if env.get(environment.M365_REFRESH_TOKEN)
+            else None,
+            tenant_source=_tenant_source(env.get(environment.M365_TENANT_SOURCE, "contracts")),
             ca_bundle=_ca_bundle(env),
         ),
         "sync_settings": settings_from_file(env[SETTINGS_FILE_ENV])

@@ -29,6 +29,7 @@ from typing import Any
 import trustme
 import uvicorn
 
+from halo_sync_pipeline import environment
 from halo_sync_pipeline.sandbox.credentials import SandboxCredentials
 from halo_sync_pipeline.sandbox.estate import EstateError, load_estate
 from halo_sync_pipeline.sandbox.halo_app import SandboxControl, build_halo_app, parse_rate_limit
@@ -315,17 +316,17 @@ def start_sandbox(
 def sandbox_env(halo_url: str, ms_url: str, ca_path: Path, credentials: SandboxCredentials) -> dict[str, str]:
     """The variables the pipeline reads in a real deployment, pointing at the sandbox."""
     return {
-        "HALO_URL": halo_url,
-        "HALO_CLIENT_ID": credentials.halo_client_id,
-        "HALO_CLIENT_SECRET": credentials.halo_client_secret,
-        "HALO_TENANT": credentials.halo_tenant,
-        "M365_LOGIN_URL": ms_url,
-        "M365_GRAPH_URL": ms_url,
-        "M365_PARTNER_TENANT_ID": credentials.partner_tenant_id,
-        "M365_CLIENT_ID": credentials.m365_client_id,
-        "M365_CLIENT_SECRET": credentials.m365_client_secret,
-        "M365_REFRESH_TOKEN": credentials.m365_refresh_token,
-        "HALO_SYNC_CA_BUNDLE": str(ca_path.resolve()),
+        environment.HALO_URL: halo_url,
+        environment.HALO_CLIENT_ID: credentials.halo_client_id,
+        environment.HALO_CLIENT_SECRET: credentials.halo_client_secret,
+        environment.HALO_TENANT: credentials.halo_tenant,
+        environment.M365_LOGIN_URL: ms_url,
+        environment.M365_GRAPH_URL: ms_url,
+        environment.M365_PARTNER_TENANT_ID: credentials.partner_tenant_id,
+        environment.M365_CLIENT_ID: credentials.m365_client_id,
+        environment.M365_CLIENT_SECRET: credentials.m365_client_secret,
+        environment.M365_REFRESH_TOKEN: credentials.m365_refresh_token,
+        environment.CA_BUNDLE: str(ca_path.resolve()),
     }
 
 

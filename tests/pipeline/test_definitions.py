@@ -133,3 +133,23 @@ def test_every_sync_setting_and_apply_field_is_described():
     for model in (SyncSettingsResource, ApplyConfig):
         for name, field in model.model_fields.items():
             assert field.description and len(field.description) > 20, f"{model.__name__}.{name}"
+
+
+def test_definitions_are_built_from_an_explicit_environment_without_touching_os_environ(monkeypatch):
+    import os
+
+    from halo_sync_pipeline import environment
+    from halo_sync_pipeline.definitions import build_definitions
+
+    monkeypatch.delenv(environment.PLAN_CRON, raising=False)
+    before = dict(os.environ)
+    env = {
+        environment.PLAN_CRON: "15 5 * * 1-5",
+        environment.APPLY_CRON: "0 2 * * *",
+        environment.TIMEZONE: "Europe/London",
+    }
+    repo = build_definitions(env=env).get_repository_def()
+    plan, apply = repo.get_schedule_def("halo_sync_plan_daily"), repo.get_schedule_def("halo_sync_apply_nightly")
+    assert (plan.cron_schedule, apply.cron_schedule) == ("15 5 * * 1-5", "0 2 * * *")
+    assert plan.execution_timezone == apply.execution_timezone == "Europe/London"
+    assert dict(os.environ) == before
