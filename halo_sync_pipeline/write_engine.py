@@ -14,7 +14,7 @@ from typing import Any, Literal
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from halo_sync_pipeline.schemas.plan import APPLIED_CHANGE_COLUMNS, CONTACT_CHANGE_COLUMNS
+from halo_sync_pipeline.schemas.plan import APPLIED_CHANGE_COLUMNS, CONTACT_CHANGE_COLUMNS, Action, Outcome
 
 # endpoint ("Users" | "Client"), bodies -> saved records in the same order
 Endpoint = Literal["Users", "Client"]
@@ -23,7 +23,7 @@ WriteBatch = Callable[[Endpoint, list[dict[str, Any]]], list[dict[str, Any]]]
 PrepareBody = Callable[[str, dict[str, Any]], dict[str, Any] | None]
 
 # Writes that other writes may depend on go first: a company must own the tenant before its contacts change.
-ACTION_ORDER = ("set_tenant_id", "pair", "reactivate", "update", "create", "deactivate")
+ACTION_ORDER = (Action.SET_TENANT_ID, Action.PAIR, Action.REACTIVATE, Action.UPDATE, Action.CREATE, Action.DEACTIVATE)
 
 # `applied_changes` is `contact_changes` (and company write-backs) plus outcome, error and halo_id.
 PLAN_COLUMNS = CONTACT_CHANGE_COLUMNS
@@ -63,15 +63,16 @@ class ApplyToggles(BaseModel):
 
     def allows(self, action: str) -> bool:
         if self.tenant_id_writes_only:
-            return action == "set_tenant_id" and self.allow_tenant_id_writes
-        return {
-            "set_tenant_id": self.allow_tenant_id_writes,
-            "create": self.allow_creates,
-            "pair": self.allow_pairs,
-            "reactivate": self.allow_reactivations,
-            "update": self.allow_updates,
-            "deactivate": self.allow_deactivations,
-        }.get(action, False)
+            return action == Action.SET_TENANT_ID and self.allow_tenant_id_writes
+        allowed: dict[str, bool] = {
+            Action.SET_TENANT_ID: self.allow_tenant_id_writes,
+            Action.CREATE: self.allow_creates,
+            Action.PAIR: self.allow_pairs,
+            Action.REACTIVATE: self.allow_reactivations,
+            Action.UPDATE: self.allow_updates,
+            Action.DEACTIVATE: self.allow_deactivations,
+        }
+        return allowed.get(action, False)
 
 
 def planned_writes(company_mappings: pd.DataFrame, contact_changes: pd.DataFrame) -> pd.DataFrame:
@@ -83,7 +84,7 @@ def planned_writes(company_mappings: pd.DataFrame, contact_changes: pd.DataFrame
             "tenant_name": companies["tenant_name"],
             "company_id": companies["company_id"].astype("int64"),
             "company_name": companies["company_name"],
-            "action": "set_tenant_id",
+            "action": Action.SET_TENANT_ID.value,
             "held": False,
             "body": companies["company_update"],
             "evidence": companies["evidence"],
@@ -131,7 +132,7 @@ def merge_tenant_entries(current: dict[str, Any], planned: dict[str, Any], detai
 
 
 def _endpoint(action: str) -> Endpoint:
-    return "Client" if action == "set_tenant_id" else "Users"
+    return "Client" if action == Action.SET_TENANT_ID else "Users"
 
 
 def _safe_to_resend(exc: Exception, bodies: Sequence[dict[str, Any]]) -> bool:
@@ -161,7 +162,7 @@ def _write_isolating(
             if len(items) > 1:
                 error = f"outcome unknown, not resent (a re-run re-reads Halo first): {error}"
             for index, _ in items:
-                results[index] = ("failed", error, pd.NA)
+                results[index] = (Outcome.FAILED, error, pd.NA)
             return
         middle = len(items) // 2
         _write_isolating(write_batch, endpoint, items[:middle], results)
@@ -169,11 +170,11 @@ def _write_isolating(
         return
     if len(saved) != len(items):
         for index, _ in items:
-            results[index] = ("failed", f"Halo answered {len(saved)} records for {len(items)} sent", pd.NA)
+            results[index] = (Outcome.FAILED, f"Halo answered {len(saved)} records for {len(items)} sent", pd.NA)
         return
     for (index, body), record in zip(items, saved, strict=True):
         halo_id = record.get("id") if isinstance(record, dict) else None
-        results[index] = ("applied", pd.NA, halo_id if halo_id is not None else body.get("id", pd.NA))
+        results[index] = (Outcome.APPLIED, pd.NA, halo_id if halo_id is not None else body.get("id", pd.NA))
 
 
 def _error_text(exc: Exception) -> str:
@@ -199,11 +200,11 @@ def apply_writes(
     results: dict[int, tuple] = {}
     for index, row in writes.iterrows():
         if row["held"] or pd.isna(row["body"]):
-            results[index] = ("held", pd.NA, pd.NA)
+            results[index] = (Outcome.HELD, pd.NA, pd.NA)
         elif not toggles.allows(row["action"]):
-            results[index] = ("skipped", pd.NA, pd.NA)
+            results[index] = (Outcome.SKIPPED, pd.NA, pd.NA)
         elif dry_run:
-            results[index] = ("dry_run", pd.NA, pd.NA)
+            results[index] = (Outcome.DRY_RUN, pd.NA, pd.NA)
     for action in ACTION_ORDER:
         pending = []
         for index, row in writes[writes["action"] == action].iterrows():
@@ -214,16 +215,20 @@ def apply_writes(
                 try:
                     body = prepare(action, body)
                 except Exception as exc:  # noqa: BLE001 - reported on this action; the others go on
-                    results[index] = ("failed", _error_text(exc), pd.NA)
+                    results[index] = (Outcome.FAILED, _error_text(exc), pd.NA)
                     continue
                 if body is None:  # Halo has it already (a re-run, or someone did it by hand)
-                    results[index] = ("applied", pd.NA, row["company_id"] if action == "set_tenant_id" else pd.NA)
+                    results[index] = (
+                        Outcome.APPLIED,
+                        pd.NA,
+                        row["company_id"] if action == Action.SET_TENANT_ID else pd.NA,
+                    )
                     continue
             pending.append((index, body))
         for start in range(0, len(pending), batch_size):
             _write_isolating(write_batch, _endpoint(action), pending[start : start + batch_size], results)
     applied = writes.copy()
-    applied["outcome"] = pd.array([results[i][0] for i in applied.index], dtype="string")
+    applied["outcome"] = pd.array([str(results[i][0]) for i in applied.index], dtype="string")
     applied["error"] = pd.array([results[i][1] for i in applied.index], dtype="string")
     applied["halo_id"] = pd.array([results[i][2] for i in applied.index], dtype="Int64")
     return applied[APPLIED_COLUMNS]

@@ -23,7 +23,7 @@ import pandas as pd
 from halo_sync_pipeline.rules.guard import apply_deactivation_guard, is_general_user
 from halo_sync_pipeline.rules.normalise import clean_text_for_halo, email_domains, keep_active_equals
 from halo_sync_pipeline.rules.users import select_users
-from halo_sync_pipeline.schemas.plan import CONTACT_CHANGE_COLUMNS, MATCHED_METHODS
+from halo_sync_pipeline.schemas.plan import CONTACT_CHANGE_COLUMNS, MATCHED_METHODS, Action
 from halo_sync_pipeline.settings import SyncSettings
 
 CHANGE_COLUMNS = CONTACT_CHANGE_COLUMNS
@@ -132,7 +132,7 @@ def _changes(
             "company_id": frame["company_id"].astype("int64"),
             "contact_id": pd.array(frame["contact_id"] if contact_fields else [pd.NA] * len(frame), dtype="Int64"),
             "user_id": frame["user_id"].astype("string") if "user_id" in frame else pd.NA,
-            "action": action,
+            "action": str(action),  # the vocabulary's plain text in the frame
             "held": hold.notna().to_numpy(),
             "reason": reason,
             "hold_reason": hold.astype("string"),
@@ -194,7 +194,7 @@ def plan_reactivations(links: pd.DataFrame) -> pd.DataFrame:
         + chosen["upn"]
     )
     hold = _quarantine_hold(chosen).where(quarantined)
-    return _changes(chosen, "reactivate", "azureoid_matches_user", hold, bodies, evidence)
+    return _changes(chosen, Action.REACTIVATE, "azureoid_matches_user", hold, bodies, evidence)
 
 
 def _cleaned(value: object) -> tuple[object, str | None]:
@@ -208,7 +208,7 @@ def plan_updates(links: pd.DataFrame, settings: SyncSettings) -> pd.DataFrame:
     are cleaned for Halo first (`clean_text_for_halo`)."""
     active = links.loc[~links["inactive"] & links["quarantine"].isna()]
     if not settings.update_contact_fields or active.empty:
-        return _changes(active.iloc[0:0], "update", "fields_differ", pd.NA, [], "")
+        return _changes(active.iloc[0:0], Action.UPDATE, "fields_differ", pd.NA, [], "")
     changed = pd.DataFrame(index=active.index)
     cut_notes: dict[object, list[str]] = {}
     for field, source in UPDATED_FIELDS.items():
@@ -231,7 +231,7 @@ def plan_updates(links: pd.DataFrame, settings: SyncSettings) -> pd.DataFrame:
             + "; ".join(f'{f} "{_text(rows.at[index, f])}" → "{v}"' for f, v in diffs.items())
             + "".join(f"; {note}" for note in cut_notes.get(index, []))
         )
-    return _changes(rows, "update", "fields_differ", pd.NA, bodies, pd.Series(evidence, index=rows.index))
+    return _changes(rows, Action.UPDATE, "fields_differ", pd.NA, bodies, pd.Series(evidence, index=rows.index))
 
 
 def _text(value: object) -> str:
@@ -270,7 +270,7 @@ def plan_pairs(candidates: pd.DataFrame) -> pd.DataFrame:
     old_oid = ("its azureoid " + single["oid_key"] + " is no loaded user's").fillna("its azureoid is empty")
     pairs = _changes(
         single,
-        "pair",
+        Action.PAIR,
         "email_matches_upn",
         pd.NA,
         (
@@ -300,7 +300,7 @@ def plan_pairs(candidates: pd.DataFrame) -> pd.DataFrame:
     )
     ambiguous = _changes(
         several,
-        "ambiguous",
+        Action.AMBIGUOUS,
         "several_contacts_match_upn",
         hold,
         [pd.NA] * len(several),
@@ -530,7 +530,7 @@ def plan_creates(users: pd.DataFrame, sites: pd.DataFrame, hold: pd.Series | Non
     )
     reason = pd.Series("new_user", index=users.index, dtype="string").mask(no_site & given_hold.isna(), "no_site")
     with_primary = users.assign(mail_or_upn=[primary_email(m, u) for m, u in zip(users["mail"], users["upn"])])
-    return _changes(with_primary, "create", reason, hold_reason, bodies, evidence, contact_fields=False)
+    return _changes(with_primary, Action.CREATE, reason, hold_reason, bodies, evidence, contact_fields=False)
 
 
 # ---------------------------------------------------------------- deactivated
@@ -641,7 +641,7 @@ def plan_deactivations(
             _gone_deactivations(gone_rows, users, addresses, contact_emails, off_hold),
             _changes(
                 blank_rows.assign(user_id=pd.NA),
-                "deactivate",
+                Action.DEACTIVATE,
                 "no_contact_details",
                 off_hold,
                 (_json({"id": int(c), "inactive": True}) for c in blank_rows["contact_id"]),
@@ -691,7 +691,7 @@ def _gone_deactivations(
     )
     return _changes(
         contacts.assign(user_id=found["user_key"]),
-        "deactivate",
+        Action.DEACTIVATE,
         reason,
         hold,
         (_json({"id": int(c), "inactive": True}) for c in contacts["contact_id"]),

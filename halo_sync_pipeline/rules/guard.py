@@ -9,6 +9,7 @@ from __future__ import annotations
 import pandas as pd
 
 from halo_sync_pipeline.rules.normalise import normalise_company_name, normalise_company_names
+from halo_sync_pipeline.schemas.plan import Action
 from halo_sync_pipeline.settings import SyncSettings
 
 
@@ -31,7 +32,7 @@ def is_general_user(names: pd.Series, settings: SyncSettings) -> pd.Series:
 def deactivation_limits(changes: pd.DataFrame, contacts: pd.DataFrame, settings: SyncSettings) -> pd.DataFrame:
     """Per tenant with planned deactivations: `planned`, `active_contacts` of its company (the General
     User not counted) and the `limit` max(guard_min_contacts, guard_fraction × active contacts)."""
-    deactivations = changes.loc[(changes["action"] == "deactivate") & ~changes["held"]]
+    deactivations = changes.loc[(changes["action"] == Action.DEACTIVATE) & ~changes["held"]]
     per_tenant = deactivations.groupby(["tenant_id", "tenant_name", "company_id"], dropna=False).size()
     per_tenant = per_tenant.rename("planned").reset_index()
     counted = ~contacts["inactive"] & ~is_general_user(contacts["name"], settings)
@@ -72,7 +73,7 @@ def apply_deactivation_guard(changes: pd.DataFrame, contacts: pd.DataFrame, sett
     )
     notes = changes["tenant_id"].map(pd.Series(note.to_numpy(), index=tripped["tenant_id"].to_numpy()))
     # Comparing a `string` column gives a nullable `boolean`; the contract's `held` is plain bool.
-    guarded = ((changes["action"] == "deactivate") & ~changes["held"] & notes.notna()).fillna(False).astype(bool)
+    guarded = ((changes["action"] == Action.DEACTIVATE) & ~changes["held"] & notes.notna()).fillna(False).astype(bool)
     return changes.assign(
         held=changes["held"] | guarded,
         hold_reason=changes["hold_reason"].mask(guarded, notes).astype("string"),

@@ -14,7 +14,7 @@ import pandas as pd
 from halo_sync_pipeline.halo_schema import BodyProblems, ShapeCheck, check_body
 from halo_sync_pipeline.rules.contacts import actionable_tenants
 from halo_sync_pipeline.rules.normalise import keep_active_equals
-from halo_sync_pipeline.schemas.plan import CONFLICT_METHOD, WRITE_BACK_METHODS
+from halo_sync_pipeline.schemas.plan import CONFLICT_METHOD, WRITE_BACK_METHODS, Action
 from halo_sync_pipeline.settings import SyncSettings
 
 MAPPING_FAILURE_COLUMNS = ["tenant_id", "company_id", "check", "detail"]
@@ -140,7 +140,7 @@ def contact_change_problems(
     excluded tenant; no contact acted on twice unless held (the rules' safety net holds such tenants);
     every body a valid POST /api/Users element with no unknown field, aimed at its contact / company."""
     changes = contact_changes
-    creates = changes.loc[changes["action"] == "create"]
+    creates = changes.loc[changes["action"] == Action.CREATE]
     duplicate_creates = creates.loc[
         creates.assign(email_key=creates["email"].str.strip().str.lower()).duplicated(
             ["company_id", "email_key"], keep=False
@@ -161,7 +161,7 @@ def contact_change_problems(
             CHANGE_FAILURE_COLUMNS,
         ),
         _failures(
-            changes.loc[(changes["action"] == "deactivate") & changes["contact_id"].isin(keep_active_ids)],
+            changes.loc[(changes["action"] == Action.DEACTIVATE) & changes["contact_id"].isin(keep_active_ids)],
             "keep_active_contact_deactivated",
             f"contact's {settings.keep_active_field} is {settings.keep_active_value!r}",
             CHANGE_FAILURE_COLUMNS,
@@ -219,7 +219,7 @@ def _body_problems(changes: pd.DataFrame) -> pd.DataFrame:
     check = ShapeCheck("Users")
     columns = (changes[name].tolist() for name in _Change._fields)  # plain lists: far faster to walk than itertuples
     for record in map(_Change._make, zip(*columns)):
-        if record.action == "ambiguous":
+        if record.action == Action.AMBIGUOUS:
             if not pd.isna(record.body):
                 rows.append(
                     {**_ids(record), "check": "ambiguous_with_body", "detail": "an ambiguous row must not write"}
@@ -252,7 +252,7 @@ def _schema_detail(problems: BodyProblems) -> str | None:
 
 
 def _target_problem(record: _Change, body: dict) -> str | None:
-    if record.action == "create":
+    if record.action == Action.CREATE:
         if "id" in body or body.get("client_id") != record.company_id:
             return f"create body must have no id and client_id {record.company_id}"
         return None

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from halo_sync_pipeline.schemas.plan import Action
+
 REPORT_COLUMNS = {
     "Company": "company_name",
     "Name": "name",
@@ -28,7 +30,7 @@ _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 def inactive_report(changes: pd.DataFrame) -> pd.DataFrame:
     """One row per planned deactivation, in the report's columns; `Held` is "yes" where it is held back
     (not applied; `Hold reason` says why), else empty."""
-    deactivations = changes.loc[changes["action"] == "deactivate"]
+    deactivations = changes.loc[changes["action"] == Action.DEACTIVATE]
     report = deactivations[list(REPORT_COLUMNS.values())].set_axis(list(REPORT_COLUMNS), axis=1)
     report = report.assign(Held=report["Held"].map({True: "yes", False: ""}))
     return report.astype("string").sort_values(["Tenant", "Company", "Name"], ignore_index=True)

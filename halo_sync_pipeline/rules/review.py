@@ -12,10 +12,10 @@ import json
 import pandas as pd
 
 from halo_sync_pipeline.rules.contacts import DEACTIVATION_OFF_HOLD
-from halo_sync_pipeline.schemas.plan import CONFLICT_METHOD, CONTACT_ACTIONS, TENANT_REVIEW_COLUMNS
+from halo_sync_pipeline.schemas.plan import CONFLICT_METHOD, CONTACT_ACTIONS, TENANT_REVIEW_COLUMNS, Action
 
 # action -> column counting that tenant's planned rows of it (held ones included)
-ACTION_COUNT_COLUMNS = {action: f"{action}s" if action != "ambiguous" else "ambiguous" for action in CONTACT_ACTIONS}
+ACTION_COUNT_COLUMNS = {action: action if action == Action.AMBIGUOUS else f"{action}s" for action in CONTACT_ACTIONS}
 # What a person reads first comes first (the UI's table is wider than a screen): the model's column order.
 REVIEW_COLUMNS = TENANT_REVIEW_COLUMNS
 
@@ -102,7 +102,7 @@ def review_summary(review: pd.DataFrame, contact_changes: pd.DataFrame, quaranti
     # Deactivations held because the setting is off are a choice, not news: the report lists them.
     held = contact_changes.loc[
         contact_changes["held"]
-        & (contact_changes["action"] == "deactivate")
+        & (contact_changes["action"] == Action.DEACTIVATE)
         & ~contact_changes["hold_reason"].fillna("").str.startswith(DEACTIVATION_OFF_HOLD)
     ]
     per_tenant = held.groupby("tenant_id").size()

@@ -6,6 +6,8 @@ instead of being silently repaired.
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
@@ -32,7 +34,30 @@ COMPANY_NAMED_METHODS = (*MATCHED_METHODS, CONFLICT_METHOD)
 UNMATCHED_REASONS = ("no_candidate", "ambiguous", "mapped_company_inactive", "company_quarantined")
 USERS_STATUSES = ("loaded", "failed")
 
-CONTACT_ACTIONS = ("create", "pair", "reactivate", "update", "deactivate", "ambiguous")
+
+class Action(StrEnum):
+    """What a plan row does (the `action` column): one vocabulary for the rules, the checks and the apply."""
+
+    CREATE = "create"
+    PAIR = "pair"
+    REACTIVATE = "reactivate"
+    UPDATE = "update"
+    DEACTIVATE = "deactivate"
+    AMBIGUOUS = "ambiguous"
+    SET_TENANT_ID = "set_tenant_id"  # a company's tenant-id write-back (applied_changes only)
+
+
+class Outcome(StrEnum):
+    """What the apply did with a row (the `outcome` column of applied_changes)."""
+
+    APPLIED = "applied"
+    DRY_RUN = "dry_run"
+    HELD = "held"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+CONTACT_ACTIONS = tuple(action.value for action in Action if action is not Action.SET_TENANT_ID)
 DEACTIVATION_REASONS = ("unlicensed", "disabled", "guest", "gone_from_m365", "no_contact_details")
 CONTACT_REASONS = (
     "new_user",
@@ -44,8 +69,8 @@ CONTACT_REASONS = (
     *DEACTIVATION_REASONS,
 )
 
-APPLIED_ACTIONS = (*CONTACT_ACTIONS, "set_tenant_id")
-OUTCOMES = ("applied", "dry_run", "held", "failed", "skipped")
+APPLIED_ACTIONS = tuple(action.value for action in Action)
+OUTCOMES = tuple(outcome.value for outcome in Outcome)
 
 
 class CompanyMappingsSchema(StrictModel):
@@ -99,16 +124,16 @@ class ContactChangesSchema(StrictModel):
 
     @pa.dataframe_check(name="ambiguous_is_held_without_body")
     def _ambiguous_held(cls, df: pd.DataFrame) -> pd.Series:
-        ambiguous = df["action"] == "ambiguous"
+        ambiguous = df["action"] == Action.AMBIGUOUS
         return ~ambiguous | (df["held"] & df["body"].isna())
 
     @pa.dataframe_check(name="body_unless_ambiguous")
     def _body_present(cls, df: pd.DataFrame) -> pd.Series:
-        return (df["action"] == "ambiguous") | df["body"].notna()
+        return (df["action"] == Action.AMBIGUOUS) | df["body"].notna()
 
     @pa.dataframe_check(name="contact_id_unless_create")
     def _contact_id(cls, df: pd.DataFrame) -> pd.Series:
-        return (df["action"] == "create") == df["contact_id"].isna()
+        return (df["action"] == Action.CREATE) == df["contact_id"].isna()
 
 
 class AppliedChangesSchema(ContactChangesSchema):
@@ -121,7 +146,7 @@ class AppliedChangesSchema(ContactChangesSchema):
 
     @pa.dataframe_check(name="contact_id_unless_create")
     def _contact_id(cls, df: pd.DataFrame) -> pd.Series:
-        no_contact = df["action"].isin(["create", "set_tenant_id"])
+        no_contact = df["action"].isin([Action.CREATE, Action.SET_TENANT_ID])
         return no_contact == df["contact_id"].isna()
 
 

@@ -14,6 +14,7 @@ from halo_sync_pipeline.defs.checks import schema_result, schema_spec
 from halo_sync_pipeline.defs.metadata import OWNER, counts_markdown, frame_metadata, markdown_table, request_metadata
 from halo_sync_pipeline.defs.resources import HaloResource
 from halo_sync_pipeline.schemas import plan
+from halo_sync_pipeline.schemas.plan import Action, Outcome
 from halo_sync_pipeline.write_engine import (
     ApplyToggles,
     PrepareBody,
@@ -106,7 +107,7 @@ def _company_write_backs(client) -> PrepareBody:
     connection: list[int] = []
 
     def prepare(action: str, body: dict) -> dict | None:
-        if action != "set_tenant_id":
+        if action != Action.SET_TENANT_ID:
             return body
         if not connection:
             connection.append(partner_connection_id(client.azure_connections(2)))
@@ -143,10 +144,11 @@ def apply_summary(applied: pd.DataFrame, dry_run: bool) -> str:
     """The one line that says what this apply did: LIVE or DRY RUN first."""
     outcome = applied["outcome"].value_counts()
     if dry_run:
-        return f"DRY RUN: nothing written; {int(outcome.get('dry_run', 0))} writes would be applied, {int(outcome.get('held', 0))} held"
+        would, held = int(outcome.get(Outcome.DRY_RUN, 0)), int(outcome.get(Outcome.HELD, 0))
+        return f"DRY RUN: nothing written; {would} writes would be applied, {held} held"
     return (
-        f"LIVE: {int(outcome.get('applied', 0))} writes applied, {int(outcome.get('held', 0))} held, "
-        f"{int(outcome.get('failed', 0))} failed"
+        f"LIVE: {int(outcome.get(Outcome.APPLIED, 0))} writes applied, {int(outcome.get(Outcome.HELD, 0))} held, "
+        f"{int(outcome.get(Outcome.FAILED, 0))} failed"
     )
 
 
@@ -188,7 +190,7 @@ def applied_changes(
                 prepare=_company_write_backs(client),
             )
             counts = client.request_counts.snapshot()
-    failed = applied[applied["outcome"] == "failed"]
+    failed = applied[applied["outcome"] == Outcome.FAILED]
     summary = apply_summary(applied, config.dry_run)
     context.log.info(summary)
     details = {
