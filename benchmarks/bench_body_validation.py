@@ -17,7 +17,7 @@ import time
 
 import pandas as pd
 
-from halo_sync_pipeline.halo_schema import check_body
+from halo_sync_pipeline.halo_api_schema import check_body
 from halo_sync_pipeline.rules.plan_checks import CHANGE_FAILURE_COLUMNS, _body_problems
 
 

@@ -6,7 +6,7 @@
 - `sandbox/` imports nothing of the pipeline (clients, rules, defs, schemas, definitions, the write engine, the
   dev environment) and no dagster: it stands in for Halo and Microsoft. Besides itself it may import only the
   *shared modules*: the leaf modules at the package root, which import no dagster, httpx or msal and nothing of
-  the package but other shared modules (today `halo_sync_pipeline.halo_schema`, Halo's own API schemas that
+  the package but other shared modules (today `halo_sync_pipeline.halo_api_schema`, Halo's own API schemas that
   both the sandbox and the plan checks validate bodies against, and `halo_sync_pipeline.settings`).
 
 Every import counts, including those inside functions (a lazy import is still a dependency).
@@ -158,7 +158,7 @@ def test_sandbox_imports_nothing_of_the_pipeline() -> None:
 def test_the_shared_modules_are_the_root_leaves() -> None:
     shared = shared_modules(REPO)
     assert f"{PACKAGE}.definitions" not in shared
-    assert f"{PACKAGE}.halo_schema" in shared or not (REPO / PACKAGE / "halo_schema.py").exists()
+    assert f"{PACKAGE}.halo_api_schema" in shared or not (REPO / PACKAGE / "halo_api_schema.py").exists()
 
 
 def _plant(root: Path, relative: str, source: str) -> None:

@@ -161,7 +161,7 @@ def test_sandbox_command_without_the_extra_says_how_to_get_it(tmp_path: Path, bl
 
 
 def test_sandbox_command_does_not_disguise_another_missing_module_as_the_extra(tmp_path: Path) -> None:
-    done = _sandbox_cli(tmp_path, "halo_sync_pipeline.halo_schema", "export", "--state-dir", "s")
+    done = _sandbox_cli(tmp_path, "halo_sync_pipeline.halo_api_schema", "export", "--state-dir", "s")
     assert done.returncode == 1
     assert "Traceback" in done.stderr and INSTALL_HINT not in done.stderr
 

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import pandas as pd
 
-from halo_sync_pipeline.halo_schema import BodyProblems, ShapeCheck, check_body
+from halo_sync_pipeline.halo_api_schema import BodyProblems, ShapeCheck, check_body
 from halo_sync_pipeline.rules.contacts import actionable_tenants
 from halo_sync_pipeline.rules.normalise import keep_active_equals
 from halo_sync_pipeline.schemas.plan import CONFLICT_METHOD, WRITE_BACK_METHODS, Action

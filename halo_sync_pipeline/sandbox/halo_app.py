@@ -27,7 +27,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from halo_sync_pipeline.halo_schema import check_body
+from halo_sync_pipeline.halo_api_schema import check_body
 from halo_sync_pipeline.sandbox.credentials import SandboxCredentials
 from halo_sync_pipeline.sandbox.estate import EstateError
 from halo_sync_pipeline.sandbox.halo_store import HaloStore, ReportSqlError, WriteRejected

@@ -1,4 +1,4 @@
-"""Body validation once per shape (`halo_schema.check_bodies`, `plan_checks._body_problems`) finds exactly
+"""Body validation once per shape (`halo_api_schema.check_bodies`, `plan_checks._body_problems`) finds exactly
 what validating every body on its own finds, record by record."""
 
 import json
@@ -6,7 +6,7 @@ import json
 import pandas as pd
 import pytest
 
-from halo_sync_pipeline.halo_schema import body_shape, check_bodies, check_body
+from halo_sync_pipeline.halo_api_schema import body_shape, check_bodies, check_body
 from halo_sync_pipeline.rules.plan_checks import CHANGE_FAILURE_COLUMNS, _body_problems
 
 GOOD = {"client_id": 7, "site_id": 70, "name": "Ann Lee", "firstname": "Ann", "surname": "Lee",

@@ -3,7 +3,7 @@ import json
 import pandas as pd
 import pytest
 
-from halo_sync_pipeline.halo_schema import check_body
+from halo_sync_pipeline.halo_api_schema import check_body
 from halo_sync_pipeline.rules.contacts import (
     choose_site,
     create_contact_body,
