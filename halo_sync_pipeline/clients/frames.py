@@ -400,30 +400,37 @@ def _licence_count(value: Any) -> Any:
     return len(value)
 
 
+def _enabled(value: Any) -> bool:
+    # null reads as Graph's default (enabled); an absent property fails the tenant when the disabled-account
+    # filter needs it (see m365_frames).
+    return boolean(value, default=True)
+
+
+# Graph property -> how it is typed, in USER_COLUMNS order after tenant_id (is_guest is derived from userType).
+_USER_FIELDS: tuple[tuple[str, Callable[[Any], Any]], ...] = (
+    ("id", _guid),
+    ("userPrincipalName", _upn),
+    ("displayName", text),
+    ("givenName", text),
+    ("surname", text),
+    ("mail", lower_text),
+    ("jobTitle", text),
+    ("businessPhones", _first),
+    ("mobilePhone", text),
+    ("faxNumber", text),
+    ("streetAddress", text),
+    ("proxyAddresses", smtp_aliases),
+    ("assignedLicenses", _licence_count),
+    ("accountEnabled", _enabled),
+    ("userType", text),
+)
+
+
 def _user_row(tenant_key: str, r: Mapping[str, Any]) -> tuple[Any, ...]:
     """One Graph user as a row in USER_COLUMNS order (`tenant_key`: the tenant id as typed); ValueError names the field."""
-    user_type = _field(r, "userType", text)
-    return (
-        tenant_key,
-        _field(r, "id", _guid),
-        _field(r, "userPrincipalName", _upn),
-        _field(r, "displayName", text),
-        _field(r, "givenName", text),
-        _field(r, "surname", text),
-        _field(r, "mail", lower_text),
-        _field(r, "jobTitle", text),
-        _field(r, "businessPhones", _first),
-        _field(r, "mobilePhone", text),
-        _field(r, "faxNumber", text),
-        _field(r, "streetAddress", text),
-        _field(r, "proxyAddresses", smtp_aliases),
-        _field(r, "assignedLicenses", _licence_count),
-        # null reads as Graph's default (enabled); an absent property fails the tenant when the
-        # disabled-account filter needs it (see m365_frames).
-        _field(r, "accountEnabled", lambda v: boolean(v, default=True)),
-        user_type,
-        user_type is not pd.NA and str(user_type).lower() == "guest",
-    )
+    values = tuple(_field(r, key, convert) for key, convert in _USER_FIELDS)
+    user_type = values[-1]
+    return (tenant_key, *values, user_type is not pd.NA and str(user_type).lower() == "guest")
 
 
 def _user_columns(load: TenantLoad) -> dict[str, tuple[Any, ...]]:
