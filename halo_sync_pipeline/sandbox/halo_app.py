@@ -149,13 +149,17 @@ class _HaloApi:
         records = await run_in_threadpool(self.store.clients, include_inactive=_bool_param(request, "includeinactive"))
         return JSONResponse(_page(request, "clients", records))
 
-    async def client(self, request: Request) -> Response:
+    async def _detail(self, request: Request, read: Callable[..., Any], what: str) -> Response:
+        """GET /api/{Resource}/{id}: the record (with `includedetails`), or 404 naming the id."""
         self._authorise(request)
-        client_id = request.path_params["id"]
-        record = await run_in_threadpool(self.store.client, client_id, details=_bool_param(request, "includedetails"))
+        record_id = request.path_params["id"]
+        record = await run_in_threadpool(read, record_id, details=_bool_param(request, "includedetails"))
         if record is None:
-            raise HttpError(404, {"error": f"no client with id {client_id}"})
+            raise HttpError(404, {"error": f"no {what} with id {record_id}"})
         return JSONResponse(record)
+
+    async def client(self, request: Request) -> Response:
+        return await self._detail(request, self.store.client, "client")
 
     async def sites(self, request: Request) -> Response:
         self._authorise(request)
@@ -173,12 +177,7 @@ class _HaloApi:
         return JSONResponse(_page(request, "users", records))
 
     async def user(self, request: Request) -> Response:
-        self._authorise(request)
-        user_id = request.path_params["id"]
-        record = await run_in_threadpool(self.store.user, user_id, details=_bool_param(request, "includedetails"))
-        if record is None:
-            raise HttpError(404, {"error": f"no user with id {user_id}"})
-        return JSONResponse(record)
+        return await self._detail(request, self.store.user, "user")
 
     async def azure_connections(self, request: Request) -> Response:
         self._authorise(request)
