@@ -96,7 +96,7 @@ class HaloAuth(httpx.Auth):
 class TenantTokens(Protocol):
     """A tenant's Graph token, cached until it is due for renewal (see `msal_tokens.MsalTokens`)."""
 
-    async def token(self, tenant_id: str, *, renew: bool = False) -> str: ...
+    async def token(self, tenant_id: str, *, stale: str | None = None) -> str: ...
 
 
 class MsalAuth(httpx.Auth):
@@ -111,10 +111,11 @@ class MsalAuth(httpx.Auth):
         self.tenant_id = tenant_id
 
     async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        response = yield with_bearer(request, await self._tokens.token(self.tenant_id))
+        token = await self._tokens.token(self.tenant_id)
+        response = yield with_bearer(request, token)
         if response.status_code == 401:
             await response.aread()  # free its connection while msal asks for the renewed token
-            yield with_bearer(request, await self._tokens.token(self.tenant_id, renew=True))
+            yield with_bearer(request, await self._tokens.token(self.tenant_id, stale=token))
 
     def __repr__(self) -> str:
         return f"MsalAuth(tenant_id={self.tenant_id!r})"

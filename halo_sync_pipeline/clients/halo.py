@@ -33,7 +33,7 @@ from .connection import USER_AGENT, ssl_verify
 from .errors import HaloApiError, HaloAuthError, HaloReportError, HaloWriteError, short_detail
 from .halo_reports import SavedReport, companies_report_sql, contacts_report_sql, sites_report_sql
 from .request_counts import RequestCounts, counting_hooks
-from .retry import RetryableStatus, RetryPolicy, raise_for_retryable
+from .retry import RetryableStatus, RetryPolicy, gave_up, raise_for_retryable
 from .secret_scrubber import SecretScrubber
 
 UpsertEndpoint = Literal["Users", "Client"]
@@ -135,14 +135,7 @@ class HaloClient:
         }
         path = httpx.URL(token_url).path
         response = self._send_with_retries("POST", token_url, params=params, data=form, authenticated=False)
-        if response.status_code != 200:
-            raise HaloAuthError(
-                f"Halo token request (POST {path}) answered {response.status_code}: {self._message(response)}",
-                status_code=response.status_code,
-                method="POST",
-                path=path,
-            )
-        body = self._json(response, f"POST {path}")
+        body = self._answer(response, f"Halo token request (POST {path})", "POST", path, error=HaloAuthError)
         token = body.get("access_token") if isinstance(body, dict) else None
         if not token:
             raise HaloAuthError(f"Halo token response (POST {path}) has no access_token", method="POST", path=path)
@@ -173,18 +166,9 @@ class HaloClient:
         policy = self.retry_policy.for_writes() if write else self.retry_policy
         try:
             return policy.call(attempt)
-        except RetryableStatus as exc:
-            raise HaloApiError(
-                f"Halo {method} {path} still answered {exc.status_code} after retries: {exc.detail}",
-                status_code=exc.status_code,
-                method=method,
-                path=path,
-            ) from None
-        except httpx.TransportError as exc:
-            raise HaloApiError(
-                f"Halo {method} {path}: connection failed ({type(exc).__name__}: {self._scrub(str(exc))})",
-                method=method,
-                path=path,
+        except (RetryableStatus, httpx.TransportError) as exc:
+            raise gave_up(
+                exc, HaloApiError, f"Halo {method} {path}", method=method, path=path, scrub=self._scrub
             ) from None
 
     def _message(self, response: httpx.Response) -> str:
@@ -200,15 +184,20 @@ class HaloClient:
         return self._scrub(short_detail(response.text)) or response.reason_phrase
 
     def _get(self, path: str, params: dict[str, Any] | None = None) -> Any:
-        response = self._send_with_retries("GET", path, params=params)
+        return self._answer(self._send_with_retries("GET", path, params=params), f"Halo GET {path}", "GET", path)
+
+    def _answer(
+        self, response: httpx.Response, what: str, method: str, path: str, *, error: type[HaloApiError] = HaloApiError
+    ) -> Any:
+        """The JSON of a 200 answer to `what`; any other status raises `error` with Halo's own message."""
         if response.status_code != 200:
-            raise HaloApiError(
-                f"Halo GET {path} answered {response.status_code}: {self._message(response)}",
+            raise error(
+                f"{what} answered {response.status_code}: {self._message(response)}",
                 status_code=response.status_code,
-                method="GET",
+                method=method,
                 path=path,
             )
-        return self._json(response, f"GET {path}")
+        return self._json(response, f"{method} {path}")
 
     # --- reports --------------------------------------------------------------------------------
 

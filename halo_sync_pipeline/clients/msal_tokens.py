@@ -22,7 +22,7 @@ from .auth import renew_at
 from .connection import USER_AGENT, ssl_verify
 from .errors import GraphApiError, GraphAuthError, short_detail
 from .request_counts import RequestCounts, counting_hooks
-from .retry import RetryableStatus, RetryPolicy, raise_for_retryable
+from .retry import RetryableStatus, RetryPolicy, gave_up, raise_for_retryable
 from .secret_scrubber import SecretScrubber
 
 MICROSOFT_LOGIN_HOSTS = frozenset({"login.microsoftonline.com", "login.microsoftonline.us", "login.chinacloudapi.cn"})
@@ -71,17 +71,8 @@ class MsalHttpAdapter:
 
         try:
             return self._policy.call(attempt)
-        except RetryableStatus as exc:
-            raise GraphAuthError(
-                f"identity {method} {path} still answered {exc.status_code} after retries",
-                status_code=exc.status_code,
-                method=method,
-                path=path,
-            ) from None
-        except httpx.TransportError as exc:
-            raise GraphAuthError(
-                f"identity {method} {path}: connection failed ({type(exc).__name__})", method=method, path=path
-            ) from None
+        except (RetryableStatus, httpx.TransportError) as exc:
+            raise gave_up(exc, GraphAuthError, f"identity {method} {path}", method=method, path=path) from None
 
     def get(self, url: str, **kwargs: Any) -> httpx.Response:
         return self._request("GET", url, **kwargs)
@@ -128,6 +119,7 @@ class MsalTokens:
         self._apps_lock = threading.Lock()
         self._app_locks: dict[str, threading.Lock] = {}  # tenant -> lock held while its msal app is built
         self.cached: dict[str, tuple[str, float]] = {}  # tenant -> (access token, monotonic renewal time)
+        self._token_locks: dict[str, asyncio.Lock] = {}  # tenant -> held while its token is being obtained
         # msal blocks, so token requests run in threads: our own pool, one per concurrent tenant. The loop's
         # default pool has min(32, CPUs + 4) threads (6 on 2 cores) and would cap the token steps below
         # the client's concurrency.
@@ -140,14 +132,25 @@ class MsalTokens:
     def __repr__(self) -> str:
         return f"MsalTokens(login_url={self.login_url!r}, tenants={len(self.cached)})"
 
-    async def token(self, tenant_id: str, *, renew: bool = False) -> str:
-        cached = self.cached.get(tenant_id)
-        if cached and not renew and time.monotonic() < cached[1]:
-            return cached[0]
-        loop = asyncio.get_running_loop()
-        token, expires_at = await loop.run_in_executor(self.threads, self._acquire_blocking, tenant_id, renew)
-        self.cached[tenant_id] = (token, expires_at)
-        return token
+    async def token(self, tenant_id: str, *, stale: str | None = None) -> str:
+        """The tenant's cached token, or a new one when there is none, it is due, or it is `stale` (Graph
+        refused it). A tenant's reads run concurrently (domains and users), so one of them asks msal
+        while the other waits for that answer: one token request per tenant, not one per read."""
+        async with self._tenant_lock(tenant_id):
+            cached = self.cached.get(tenant_id)
+            if cached and cached[0] != stale and time.monotonic() < cached[1]:
+                return cached[0]
+            loop = asyncio.get_running_loop()
+            renew = stale is not None  # msal must not hand back the refused token from its own cache
+            token, expires_at = await loop.run_in_executor(self.threads, self._acquire_blocking, tenant_id, renew)
+            self.cached[tenant_id] = (token, expires_at)
+            return token
+
+    def _tenant_lock(self, tenant_id: str) -> asyncio.Lock:
+        lock = self._token_locks.get(tenant_id)
+        if lock is None:
+            lock = self._token_locks[tenant_id] = asyncio.Lock()
+        return lock
 
     def _app(self, tenant_id: str) -> msal.ConfidentialClientApplication:
         # msal's constructor makes the tenant's OpenID discovery request. Under one shared lock every

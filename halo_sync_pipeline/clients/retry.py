@@ -27,7 +27,10 @@ from typing import Any, TypeVar
 import httpx
 import stamina
 
+from .errors import ApiError
+
 T = TypeVar("T")
+E = TypeVar("E", bound=ApiError)
 
 # Transport errors after which a request certainly did not reach the server's application.
 NOT_SENT_ERRORS: tuple[type[httpx.TransportError], ...] = (
@@ -141,3 +144,25 @@ def raise_for_retryable(
             parse_retry_after(response.headers.get("retry-after")),
             detail() if detail else "",
         )
+
+
+def gave_up(
+    exc: RetryableStatus | httpx.TransportError,
+    error: type[E],
+    what: str,
+    *,
+    method: str,
+    path: str,
+    scrub: Callable[[str], str] = str,
+) -> E:
+    """The client's own error for a call its retry policy gave up on: the last 429/5xx answer, or a
+    connection failure. `what` names the call (e.g. "Halo GET /api/Client"); `scrub` hides secrets."""
+    if isinstance(exc, RetryableStatus):
+        detail = f": {scrub(exc.detail)}" if exc.detail else ""
+        return error(
+            f"{what} still answered {exc.status_code} after retries{detail}",
+            status_code=exc.status_code,
+            method=method,
+            path=path,
+        )
+    return error(f"{what}: connection failed ({type(exc).__name__}: {scrub(str(exc))})", method=method, path=path)
