@@ -11,6 +11,7 @@ at an inactive company stops there (`mapped_company_inactive`), never falling th
 from __future__ import annotations
 
 import json
+import string
 
 import pandas as pd
 
@@ -32,6 +33,18 @@ def _quoted(values: pd.Series) -> pd.Series:
     return ('"' + values.astype("string") + '"').fillna("(blank)")
 
 
+def _text(template: str, frame: pd.DataFrame) -> pd.Series:
+    """`template` filled from `frame`'s columns, row by row but vectorised: `{column}` as text, `{column!q}`
+    quoted (`(blank)` when missing). An unquoted missing value makes the row's text missing."""
+    out = pd.Series("", index=frame.index, dtype="string")
+    for literal, column, _spec, conversion in string.Formatter().parse(template):
+        out = out + literal
+        if column is not None:
+            values = frame[column].astype("string")
+            out = out + (_quoted(values) if conversion == "q" else values)
+    return out
+
+
 def _candidates(frame: pd.DataFrame, evidence: pd.Series) -> pd.DataFrame:
     out = frame.assign(evidence=evidence.astype("string"))[CANDIDATE_COLUMNS]
     return out.drop_duplicates(["tenant_id", "company_id"]).reset_index(drop=True)
@@ -45,16 +58,8 @@ def match_by_tenant_id(tenants: pd.DataFrame, tenant_mappings: pd.DataFrame, com
     """Rule 1: active companies that Halo's Azure AD connection mappings already tie to the tenant id."""
     active = _active(companies)[["company_id"]]
     found = tenant_mappings.merge(tenants[["tenant_id"]], on="tenant_id").merge(active, on="company_id")
-    evidence = (
-        "Halo Azure AD mapping of tenant "
-        + found["tenant_id"]
-        + " ("
-        + _quoted(found["tenant_name"])
-        + ") to company "
-        + found["company_id"].astype("string")
-        + " "
-        + _quoted(found["company_name"])
-    )
+    evidence = _text("Halo Azure AD mapping of tenant {tenant_id} ({tenant_name!q}) to company {company_id} "
+                     "{company_name!q}", found)  # fmt: skip
     return _candidates(found, evidence)
 
 
@@ -65,13 +70,7 @@ def match_by_name(tenants: pd.DataFrame, companies: pd.DataFrame) -> pd.DataFram
     names = active[["company_id", "name"]].assign(key=normalise_company_names(active["name"])).dropna(subset="key")
     keys = tenants[["tenant_id", "display_name"]].assign(key=normalise_company_names(tenants["display_name"]))
     found = keys.dropna(subset="key").merge(names, on="key")
-    evidence = (
-        "company name "
-        + _quoted(found["name"])
-        + " = tenant name "
-        + _quoted(found["display_name"])
-        + " (case and spacing ignored)"
-    )
+    evidence = _text("company name {name!q} = tenant name {display_name!q} (case and spacing ignored)", found)
     return _candidates(found, evidence)
 
 
@@ -82,7 +81,7 @@ def _company_hosts(companies: pd.DataFrame) -> pd.DataFrame:
 
 
 def _website_evidence(found: pd.DataFrame, what: str) -> pd.Series:
-    return "website " + _quoted(found["website"]) + " → host " + found["host"] + " = " + what + " " + found["host"]
+    return _text(f"website {{website!q}} → host {{host}} = {what} {{host}}", found)
 
 
 def match_by_default_domain_website(tenants: pd.DataFrame, companies: pd.DataFrame) -> pd.DataFrame:
@@ -173,14 +172,11 @@ def _ambiguity_summary(several: pd.DataFrame) -> pd.DataFrame:
 
 
 def _no_candidate_evidence(tenants: pd.DataFrame) -> pd.Series:
-    return (
-        "no active company matched: no Halo mapping of tenant "
-        + tenants["tenant_id"]
-        + ", no company named "
-        + _quoted(tenants["tenant_name"])
-        + ", no website host equal to the default domain "
-        + tenants["default_domain"].fillna("(none)")
-        + " or another verified domain, no company with active contacts at a verified domain"
+    return _text(
+        "no active company matched: no Halo mapping of tenant {tenant_id}, no company named {tenant_name!q}, no "
+        "website host equal to the default domain {default_domain} or another verified domain, no company with "
+        "active contacts at a verified domain",
+        tenants.assign(default_domain=tenants["default_domain"].fillna("(none)")),
     )
 
 
@@ -196,13 +192,12 @@ def tenants_mapped_to_inactive_companies(
     )
     has_active = mapped.groupby("tenant_id")["inactive"].transform(lambda s: (~s.fillna(True).astype(bool)).any())
     dead = mapped.loc[~has_active.astype(bool) & mapped["inactive"].fillna(False).astype(bool)]
-    label = "company " + dead["company_id"].astype("string") + " " + _quoted(dead["name"])
+    label = _text("company {company_id} {name!q}", dead)
     found = dead.assign(label=label).groupby("tenant_id", as_index=False).agg(companies=("label", ", ".join))
-    evidence = (
-        "Halo maps the tenant to inactive "
-        + found["companies"].astype("string")
-        + "; an explicit mapping is not overridden by a weaker rule: reactivate the company or map the tenant "
-        "to the right company in Halo"
+    evidence = _text(
+        "Halo maps the tenant to inactive {companies}; an explicit mapping is not overridden by a weaker rule: "
+        "reactivate the company or map the tenant to the right company in Halo",
+        found,
     )
     return pd.DataFrame({"tenant_id": found["tenant_id"], "evidence": evidence.astype("string")})
 
@@ -218,18 +213,10 @@ def resolve_conflicts(mappings: pd.DataFrame, tenant_mappings: pd.DataFrame) -> 
     out = mappings.copy()
     weak = out["method"].isin(WRITE_BACK_METHODS)
     owners = tenant_mappings.drop_duplicates(["company_id", "tenant_id"])
-    owner_label = "tenant " + owners["tenant_id"] + " " + _quoted(owners["tenant_name"]) + " (Halo Azure AD mapping)"
+    owner_label = _text("tenant {tenant_id} {tenant_name!q} (Halo Azure AD mapping)", owners)
     owned_by = owners.assign(label=owner_label).groupby("company_id")["label"].agg("; ".join)
     weak_rows = out.loc[weak]
-    shared_label = (
-        "tenant "
-        + weak_rows["tenant_id"]
-        + " "
-        + _quoted(weak_rows["tenant_name"])
-        + " (by "
-        + weak_rows["method"]
-        + ")"
-    )
+    shared_label = _text("tenant {tenant_id} {tenant_name!q} (by {method})", weak_rows)
     shared_by = weak_rows.assign(label=shared_label).groupby("company_id")["label"].agg(list)
 
     conflict_with = pd.Series(pd.NA, index=out.index, dtype="string")
