@@ -22,7 +22,10 @@ CHANGE_FAILURE_COLUMNS = ["tenant_id", "contact_id", "user_id", "check", "detail
 WARNING_COLUMNS = ["tenant_name", "tenant_id", "check", "detail"]
 
 
-def _failures(rows: pd.DataFrame, check: str, detail: pd.Series | str, columns: list[str]) -> pd.DataFrame:
+Failing = tuple[pd.DataFrame, str | pd.Series, str | pd.Series]  # (offending rows, check name, detail)
+
+
+def _failures(rows: pd.DataFrame, check: str | pd.Series, detail: pd.Series | str, columns: list[str]) -> pd.DataFrame:
     out = rows.assign(check=check, detail=detail).reindex(columns=columns)
     return out.astype({"check": "string", "detail": "string"})
 
@@ -32,6 +35,11 @@ def _combine(parts: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
     if not found:
         return pd.DataFrame({c: pd.Series(dtype="string") for c in columns})
     return pd.concat(found, ignore_index=True)[columns]
+
+
+def _all_failures(columns: list[str], failing: list[Failing], *more: pd.DataFrame) -> pd.DataFrame:
+    """One failures frame from (rows, check, detail) triples plus frames already in `columns`."""
+    return _combine([_failures(rows, check, detail, columns) for rows, check, detail in failing] + list(more), columns)
 
 
 # ---------------------------------------------------------------- company_mappings
@@ -49,24 +57,14 @@ def company_mapping_problems(
     mapped = company_mappings.loc[company_mappings["company_id"].notna()]
     exists = mapped["company_id"].isin(companies["company_id"])
     inactive_ids = companies.loc[companies["inactive"], "company_id"]
-    parts = [
-        _failures(missing, "tenant_without_mapping_row", "tenant has no company_mappings row", MAPPING_FAILURE_COLUMNS),
-        _failures(
-            duplicated, "duplicate_tenant_row", "tenant has several company_mappings rows", MAPPING_FAILURE_COLUMNS
-        ),
-        _failures(unknown, "unknown_tenant", "row for a tenant not in m365_tenants", MAPPING_FAILURE_COLUMNS),
-        _failures(
-            mapped.loc[~exists], "company_missing", "mapped company is not a Halo company", MAPPING_FAILURE_COLUMNS
-        ),
-        _failures(
-            mapped.loc[mapped["company_id"].isin(inactive_ids)],
-            "company_inactive",
-            "mapped company is inactive",
-            MAPPING_FAILURE_COLUMNS,
-        ),
-        _company_update_problems(company_mappings),
+    failing: list[Failing] = [
+        (missing, "tenant_without_mapping_row", "tenant has no company_mappings row"),
+        (duplicated, "duplicate_tenant_row", "tenant has several company_mappings rows"),
+        (unknown, "unknown_tenant", "row for a tenant not in m365_tenants"),
+        (mapped.loc[~exists], "company_missing", "mapped company is not a Halo company"),
+        (mapped.loc[mapped["company_id"].isin(inactive_ids)], "company_inactive", "mapped company is inactive"),
     ]
-    return _combine(parts, MAPPING_FAILURE_COLUMNS)
+    return _all_failures(MAPPING_FAILURE_COLUMNS, failing, _company_update_problems(company_mappings))
 
 
 def _company_update_problems(company_mappings: pd.DataFrame) -> pd.DataFrame:
@@ -122,11 +120,11 @@ def company_mapping_warnings(company_mappings: pd.DataFrame) -> pd.DataFrame:
     )
     conflicts = company_mappings.loc[company_mappings["method"] == CONFLICT_METHOD]
     conflict_detail = "conflict with " + conflicts["candidates"].fillna("?") + ": " + conflicts["evidence"]
-    parts = [
-        _failures(unmatched, "unmatched_" + unmatched["reason"], detail, REVIEW_COLUMNS),
-        _failures(conflicts, "conflict", conflict_detail, REVIEW_COLUMNS),
+    failing: list[Failing] = [
+        (unmatched, "unmatched_" + unmatched["reason"], detail),
+        (conflicts, "conflict", conflict_detail),
     ]
-    return _combine(parts, REVIEW_COLUMNS)
+    return _all_failures(REVIEW_COLUMNS, failing)
 
 
 # ---------------------------------------------------------------- contact_changes
@@ -153,40 +151,19 @@ def contact_change_problems(
     actionable_pairs = pd.MultiIndex.from_frame(actionable[["tenant_id", "company_id"]])
     not_actionable = ~pd.MultiIndex.from_frame(changes[["tenant_id", "company_id"]]).isin(actionable_pairs)
     on_contacts = changes.loc[changes["contact_id"].notna()]
-    parts = [
-        _failures(
-            duplicate_creates,
-            "duplicate_create",
-            "several creates for this company and email " + duplicate_creates["email"].fillna(""),
-            CHANGE_FAILURE_COLUMNS,
-        ),
-        _failures(
-            changes.loc[(changes["action"] == Action.DEACTIVATE) & changes["contact_id"].isin(keep_active_ids)],
-            "keep_active_contact_deactivated",
-            f"contact's {settings.keep_active_field} is {settings.keep_active_value!r}",
-            CHANGE_FAILURE_COLUMNS,
-        ),
-        _failures(
-            changes.loc[not_actionable],
-            "tenant_not_actionable",
-            "tenant is unmatched, excluded, failed to load users, or not mapped to this company",
-            CHANGE_FAILURE_COLUMNS,
-        ),
-        _failures(
-            _acted_on_twice(on_contacts),
-            "contact_acted_on_twice",
-            "several actions planned for one contact, not all held",
-            CHANGE_FAILURE_COLUMNS,
-        ),
-        _failures(
-            _second_active_azureoid(creates, contacts),
-            "create_duplicates_azureoid",
-            "an unheld create gives a second active contact this user's azureoid",
-            CHANGE_FAILURE_COLUMNS,
-        ),
-        _body_problems(changes),
-    ]
-    return _combine(parts, CHANGE_FAILURE_COLUMNS)
+    keep_active_deactivated = changes["action"].eq(Action.DEACTIVATE) & changes["contact_id"].isin(keep_active_ids)
+    keep_active_detail = f"contact's {settings.keep_active_field} is {settings.keep_active_value!r}"
+    failing: list[Failing] = [
+        (duplicate_creates, "duplicate_create", "several creates for this company and email "
+         + duplicate_creates["email"].fillna("")),
+        (changes.loc[keep_active_deactivated], "keep_active_contact_deactivated", keep_active_detail),
+        (changes.loc[not_actionable], "tenant_not_actionable",
+         "tenant is unmatched, excluded, failed to load users, or not mapped to this company"),
+        (_acted_on_twice(on_contacts), "contact_acted_on_twice", "several actions planned for one contact, not all held"),
+        (_second_active_azureoid(creates, contacts), "create_duplicates_azureoid",
+         "an unheld create gives a second active contact this user's azureoid"),
+    ]  # fmt: skip
+    return _all_failures(CHANGE_FAILURE_COLUMNS, failing, _body_problems(changes))
 
 
 def _acted_on_twice(on_contacts: pd.DataFrame) -> pd.DataFrame:
@@ -269,4 +246,4 @@ def contact_change_warnings(contact_changes: pd.DataFrame) -> pd.DataFrame:
         held.groupby(["tenant_id", "tenant_name", "action", "hold_reason"], dropna=False).size().reset_index(name="n")
     )
     detail = counts["n"].astype("string") + " " + counts["action"] + " held: " + counts["hold_reason"].fillna("")
-    return _combine([_failures(counts, "held_" + counts["action"], detail, WARNING_COLUMNS)], WARNING_COLUMNS)
+    return _all_failures(WARNING_COLUMNS, [(counts, "held_" + counts["action"], detail)])

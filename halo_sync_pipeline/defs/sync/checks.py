@@ -50,46 +50,49 @@ CHANGES_HELD = dg.AssetCheckSpec(
 )
 
 
+# What a failing result says: what the failures are, and what to do (the integrity checks' descriptions say it).
+_FAILURE_TEXT: dict[str, tuple[str, str | None]] = {
+    MAPPINGS_INTEGRITY.name: ("mapping integrity problems: nothing is written", None),
+    MAPPINGS_REVIEW.name: (
+        "tenants unmatched or in conflict: nothing is written for them",
+        "Map each tenant to its company in Halo (rule 1 then wins), reactivate or fix the company, or exclude the "
+        "tenant; then re-run halo_sync_plan and look at tenant_review.",
+    ),
+    CHANGES_INTEGRITY.name: ("contact plan problems: nothing is written", None),
+    CHANGES_HELD.name: (
+        "held contact actions (never written)",
+        "Read each hold reason: it says what releases the action. Fix in Halo or in sync_settings, then re-run "
+        "halo_sync_plan.",
+    ),
+}
+
+
+def _result(
+    spec: dg.AssetCheckSpec, failures: pd.DataFrame, tenant_names: pd.Series | None = None
+) -> dg.AssetCheckResult:
+    """A blocking check fails as an error, a warning check as a warning."""
+    what, what_to_do = _FAILURE_TEXT[spec.name]
+    severity = ERROR if spec.blocking else WARN
+    return failure_result(
+        failures, check_name=spec.name, severity=severity, what=what, what_to_do=what_to_do, tenant_names=tenant_names
+    )
+
+
 def mapping_results(
     company_mappings: pd.DataFrame, m365_tenants: pd.DataFrame, halo_companies: pd.DataFrame
 ) -> list[dg.AssetCheckResult]:
-    names = tenant_names_of(company_mappings)
+    problems = plan_checks.company_mapping_problems(company_mappings, m365_tenants, halo_companies)
     return [
-        failure_result(
-            plan_checks.company_mapping_problems(company_mappings, m365_tenants, halo_companies),
-            check_name=MAPPINGS_INTEGRITY.name,
-            severity=ERROR,
-            what="mapping integrity problems: nothing is written",
-            tenant_names=names,
-        ),
-        failure_result(
-            plan_checks.company_mapping_warnings(company_mappings),
-            check_name=MAPPINGS_REVIEW.name,
-            severity=WARN,
-            what="tenants unmatched or in conflict: nothing is written for them",
-            what_to_do="Map each tenant to its company in Halo (rule 1 then wins), reactivate or fix the company, or "
-            "exclude the tenant; then re-run halo_sync_plan and look at tenant_review.",
-        ),
+        _result(MAPPINGS_INTEGRITY, problems, tenant_names_of(company_mappings)),
+        _result(MAPPINGS_REVIEW, plan_checks.company_mapping_warnings(company_mappings)),
     ]
 
 
 def change_results(
     contact_changes: pd.DataFrame, company_mappings: pd.DataFrame, halo_contacts: pd.DataFrame, settings: SyncSettings
 ) -> list[dg.AssetCheckResult]:
+    problems = plan_checks.contact_change_problems(contact_changes, company_mappings, halo_contacts, settings)
     return [
-        failure_result(
-            plan_checks.contact_change_problems(contact_changes, company_mappings, halo_contacts, settings),
-            check_name=CHANGES_INTEGRITY.name,
-            severity=ERROR,
-            what="contact plan problems: nothing is written",
-            tenant_names=tenant_names_of(company_mappings),
-        ),
-        failure_result(
-            plan_checks.contact_change_warnings(contact_changes),
-            check_name=CHANGES_HELD.name,
-            severity=WARN,
-            what="held contact actions (never written)",
-            what_to_do="Read each hold reason: it says what releases the action. Fix in Halo or in sync_settings, "
-            "then re-run halo_sync_plan.",
-        ),
+        _result(CHANGES_INTEGRITY, problems, tenant_names_of(company_mappings)),
+        _result(CHANGES_HELD, plan_checks.contact_change_warnings(contact_changes)),
     ]
