@@ -149,11 +149,15 @@ class _HaloApi:
         records = await run_in_threadpool(self.store.clients, include_inactive=_bool_param(request, "includeinactive"))
         return JSONResponse(_page(request, "clients", records))
 
-    async def _detail(self, request: Request, read: Callable[..., Any], what: str) -> Response:
-        """GET /api/{Resource}/{id}: the record (with `includedetails`), or 404 naming the id."""
+    async def _detail(
+        self, request: Request, read: Callable[..., Any], what: str, details: tuple[str, ...] = ("includedetails",)
+    ) -> Response:
+        """GET /api/{Resource}/{id}: the record (with its details when one of the `details` query flags is
+        set), or 404 naming the id."""
         self._authorise(request)
         record_id = request.path_params["id"]
-        record = await run_in_threadpool(read, record_id, details=_bool_param(request, "includedetails"))
+        with_details = any(_bool_param(request, flag) for flag in details)
+        record = await run_in_threadpool(read, record_id, details=with_details)
         if record is None:
             raise HttpError(404, {"error": f"no {what} with id {record_id}"})
         return JSONResponse(record)
@@ -185,15 +189,15 @@ class _HaloApi:
         return JSONResponse(found)
 
     async def azure_connection(self, request: Request) -> Response:
-        self._authorise(request)
-        connection_id = request.path_params["id"]
-        record = await run_in_threadpool(self.store.azure_connection, connection_id)
-        if record is None:
-            raise HttpError(404, {"error": f"no Azure AD connection with id {connection_id}"})
-        if _bool_param(request, "includedetails") or _bool_param(request, "includetenants"):
+        flags = ("includedetails", "includetenants")
+        return await self._detail(request, self._connection_with_tenants, "Azure AD connection", flags)
+
+    def _connection_with_tenants(self, connection_id: int, *, details: bool) -> dict[str, Any] | None:
+        record = self.store.azure_connection(connection_id)
+        if record is not None and details:
             # Only the azure_tenants entries of this connection: a type-1 connection's are not the partner's.
-            record["mappings_client"] = await run_in_threadpool(self.store.tenant_mappings, connection_id)
-        return JSONResponse(record)
+            record["mappings_client"] = self.store.tenant_mappings(connection_id)
+        return record
 
     # ------------------------------------------------------------------ writes
 
@@ -243,14 +247,13 @@ class _HaloApi:
         return await self._write(request, "Report", self.store.save_reports)
 
     async def report(self, request: Request) -> Response:
-        self._authorise(request)
-        report_id = request.path_params["id"]
-        saved = await run_in_threadpool(self.store.report, report_id)
-        if saved is None:
-            raise HttpError(404, {"error": f"no report with id {report_id}"})
-        if _bool_param(request, "loadreport"):
-            saved["report"] = await run_in_threadpool(self._load_report, saved["sql"])
-        return JSONResponse(saved)
+        return await self._detail(request, self._report_with_rows, "report", ("loadreport",))
+
+    def _report_with_rows(self, report_id: int, *, details: bool) -> dict[str, Any] | None:
+        saved = self.store.report(report_id)
+        if saved is not None and details:
+            saved["report"] = self._load_report(saved["sql"])
+        return saved
 
     def _load_report(self, sql: str) -> dict[str, Any]:
         try:

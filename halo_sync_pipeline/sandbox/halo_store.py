@@ -22,7 +22,7 @@ import re
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -615,26 +615,19 @@ def _invoice_flags(halo: dict[str, Any]) -> Iterator[tuple[dict[str, Any], bool]
             yield site, site["id"] in main_sites
 
 
-def _area_azure_tenant(row: sqlite3.Row) -> dict[str, Any]:
-    """An azure_tenants entry as GET /api/Client/{id} shows it (Halo's AreaAzureTenant model)."""
-    return {
-        "id": row["AATid"],
-        "details_id": row["AATdetailsid"],
-        "details_name": row["_details_name"],
-        "client_id": row["AATarea"],
-        "client_name": row["_client_name"],
-        "azure_tenant_id": row["AATtenantid"],
-        "azure_tenant_name": row["AATtenantname"],
-    }
+# Halo's AreaAzureTenant model (an azure_tenants entry as GET /api/Client/{id} shows it): field -> column.
+_AREA_AZURE_TENANT = {"id": "AATid", "details_id": "AATdetailsid", "details_name": "_details_name",
+                      "client_id": "AATarea", "client_name": "_client_name", "azure_tenant_id": "AATtenantid",
+                      "azure_tenant_name": "AATtenantname"}  # fmt: skip
+_ESTATE_AZURE_TENANT_FIELDS = ("id", "details_id", "azure_tenant_id", "azure_tenant_name")
+
+
+def _area_azure_tenant(row: sqlite3.Row, fields: Iterable[str] = _AREA_AZURE_TENANT) -> dict[str, Any]:
+    return {field: row[_AREA_AZURE_TENANT[field]] for field in fields}
 
 
 def _estate_azure_tenant(row: sqlite3.Row) -> dict[str, Any]:
-    return {
-        "id": row["AATid"],
-        "details_id": row["AATdetailsid"],
-        "azure_tenant_id": row["AATtenantid"],
-        "azure_tenant_name": row["AATtenantname"],
-    }
+    return _area_azure_tenant(row, _ESTATE_AZURE_TENANT_FIELDS)
 
 
 _READ_ACTIONS = frozenset(
