@@ -43,6 +43,9 @@ _USER_DTYPES = contracts.dtypes(sources.M365UsersSchema)
 
 def text(value: Any) -> Any:
     """Stripped text, NA for None/NaN/blank."""
+    if type(value) is str:  # nearly every value: the fast path (this runs for every field of 200k users)
+        stripped = value.strip()
+        return stripped if stripped else pd.NA
     if value is None or (isinstance(value, float) and pd.isna(value)) or value is pd.NA:
         return pd.NA
     if isinstance(value, (dict, list)):
@@ -152,7 +155,11 @@ class _Reader:
         self.problems: list[str] = []
 
     def get(self, key: str, convert: Callable[[Any], Any], fallback: Any = pd.NA) -> Any:
-        return self.value(key, self.record.get(key), convert, fallback)
+        try:  # `value` inlined: this runs for every field of every Halo record
+            return convert(self.record.get(key))
+        except ValueError as exc:
+            self.problems.append(f"{key}: {exc}")
+            return fallback
 
     def value(self, key: str, value: Any, convert: Callable[[Any], Any], fallback: Any = pd.NA) -> Any:
         try:
@@ -428,7 +435,10 @@ _USER_FIELDS: tuple[tuple[str, Callable[[Any], Any]], ...] = (
 
 def _user_row(tenant_key: str, r: Mapping[str, Any]) -> tuple[Any, ...]:
     """One Graph user as a row in USER_COLUMNS order (`tenant_key`: the tenant id as typed); ValueError names the field."""
-    values = tuple(_field(r, key, convert) for key, convert in _USER_FIELDS)
+    try:
+        values = tuple([convert(r.get(key)) for key, convert in _USER_FIELDS])
+    except ValueError:  # again field by field, for the error naming the field
+        values = tuple(_field(r, key, convert) for key, convert in _USER_FIELDS)
     user_type = values[-1]
     return (tenant_key, *values, user_type is not pd.NA and str(user_type).lower() == "guest")
 
@@ -480,12 +490,17 @@ def _lacks(user: Mapping[str, Any], name: str) -> bool:
     return name not in user or (name == "assignedLicenses" and user[name] is None)
 
 
+_SELECTED = frozenset(USER_SELECT)
+
+
 def _user_gaps(load: TenantLoad) -> dict[str, tuple[int, str]]:
     """For each $select-ed property some user lacks: (index of the first such user, the error text)."""
     gaps: dict[str, tuple[int, str]] = {}
     for index, user in enumerate(load.users):
         if not isinstance(user, Mapping):
             continue
+        if _SELECTED.issubset(user.keys()) and user["assignedLicenses"] is not None:
+            continue  # the common case, checked at C speed
         for name in USER_SELECT:
             if name not in gaps and _lacks(user, name):
                 gaps[name] = (index, _gap_text(load, user, name))
