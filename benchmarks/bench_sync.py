@@ -1,12 +1,10 @@
 """End-to-end benchmark on the sandbox: generate an estate, then time each stage of a live sync.
 
-    .venv/bin/python benchmarks/bench_sync.py --tenants 200 --users-per-tenant 100 [--stream-m365]
+    .venv/bin/python benchmarks/bench_sync.py --tenants 200 --users-per-tenant 100
 
 Prints the seconds of each step, the requests each sandbox server answered and the pipeline's peak memory:
 overall (ru_maxrss of this process) and per step (the highest RSS sampled every 50 ms while the step ran).
 The estate is generated and served by child processes, so this process's memory is the pipeline's.
-`--stream-m365` runs the M365 read as `GraphClient.load_all(on_load=frames.compact_tenant_load)` (each
-tenant's users typed as it loads, the raw JSON dropped), what the m365 asset does once wired to it.
 Numbers, not assertions: these machines are shared and noisy.
 """
 
@@ -63,19 +61,6 @@ def generate_estate_file(path: Path, tenants: int, users_per_tenant: int, seed: 
         subprocess.run(command, stdout=out, check=True)
 
 
-def stream_m365_reads() -> None:
-    """Make every `GraphClient.load_all` compact each tenant as it loads (the m365 asset's one-line change)."""
-    from halo_sync_pipeline.clients import frames
-    from halo_sync_pipeline.clients.graph import GraphClient
-
-    plain = GraphClient.load_all
-
-    async def load_all(self, tenants, on_load=None):  # type: ignore[no-untyped-def]
-        return await plain(self, tenants, on_load=on_load or frames.compact_tenant_load)
-
-    GraphClient.load_all = load_all  # type: ignore[method-assign]
-
-
 def start_sandbox_process(estate_path: Path, state_dir: Path, latency_ms: float) -> tuple[subprocess.Popen, dict]:
     """The sandbox in its own process (as in `make dev`), so it does not share this process's GIL."""
     env_file = state_dir / "sandbox.env"
@@ -98,10 +83,7 @@ def main() -> None:
     parser.add_argument("--users-per-tenant", type=int, default=100)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--latency-ms", type=float, default=0.0)
-    parser.add_argument("--stream-m365", action="store_true", help="compact each tenant's users as it loads")
     args = parser.parse_args()
-    if args.stream_m365:
-        stream_m365_reads()
 
     with tempfile.TemporaryDirectory() as tmp:
         estate_path = Path(tmp) / "estate.json"
