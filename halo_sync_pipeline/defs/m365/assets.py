@@ -74,7 +74,8 @@ def tenants_loaded_result(m365_tenants: pd.DataFrame) -> dg.AssetCheckResult:
     check_specs=[TENANTS_LOADED, *(schema_spec(name, schema) for name, schema in SCHEMAS.items())],
 )
 def m365_directory(context: dg.AssetExecutionContext, m365: M365Resource, sync_settings: SyncSettingsResource):
-    """Reads all customer tenants concurrently (bounded), paging sequentially inside each tenant.
+    """Reads all customer tenants concurrently (bounded); inside a tenant, domains and users at once, each
+    paged sequentially.
 
     A tenant that fails (consent revoked, repeated 5xx, malformed data, users without a property the
     filters need) is recorded as failed and its partial data dropped; the others still load. The seed
