@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Any
 
 import dagster as dg
 
@@ -17,7 +18,7 @@ from halo_sync_pipeline.defs.sync.apply import applied_changes
 from halo_sync_pipeline.defs.sync.assets import company_mappings, contact_changes, inactive_report, tenant_review
 
 
-def build_definitions(resources: dict | None = None, env: Mapping[str, str] | None = None) -> dg.Definitions:
+def build_definitions(resources: dict[str, Any] | None = None, env: Mapping[str, str] | None = None) -> dg.Definitions:
     """The code location, configured from `env` (default: this process's environment), read once here."""
     env = os.environ if env is None else env
     return dg.Definitions(

@@ -52,7 +52,8 @@ def _without_closed_objects(node: Any) -> Any:
 @cache
 def _defs() -> dict[str, Any]:
     text = resources.files("halo_sync_pipeline").joinpath("halo_api_schemas.json").read_text()
-    return _without_closed_objects(json.loads(text)["$defs"])
+    definitions: dict[str, Any] = _without_closed_objects(json.loads(text)["$defs"])
+    return definitions
 
 
 @cache

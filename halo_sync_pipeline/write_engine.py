@@ -29,6 +29,9 @@ ACTION_ORDER = (Action.SET_TENANT_ID, Action.PAIR, Action.REACTIVATE, Action.UPD
 PLAN_COLUMNS = CONTACT_CHANGE_COLUMNS
 APPLIED_COLUMNS = APPLIED_CHANGE_COLUMNS
 
+# One write's result: its outcome, the error (or NA) and the Halo id (or NA).
+Result = tuple[str, Any, Any]
+
 
 _NARROWS = (
     " Only narrows this run: what is planned at all is decided by the sync_settings resource; an action is "
@@ -150,7 +153,7 @@ def _safe_to_resend(exc: Exception, bodies: Sequence[dict[str, Any]]) -> bool:
 
 
 def _write_isolating(
-    write_batch: WriteBatch, endpoint: Endpoint, items: Sequence[tuple[int, dict[str, Any]]], results: dict[int, tuple]
+    write_batch: WriteBatch, endpoint: Endpoint, items: Sequence[tuple[int, dict[str, Any]]], results: dict[int, Result]
 ) -> None:
     """Write `items` (row index, body); on a refusal split until each bad record fails alone."""
     bodies = [body for _, body in items]
@@ -197,7 +200,7 @@ def apply_writes(
     entries first); if it fails, that action fails alone."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    results: dict[int, tuple] = {}
+    results: dict[int, Result] = {}
     for index, row in writes.iterrows():
         if row["held"] or pd.isna(row["body"]):
             results[index] = (Outcome.HELD, pd.NA, pd.NA)

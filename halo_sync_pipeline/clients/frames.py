@@ -281,14 +281,14 @@ _UPN_TEXT = re.compile(r"^[^@\s]+@[^@\s]+$")
 
 def _guid(value: Any) -> str:
     # A user id that is no GUID fails its tenant here rather than the whole estate at the schema check.
-    found = _required(lower_text)(value)
+    found: str = _required(lower_text)(value)
     if not _GUID_TEXT.match(found):
         raise ValueError(f"{found!r} is not a GUID")
     return found
 
 
 def _upn(value: Any) -> str:
-    found = _required(lower_text)(value)
+    found: str = _required(lower_text)(value)
     if not _UPN_TEXT.match(found):
         raise ValueError(f"{found!r} is not a user principal name (name@domain)")
     return found

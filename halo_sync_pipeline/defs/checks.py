@@ -8,6 +8,8 @@ table naming each offending record (tenant names beside tenant ids).
 
 from __future__ import annotations
 
+from typing import Any
+
 import dagster as dg
 import pandas as pd
 import pandera.pandas as pa
@@ -33,7 +35,7 @@ def failure_result(
     key = dg.AssetKey(asset) if asset else None
     if failures is None or failures.empty:
         return dg.AssetCheckResult(check_name=check_name, asset_key=key, passed=True, metadata={"failures": 0})
-    metadata: dict = {
+    metadata: dict[str, Any] = {
         "failures": len(failures),
         "failure_cases": dg.MetadataValue.md(
             markdown_table(with_tenant_names(failures, tenant_names), max_rows=MAX_FAILURE_ROWS)

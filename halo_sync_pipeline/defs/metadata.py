@@ -68,7 +68,8 @@ def _table_value(value: Any) -> str | int | float | bool | None:
     if isinstance(value, (bool, int, float, str)):
         return value
     if hasattr(value, "item"):  # numpy scalars
-        return value.item()
+        scalar: str | int | float | bool = value.item()
+        return scalar
     return str(value)
 
 

@@ -16,8 +16,9 @@ import dagster as dg
 from pydantic import Field, PrivateAttr
 
 from halo_sync_pipeline import environment
+from halo_sync_pipeline.clients.auth import HaloSession
 from halo_sync_pipeline.clients.graph import GraphClient
-from halo_sync_pipeline.clients.halo import HaloClient, HaloSession
+from halo_sync_pipeline.clients.halo import HaloClient
 from halo_sync_pipeline.clients.retry import RetryPolicy
 from halo_sync_pipeline.settings import SyncSettings
 

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
             return _stop(webserver)
 
 
-def _stop(process: subprocess.Popen, grace_s: float = 10) -> int:
+def _stop(process: subprocess.Popen[bytes], grace_s: float = 10) -> int:
     """SIGINT to the whole group, as Ctrl-C in a terminal does, then SIGKILL: dagster dev 1.13 stops its
     daemon at once but its webserver can linger for minutes after an interrupt."""
     os.killpg(process.pid, signal.SIGINT)

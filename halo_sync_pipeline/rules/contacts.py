@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import pandas as pd
 
@@ -106,7 +107,7 @@ def _changes(
     action: str,
     reason: object,
     hold_reason: object,
-    body: Iterable,
+    body: Iterable[Any],
     evidence: object,
     contact_fields: bool = True,
 ) -> pd.DataFrame:

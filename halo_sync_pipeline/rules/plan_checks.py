@@ -7,7 +7,7 @@ record's identifying columns, `check` (a short name) and `detail` (what is wrong
 from __future__ import annotations
 
 import json
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import pandas as pd
 
@@ -228,7 +228,7 @@ def _schema_detail(problems: BodyProblems) -> str | None:
     )
 
 
-def _target_problem(record: _Change, body: dict) -> str | None:
+def _target_problem(record: _Change, body: dict[str, Any]) -> str | None:
     if record.action == Action.CREATE:
         if "id" in body or body.get("client_id") != record.company_id:
             return f"create body must have no id and client_id {record.company_id}"

@@ -38,7 +38,8 @@ class EstateError(ValueError):
 
 @cache
 def estate_schema() -> dict[str, Any]:
-    return json.loads(resources.files(__package__).joinpath("estate.schema.json").read_text())
+    schema: dict[str, Any] = json.loads(resources.files(__package__).joinpath("estate.schema.json").read_text())
+    return schema
 
 
 # The big arrays of an estate and the schema of one of their elements. Their elements are checked
@@ -64,7 +65,9 @@ def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
 
 @cache
 def _record_schema(def_name: str) -> dict[str, Any]:
-    return _inline_refs(estate_schema()["$defs"][def_name], estate_schema()["$defs"])
+    definitions: dict[str, Any] = estate_schema()["$defs"]
+    record: dict[str, Any] = _inline_refs(definitions[def_name], definitions)
+    return record
 
 
 @cache
@@ -174,7 +177,8 @@ def load_estate(source: str | Path | dict[str, Any]) -> dict[str, Any]:
 
 def _read(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        estate: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        return estate
     except FileNotFoundError:
         raise EstateError([f"{path}: no such file"]) from None
     except json.JSONDecodeError as exc:

@@ -662,7 +662,7 @@ class _Client:
 
     @property
     def client_id(self) -> int:
-        return self.record["id"]
+        return int(self.record["id"])
 
 
 class _EstateBuilder:
@@ -986,7 +986,7 @@ class _EstateBuilder:
         if keep_active is not None:
             record["customfields"] = [{"name": KEEP_ACTIVE_FIELD, "value": keep_active}]
         self.contacts.append(record)
-        return record["id"]
+        return int(record["id"])
 
     def _person(self) -> tuple[str, str]:
         return self.rng.choice(_FIRST_NAMES), self.rng.choice(_SURNAMES)
@@ -1152,14 +1152,16 @@ class _EstateBuilder:
             return self._tied_line1(client).lower()
         roll = rng.random()
         if roll < 0.6:
-            return client.sites[0]["line1"]
+            first: str | None = client.sites[0]["line1"]
+            return first
         if roll < 0.75:
-            return rng.choice(client.sites)["line1"]
+            any_site: str | None = rng.choice(client.sites)["line1"]
+            return any_site
         return None
 
     def _tied_line1(self, client: _Client) -> str:
         """Line 1 shared by two sites of the client (added once)."""
-        lines = [s["line1"].lower() for s in client.sites]
+        lines: list[str] = [s["line1"].lower() for s in client.sites]
         for line1 in lines:
             if lines.count(line1) > 1:
                 return line1

@@ -221,7 +221,9 @@ class _HaloApi:
             self.runtime.stats.record_unknown_fields(endpoint, unknown)
         return body
 
-    async def _write(self, request: Request, endpoint: str, upsert: Callable[[list], list]) -> Response:
+    async def _write(
+        self, request: Request, endpoint: str, upsert: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
+    ) -> Response:
         self._authorise(request)
         elements = await self._validated_array(request, endpoint)
         try:

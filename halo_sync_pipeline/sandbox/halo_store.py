@@ -126,7 +126,7 @@ class HaloStore:
 
     def _has_tables(self) -> bool:
         found = self._db.execute("SELECT count(*) FROM sqlite_master WHERE type='table' AND name='USERS'").fetchone()
-        return found[0] == 1
+        return bool(found[0] == 1)
 
     def _add_azure_connections_to_old_state(self) -> None:
         """A state folder from before Azure AD connections were stored resumes with the default one."""
@@ -535,7 +535,7 @@ class HaloStore:
             ).fetchone()
             if main is None:
                 raise WriteRejected(f"{label}: client_id {element['client_id']} has no main site to put the user on")
-            return main[0]
+            return int(main[0])
         return None
 
     @staticmethod

@@ -364,7 +364,7 @@ class _Identity:
         }
 
     def _tenant(self, tenant_ref: str) -> str:
-        tenant_id = self.state.model.resolve(tenant_ref)
+        tenant_id: str | None = self.state.model.resolve(tenant_ref)
         if tenant_id is None:
             raise IdentityError(400, "invalid_tenant", 90002,
                                 f"Tenant '{tenant_ref}' not found. Check to make sure you have the correct tenant ID "
@@ -548,7 +548,7 @@ class _Graph:
         model: M365Model = self.state.model
         if claims is None or claims.get("kind") != "access":
             raise _unauthenticated("Access token validation failure. Invalid or expired token.")
-        tenant_id = claims["tid"]
+        tenant_id: str = claims["tid"]
         if tenant_id != model.partner_tenant_id and tenant_id not in model.tenants:
             raise _unauthenticated("Access token validation failure. Invalid audience.")
         tenant = model.tenants.get(tenant_id)
@@ -567,8 +567,9 @@ class _Graph:
         if not collection.omittable:
             return frozenset()
         tenant = self.state.model.tenants.get(tenant_id)
-        from_estate = tenant.omit_user_properties if tenant is not None else frozenset()
-        return from_estate | self.state.runtime.faults.omit_user_properties.get(tenant_id, frozenset())
+        from_estate: frozenset[str] = tenant.omit_user_properties if tenant is not None else frozenset()
+        injected: frozenset[str] = self.state.runtime.faults.omit_user_properties.get(tenant_id, frozenset())
+        return from_estate | injected
 
     def _query(self, request: Request, collection: _Collection, tenant_id: str) -> _Query:
         params = {key.lower(): value for key, value in request.query_params.items()}

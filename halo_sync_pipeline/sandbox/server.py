@@ -102,7 +102,8 @@ class _State:
         return load_estate(path)
 
     def m365(self) -> dict[str, Any]:
-        return json.loads((self.dir / M365_FILE).read_text())
+        m365: dict[str, Any] = json.loads((self.dir / M365_FILE).read_text())
+        return m365
 
     def write_estate(self, estate: dict[str, Any], *, initial: bool) -> None:
         (self.dir / M365_FILE).write_text(json.dumps(estate["m365"], separators=(",", ":")))

@@ -28,7 +28,7 @@ def _quarantined(
     schema: type[pa.DataFrameModel],
     counts: dict[str, int],
     extra: dict[str, Any] | None = None,
-) -> Iterator[dg.Output | dg.AssetCheckResult]:
+) -> Iterator[dg.Output[pd.DataFrame] | dg.AssetCheckResult]:
     """The frame after its quarantine rule, with the odd and the unreadable records in the metadata, then
     its schema check. A record without a readable id cannot be kept in the frame; it is left out, logged
     and listed here."""

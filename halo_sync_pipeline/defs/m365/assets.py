@@ -7,6 +7,7 @@ import dagster as dg
 import pandas as pd
 
 from halo_sync_pipeline.clients import frames
+from halo_sync_pipeline.clients.graph import TenantLoad
 from halo_sync_pipeline.defs.checks import ERROR, WARN, failure_result, schema_result, schema_spec
 from halo_sync_pipeline.defs.metadata import OWNER, counts_markdown, frame_metadata, markdown_table, request_metadata
 from halo_sync_pipeline.defs.resources import M365Resource, SyncSettingsResource
@@ -17,7 +18,7 @@ from halo_sync_pipeline.schemas import sources
 M365: dict[str, Any] = {"group_name": "m365", "kinds": {"microsoft365", "pandas"}, "owners": [OWNER]}
 
 
-async def _load_everything(m365: M365Resource) -> tuple[list, dict[str, int]]:
+async def _load_everything(m365: M365Resource) -> tuple[list[TenantLoad], dict[str, int]]:
     async with m365.client() as client:
         tenants = await client.tenants()
         # Each tenant's users are typed into compact columns as it loads; its raw JSON is dropped at once.

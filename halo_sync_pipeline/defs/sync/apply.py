@@ -5,6 +5,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pandas as pd
@@ -106,7 +107,7 @@ def _company_write_backs(client) -> PrepareBody:
     """Read-modify-write of a company's tenant list: Halo's current entries, as returned, plus the new one."""
     connection: list[int] = []
 
-    def prepare(action: str, body: dict) -> dict | None:
+    def prepare(action: str, body: dict[str, Any]) -> dict[str, Any] | None:
         if action != Action.SET_TENANT_ID:
             return body
         if not connection:
@@ -116,7 +117,7 @@ def _company_write_backs(client) -> PrepareBody:
     return prepare
 
 
-def _no_writes(endpoint: str, bodies: list[dict]) -> list[dict]:
+def _no_writes(endpoint: str, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
     raise AssertionError("a dry run never writes")
 
 

@@ -61,7 +61,9 @@ def plan_export_folder(context: dg.AssetExecutionContext, settings: SyncSettings
     return base / f"{stamp}_{context.run_id[:8]}"
 
 
-def _export(context: dg.AssetExecutionContext, settings: SyncSettingsResource, frame: pd.DataFrame, name: str) -> dict:
+def _export(
+    context: dg.AssetExecutionContext, settings: SyncSettingsResource, frame: pd.DataFrame, name: str
+) -> dict[str, Any]:
     folder = plan_export_folder(context, settings)
     written = write_csv(frame, folder / f"{name}.csv")
     return {"export_folder": dg.MetadataValue.path(str(folder)), "export_csv": dg.MetadataValue.path(str(written))}
