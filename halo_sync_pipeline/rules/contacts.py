@@ -72,15 +72,39 @@ def keyed_users(users: pd.DataFrame, settings: SyncSettings) -> pd.DataFrame:
 
 def user_addresses(users: pd.DataFrame) -> pd.DataFrame:
     """One row per (tenant_id, user_key, address): the UPN, `mail` and every smtp proxy address,
-    trimmed and lower-cased. UPN ≠ primary SMTP is common after renames and in hybrid setups."""
-    parts = [
-        users[["tenant_id", "user_key"]].assign(address=_key(users["upn"])),
-        users[["tenant_id", "user_key"]].assign(address=_key(users["mail"])),
-    ]
-    aliases = users[["tenant_id", "user_key"]].assign(address=users["smtp_aliases"].astype("string").str.split(";"))
-    parts.append(aliases.explode("address").assign(address=lambda f: _key(f["address"])))
-    found = pd.concat(parts, ignore_index=True).dropna(subset=["address"])
-    return found.drop_duplicates(["tenant_id", "user_key", "address"]).reset_index(drop=True)
+    trimmed and lower-cased. UPN ≠ primary SMTP is common after renames and in hybrid setups.
+
+    The UPN rows come first, then `mail`, then the aliases, each address once per user. Built in one pass
+    over plain lists: the pandas version (split, explode, three string passes) peaked at +200 MiB on 200k users."""
+    # Per kind (UPN, mail, aliases): the tenant ids, user keys and addresses, as three plain lists.
+    parts: list[tuple[list[object], list[object], list[str]]] = [([], [], []) for _ in range(3)]
+    rows = zip(
+        users["tenant_id"].tolist(),
+        users["user_key"].tolist(),
+        users["upn"].tolist(),
+        users["mail"].tolist(),
+        users["smtp_aliases"].tolist(),
+    )
+    for tenant_id, user_key, upn, mail, aliases in rows:
+        seen: set[str] = set()
+        raw_aliases = aliases.split(";") if isinstance(aliases, str) else ()
+        for (tenants, keys, found_addresses), raw_values in zip(parts, ((upn,), (mail,), raw_aliases), strict=True):
+            for raw in raw_values:
+                address = raw.strip().lower() if isinstance(raw, str) else ""
+                if address and address not in seen:
+                    seen.add(address)
+                    tenants.append(tenant_id)
+                    keys.append(user_key)
+                    found_addresses.append(address)
+    found = pd.DataFrame(
+        {
+            column: pd.Series([value for part in parts for value in part[position]], dtype="string")
+            for position, column in enumerate(("tenant_id", "user_key", "address"))
+        }
+    )
+    if users.duplicated(["tenant_id", "user_key"]).any():  # never from Graph; each address still once
+        found = found.drop_duplicates(["tenant_id", "user_key", "address"]).reset_index(drop=True)
+    return found
 
 
 def contact_owners(contacts: pd.DataFrame, users: pd.DataFrame) -> pd.DataFrame:
@@ -808,8 +832,10 @@ def plan_contact_changes(
         plan_updates(links, settings),
         plan_pairs(candidates),
         plan_creates(to_create, sites, holds),
-        plan_deactivations(company_contacts, all_users, addresses, contact_emails, domains, handled, settings),
     ]
+    # The deactivations make the plan's largest temporaries: free first what they do not read.
+    del everyone, owned_contacts, selected, links, unlinked, candidates, pairable, to_create, holds
+    parts.append(plan_deactivations(company_contacts, all_users, addresses, contact_emails, domains, handled, settings))
     changes = pd.concat([p for p in parts if not p.empty] or [parts[0]], ignore_index=True)
     changes = changes.merge(tenants, on=["tenant_id", "company_id"], how="left")[CHANGE_COLUMNS]
     changes = changes.sort_values(["tenant_id", "action", "contact_id", "user_id"], ignore_index=True)

@@ -10,6 +10,7 @@ from halo_sync_pipeline.rules.contacts import (
     hold_contacts_acted_on_twice,
     plan_contact_changes,
     secondary_emails,
+    user_addresses,
 )
 from halo_sync_pipeline.settings import SyncSettings
 from tests.rules import frames as f
@@ -535,3 +536,32 @@ def test_quarantined_linked_contact_reactivation_is_held():
     changes = plan([user("u1", "ann")], [q])
     assert actions(changes) == [("reactivate", 5, "azureoid_matches_user", True)]
     assert changes["hold_reason"].iloc[0].startswith("contact 5 is quarantined (name missing)")
+
+
+def test_user_addresses_lists_upn_then_mail_then_aliases_once_each_per_user() -> None:
+    users = pd.DataFrame(
+        {
+            "tenant_id": ["t1", "t1", "t2"],
+            "user_key": ["u1", "u2", "u1"],
+            "upn": [" Ann@Contoso.com ", "bob@contoso.onmicrosoft.com", "ann@contoso.com"],
+            "mail": ["ann@contoso.com", pd.NA, "  "],
+            "smtp_aliases": ["a.smith@contoso.com;ANN@contoso.com;;a.smith@contoso.com", "bob@contoso.com", pd.NA],
+        },
+        dtype="string",
+    )
+    found = user_addresses(users)
+    assert found.to_dict("split")["data"] == [
+        # UPN rows first, then mail (none new here), then aliases; trimmed, lower-cased, blanks and repeats dropped.
+        ["t1", "u1", "ann@contoso.com"],
+        ["t1", "u2", "bob@contoso.onmicrosoft.com"],
+        ["t2", "u1", "ann@contoso.com"],  # the same address in another tenant is another row
+        ["t1", "u1", "a.smith@contoso.com"],
+        ["t1", "u2", "bob@contoso.com"],
+    ]
+    assert all(str(dtype) == "string" for dtype in found.dtypes)
+
+
+def test_user_addresses_of_a_user_listed_twice_are_listed_once() -> None:
+    row = {"tenant_id": "t1", "user_key": "u1", "upn": "ann@contoso.com", "mail": "ann@x.com", "smtp_aliases": pd.NA}
+    found = user_addresses(pd.DataFrame([row, row], dtype="string"))
+    assert found["address"].tolist() == ["ann@contoso.com", "ann@x.com"]
