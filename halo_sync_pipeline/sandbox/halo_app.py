@@ -27,7 +27,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from halo_sync_pipeline.halo_api_schema import check_body
+from halo_sync_pipeline.halo_api_schema import ShapeCheck
 from halo_sync_pipeline.sandbox.credentials import SandboxCredentials
 from halo_sync_pipeline.sandbox.estate import EstateError
 from halo_sync_pipeline.sandbox.halo_store import HaloStore, ReportSqlError, WriteRejected
@@ -210,8 +210,9 @@ class _HaloApi:
         if not isinstance(body, list):
             raise _bad_request(f"POST /api/{endpoint} takes a JSON array of records")
         errors, unknown = [], []
+        check = ShapeCheck(endpoint)  # Halo's schema once per shape of element, not once per element
         for index, element in enumerate(body):
-            problems = check_body(endpoint, element)
+            problems = check(element)
             errors += [f"element [{index}]: {e}" for e in problems.errors]
             unknown += problems.unknown_fields
         if errors:
