@@ -151,8 +151,8 @@ class GraphClient:
 
     def _new_http(self) -> httpx.AsyncClient:
         # Small pools, one per tenant slot of `load_all`: httpcore scans every connection of a pool (and
-        # every queued request) on each request, so one pool of `concurrency` connections cost the
-        # read more client CPU than msal (200 tenants at 30 ms: 4.3 s CPU against 2.9 s).
+        # every queued request) on each request, so one shared pool cost the read more client CPU than
+        # msal did (200 tenants at 30 ms: 4.3 s of client CPU with one pool, 2.2 s with a pool per slot).
         return httpx.AsyncClient(
             verify=self._ssl,
             timeout=httpx.Timeout(self._timeout),

@@ -153,16 +153,19 @@ def gave_up(
     *,
     method: str,
     path: str,
-    scrub: Callable[[str], str] = str,
+    scrub: Callable[[str], str] | None = None,
 ) -> E:
     """The client's own error for a call its retry policy gave up on: the last 429/5xx answer, or a
-    connection failure. `what` names the call (e.g. "Halo GET /api/Client"); `scrub` hides secrets."""
+    connection failure. `what` names the call (e.g. "Halo GET /api/Client"). The server's message and the
+    connection error's text are included only through `scrub`, which hides secrets; without it, only the
+    status or the error's type."""
     if isinstance(exc, RetryableStatus):
-        detail = f": {scrub(exc.detail)}" if exc.detail else ""
+        detail = f": {scrub(exc.detail)}" if exc.detail and scrub else ""
         return error(
             f"{what} still answered {exc.status_code} after retries{detail}",
             status_code=exc.status_code,
             method=method,
             path=path,
         )
-    return error(f"{what}: connection failed ({type(exc).__name__}: {scrub(str(exc))})", method=method, path=path)
+    reason = f"{type(exc).__name__}: {scrub(str(exc))}" if scrub else type(exc).__name__
+    return error(f"{what}: connection failed ({reason})", method=method, path=path)

@@ -8,7 +8,9 @@ from email.utils import format_datetime
 import httpx
 import pytest
 
-from halo_sync_pipeline.clients.retry import RetryableStatus, RetryPolicy, parse_retry_after
+from halo_sync_pipeline.clients.errors import GraphAuthError, HaloApiError
+from halo_sync_pipeline.clients.retry import RetryableStatus, RetryPolicy, gave_up, parse_retry_after
+from halo_sync_pipeline.clients.secret_scrubber import SecretScrubber
 
 FAST = RetryPolicy(deadline_s=5.0, wait_initial_s=0.0, wait_max_s=0.0, wait_jitter_s=0.0)
 
@@ -112,3 +114,27 @@ def test_async_call_retries() -> None:
 def test_policy_rejects_nonsense() -> None:
     with pytest.raises(ValueError):
         RetryPolicy(deadline_s=0)
+
+
+def test_gave_up_names_the_call_and_shows_server_text_only_through_the_scrubber() -> None:
+    secret = "s3cret-value-0123456789"
+    scrubber = SecretScrubber(secret)
+    last_answer = RetryableStatus("GET", "/api/Client", 503, None, detail=f"busy, token {secret}")
+    refused = httpx.ConnectError(f"refused while sending {secret}")
+
+    error = gave_up(last_answer, HaloApiError, "Halo GET /api/Client", method="GET", path="/api/Client", scrub=scrubber)
+    assert isinstance(error, HaloApiError) and error.status_code == 503 and error.path == "/api/Client"
+    assert str(error).startswith("Halo GET /api/Client still answered 503 after retries: busy, token ")
+    assert secret not in str(error)
+
+    error = gave_up(refused, GraphAuthError, "identity POST /t/token", method="POST", path="/t/token", scrub=scrubber)
+    assert isinstance(error, GraphAuthError) and "connection failed (ConnectError: refused while sending" in str(error)
+    assert secret not in str(error)
+
+    # Without a scrubber only the status or the error's type: no server or exception text at all.
+    assert str(gave_up(last_answer, HaloApiError, "Halo GET /x", method="GET", path="/x")) == (
+        "Halo GET /x still answered 503 after retries"
+    )
+    assert str(gave_up(refused, GraphAuthError, "identity POST /t", method="POST", path="/t")) == (
+        "identity POST /t: connection failed (ConnectError)"
+    )
