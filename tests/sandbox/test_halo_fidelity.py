@@ -5,7 +5,7 @@ models of GET /api/Users and /api/Site, and odd records real Halo databases hold
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -16,7 +16,7 @@ import pytest
 from halo_sync_pipeline.sandbox.estate import load_estate
 from halo_sync_pipeline.sandbox.server import RunningSandbox
 
-from .test_halo_api import token_response
+from .conftest import token_response
 
 CONTOSO = "11111111-1111-4111-8111-111111111111"
 SECOND = "55555555-5555-4555-8555-555555555555"
@@ -55,24 +55,6 @@ def messy(estate: dict[str, Any]) -> dict[str, Any]:
 @pytest.fixture
 def sandbox(sandbox_factory: Callable[..., RunningSandbox], small_estate: dict[str, Any]) -> RunningSandbox:
     return sandbox_factory(messy(small_estate))
-
-
-@pytest.fixture
-def anonymous(sandbox: RunningSandbox) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=sandbox.halo_url, verify=str(sandbox.ca_bundle), timeout=10) as http:
-        yield http
-
-
-@pytest.fixture
-def halo(sandbox: RunningSandbox, anonymous: httpx.Client) -> Iterator[httpx.Client]:
-    token = token_response(sandbox, anonymous).json()["access_token"]
-    with httpx.Client(
-        base_url=sandbox.halo_url,
-        verify=str(sandbox.ca_bundle),
-        timeout=10,
-        headers={"Authorization": f"Bearer {token}"},
-    ) as http:
-        yield http
 
 
 def entries(halo: httpx.Client, client_id: int) -> list[dict[str, Any]]:
