@@ -353,3 +353,33 @@ def test_default_concurrency_fits_500_tenants_in_about_15_seconds() -> None:
         assert graph._msal.threads._max_workers == 16  # a token thread per concurrent tenant
     finally:
         run(graph.aclose())
+
+
+def test_a_tenants_domains_and_users_are_read_at_once() -> None:
+    # The domains answer waits until the users request has arrived: read one after the other, the tenant
+    # would fail (the domains answer gives up after 5 s); read at once, both are answered.
+    fake = FakeGraph({T1: [_user(1)]})
+    users_asked = asyncio.Event()
+
+    async def graph(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1.0/users":
+            users_asked.set()
+        elif request.url.path == "/v1.0/domains":
+            try:
+                await asyncio.wait_for(users_asked.wait(), timeout=5)
+            except TimeoutError:
+                return httpx.Response(504, json={"error": {"code": "test", "message": "users not asked meanwhile"}})
+        return fake(request)
+
+    async def go() -> Any:
+        async with GraphClient(
+            LOGIN, GRAPH, PARTNER, "client-id", SECRET, refresh_token=REFRESH,
+            transport=httpx.MockTransport(graph), token_transport=httpx.MockTransport(FakeIdentity()),
+            **graph_settings(retry_policy=RetryPolicy(deadline_s=0.1, wait_initial_s=0.0, wait_max_s=0.0,
+                                                      wait_jitter_s=0.0)),
+        ) as client:  # fmt: skip
+            return await client.load_all([TenantRef(T1)])
+
+    [load] = run(go())
+    assert load.status == "loaded", load.error
+    assert load.request_counts == {"GET /v1.0/domains": 1, "GET /v1.0/users": 1}
