@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -99,12 +100,14 @@ def _user(n: int) -> dict[str, Any]:
     return dict.fromkeys(USER_SELECT) | {"id": f"aaaaaaaa-0000-4000-8000-{n:012d}", "userPrincipalName": f"u{n}@x.com"}
 
 
-def make(graph: FakeGraph, identity: FakeIdentity | None = None, **kwargs: Any) -> GraphClient:
+def make(graph: Callable[[httpx.Request], Any], identity: FakeIdentity | None = None, **kwargs: Any) -> GraphClient:
+    """A GraphClient over `graph` (a FakeGraph or any MockTransport handler, sync or async)."""
     kwargs.setdefault("refresh_token", None if kwargs.get("app_only") else REFRESH)
+    kwargs.setdefault("retry_policy", FAST)
     return GraphClient(
         LOGIN, GRAPH, PARTNER, "client-id", SECRET,
         transport=httpx.MockTransport(graph), token_transport=httpx.MockTransport(identity or FakeIdentity()),
-        **graph_settings(retry_policy=FAST, **kwargs),
+        **graph_settings(**kwargs),
     )  # fmt: skip
 
 
@@ -230,10 +233,7 @@ def test_a_domain_without_a_selected_property_fails_its_tenant() -> None:
         return inner(request)
 
     async def go() -> Any:
-        async with GraphClient(
-            LOGIN, GRAPH, PARTNER, "client-id", SECRET, refresh_token=REFRESH, **graph_settings(retry_policy=FAST),
-            transport=httpx.MockTransport(graph), token_transport=httpx.MockTransport(FakeIdentity()),
-        ) as client:  # fmt: skip
+        async with make(graph) as client:
             return await client.load_tenant(TenantRef(T1))
 
     load = run(go())
@@ -263,10 +263,7 @@ def test_401_mid_run_renews_the_token_once() -> None:
         return inner(request)
 
     async def go() -> Any:
-        async with GraphClient(
-            LOGIN, GRAPH, PARTNER, "client-id", SECRET, refresh_token=REFRESH, **graph_settings(retry_policy=FAST),
-            transport=httpx.MockTransport(graph), token_transport=httpx.MockTransport(identity),
-        ) as client:  # fmt: skip
+        async with make(graph, identity) as client:
             return await client.load_tenant(TenantRef(T1))
 
     load = run(go())
@@ -286,10 +283,7 @@ def test_429_with_retry_after_is_waited_out() -> None:
         return inner(request)
 
     async def go() -> Any:
-        async with GraphClient(
-            LOGIN, GRAPH, PARTNER, "client-id", SECRET, refresh_token=REFRESH, **graph_settings(retry_policy=FAST),
-            transport=httpx.MockTransport(graph), token_transport=httpx.MockTransport(FakeIdentity()),
-        ) as client:  # fmt: skip
+        async with make(graph) as client:
             return await client.load_tenant(TenantRef(T1))
 
     load = run(go())
@@ -372,12 +366,8 @@ def test_a_tenants_domains_and_users_are_read_at_once() -> None:
         return fake(request)
 
     async def go() -> Any:
-        async with GraphClient(
-            LOGIN, GRAPH, PARTNER, "client-id", SECRET, refresh_token=REFRESH,
-            transport=httpx.MockTransport(graph), token_transport=httpx.MockTransport(FakeIdentity()),
-            **graph_settings(retry_policy=RetryPolicy(deadline_s=0.1, wait_initial_s=0.0, wait_max_s=0.0,
-                                                      wait_jitter_s=0.0)),
-        ) as client:  # fmt: skip
+        quick = RetryPolicy(deadline_s=0.1, wait_initial_s=0.0, wait_max_s=0.0, wait_jitter_s=0.0)
+        async with make(graph, retry_policy=quick) as client:
             return await client.load_all([TenantRef(T1)])
 
     [load] = run(go())
