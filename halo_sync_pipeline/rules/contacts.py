@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from halo_sync_pipeline.rules.guard import apply_deactivation_guard, is_general_user
@@ -56,7 +58,71 @@ def actionable_tenants(company_mappings: pd.DataFrame) -> pd.DataFrame:
 
 
 def _key(values: pd.Series) -> pd.Series:
-    return values.astype("string").str.strip().str.lower().replace("", pd.NA)
+    """Trimmed, lower-cased text, NA when blank: the form every key is compared in. One pass over the
+    values (three pandas string passes cost twice as much at 200k users)."""
+    if not isinstance(values.dtype, pd.StringDtype):
+        values = values.astype("string")
+    keys = [(text.strip().lower() or None) if isinstance(text, str) else None for text in values.to_numpy(object)]
+    return pd.Series(keys, index=values.index, dtype="string")
+
+
+# ---------------------------------------------------------------- key codes
+
+NO_CODE = -1
+CODE_DTYPE = np.int32  # codes of up to 2^31 distinct values; half the memory of int64 on 600k addresses
+
+
+def codes_in(index: pd.Index, values: pd.Series) -> np.ndarray:
+    """Each value's position in `index` (unique values), or NO_CODE when missing or not in it."""
+    codes: np.ndarray = index.get_indexer(values.to_numpy(object)).astype(CODE_DTYPE)
+    return codes
+
+
+def pair_codes(major: np.ndarray, minor: np.ndarray, minor_size: int) -> np.ndarray:
+    """One int64 code per (major, minor) pair of codes; NO_CODE when either is NO_CODE."""
+    pairs: np.ndarray = major.astype(np.int64) * minor_size + minor
+    pairs[(major == NO_CODE) | (minor == NO_CODE)] = NO_CODE
+    return pairs
+
+
+def among(codes: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """Per code: is it among `known`? NO_CODE never is."""
+    found: np.ndarray = (pd.Index(pd.unique(known)).get_indexer(codes) >= 0) & (codes != NO_CODE)
+    return found
+
+
+def shared_codes(first: pd.Series, second: pd.Series) -> tuple[np.ndarray, np.ndarray, int]:
+    """(codes of `first`, codes of `second`, how many distinct values `first` has): equal values get equal
+    codes; a value of `second` that is not in `first` gets NO_CODE. No index is kept: a hash table over
+    600k addresses would cost tens of MiB for the whole plan."""
+    codes = pd.factorize(pd.concat([first, second], ignore_index=True))[0].astype(CODE_DTYPE)
+    first_codes, second_codes = codes[: len(first)], codes[len(first) :]
+    # factorize numbers values in order of first appearance (missing ones: -1), so `first`'s distinct
+    # values take the codes 0 to n_first - 1 and a value new in `second` a code above.
+    n_first = int(first_codes.max()) + 1 if len(first) else 0
+    second_codes[second_codes >= n_first] = NO_CODE
+    return first_codes, second_codes, n_first
+
+
+@dataclass(frozen=True)
+class KeyCodes:
+    """Integer codes of the plan's string keys, made once per plan: tenant ids, user keys (a user's id,
+    and a contact's azureoid) and addresses. `tenants` maps a tenant code back to its id; `n_users` and
+    `n_addresses` count the codes.
+
+    The plan joins users, their addresses and contacts some twenty times on these keys. On Python
+    strings each join hashes every value again (most of the plan's time at 2,000 tenants); on codes it
+    is an integer join. A value without a code (NO_CODE) matches nothing."""
+
+    tenants: pd.Index
+    n_users: int
+    n_addresses: int
+
+    def tenant_user(self, tenant_codes: np.ndarray, user_codes: np.ndarray) -> np.ndarray:
+        return pair_codes(tenant_codes, user_codes, self.n_users)
+
+    def tenant_address(self, tenant_codes: np.ndarray, address_codes: np.ndarray) -> np.ndarray:
+        return pair_codes(tenant_codes, address_codes, self.n_addresses)
 
 
 def keyed_users(users: pd.DataFrame, settings: SyncSettings) -> pd.DataFrame:
@@ -70,50 +136,65 @@ def keyed_users(users: pd.DataFrame, settings: SyncSettings) -> pd.DataFrame:
     return found.assign(user_key=_key(found["user_id"]), upn_key=_key(found["upn"]))
 
 
-def user_addresses(users: pd.DataFrame) -> pd.DataFrame:
+def user_addresses(users: pd.DataFrame, carry: Sequence[str] = ()) -> pd.DataFrame:
     """One row per (tenant_id, user_key, address): the UPN, `mail` and every smtp proxy address,
-    trimmed and lower-cased. UPN ≠ primary SMTP is common after renames and in hybrid setups.
+    trimmed and lower-cased, plus the user's `carry` columns. UPN ≠ primary SMTP is common after renames
+    and in hybrid setups.
 
     The UPN rows come first, then `mail`, then the aliases, each address once per user. Built in one pass
     over plain lists: the pandas version (split, explode, three string passes) peaked at +200 MiB on 200k users."""
-    # Per kind (UPN, mail, aliases): the tenant ids, user keys and addresses, as three plain lists.
-    parts: list[tuple[list[object], list[object], list[str]]] = [([], [], []) for _ in range(3)]
-    rows = zip(
-        users["tenant_id"].tolist(),
-        users["user_key"].tolist(),
-        users["upn"].tolist(),
-        users["mail"].tolist(),
-        users["smtp_aliases"].tolist(),
-    )
-    for tenant_id, user_key, upn, mail, aliases in rows:
-        seen: set[str] = set()
-        raw_aliases = aliases.split(";") if isinstance(aliases, str) else ()
-        for (tenants, keys, found_addresses), raw_values in zip(parts, ((upn,), (mail,), raw_aliases), strict=True):
-            for raw in raw_values:
-                address = raw.strip().lower() if isinstance(raw, str) else ""
+    # Per kind (UPN, mail, aliases): the users' row positions and their addresses, as plain lists.
+    parts: tuple[tuple[list[int], list[str]], ...] = (([], []), ([], []), ([], []))
+    (upn_rows, upn_found), (mail_rows, mail_found), (alias_rows, alias_found) = parts
+    rows = zip(users["upn"].tolist(), users["mail"].tolist(), users["smtp_aliases"].tolist())
+    for position, (upn, mail, aliases) in enumerate(rows):
+        upn_address = upn.strip().lower() if isinstance(upn, str) else ""
+        if upn_address:
+            upn_rows.append(position)
+            upn_found.append(upn_address)
+        mail_address = mail.strip().lower() if isinstance(mail, str) else ""
+        if mail_address and mail_address != upn_address:
+            mail_rows.append(position)
+            mail_found.append(mail_address)
+        if isinstance(aliases, str):
+            seen = {upn_address, mail_address}
+            for raw in aliases.split(";"):
+                address = raw.strip().lower()
                 if address and address not in seen:
                     seen.add(address)
-                    tenants.append(tenant_id)
-                    keys.append(user_key)
-                    found_addresses.append(address)
+                    alias_rows.append(position)
+                    alias_found.append(address)
+    taken = [position for part in parts for position in part[0]]
     found = pd.DataFrame(
         {
-            column: pd.Series([value for part in parts for value in part[position]], dtype="string")
-            for position, column in enumerate(("tenant_id", "user_key", "address"))
+            "tenant_id": users["tenant_id"].take(taken).astype("string"),
+            "user_key": users["user_key"].take(taken).astype("string"),
+            **{column: users[column].take(taken) for column in carry},
         }
-    )
+    ).reset_index(drop=True)
+    found.insert(2, "address", pd.Series([a for part in parts for a in part[1]], dtype="string"))
     if users.duplicated(["tenant_id", "user_key"]).any():  # never from Graph; each address still once
         found = found.drop_duplicates(["tenant_id", "user_key", "address"]).reset_index(drop=True)
     return found
 
 
-def contact_owners(contacts: pd.DataFrame, users: pd.DataFrame) -> pd.DataFrame:
-    """`contacts` plus `oid_key` and `owner_tenant` / `owner_user`: the tenant and user whose id is the
-    contact's azureoid, among the users loaded from any tenant (NA when nobody owns it)."""
-    out = contacts.assign(oid_key=_key(contacts["azureoid"]))
-    ids = users[["user_key", "tenant_id"]].drop_duplicates("user_key").set_index("user_key")["tenant_id"]
-    owner = out["oid_key"].map(ids).astype("string")
-    return out.assign(owner_tenant=owner, owner_user=out["oid_key"].where(owner.notna()).astype("string"))
+def contact_owners(contacts: pd.DataFrame, users: pd.DataFrame, keys: KeyCodes) -> pd.DataFrame:
+    """`contacts` plus `owner_tenant` / `owner_user`: the tenant and user whose id is the contact's
+    azureoid, among the users loaded from any tenant (NA when nobody owns it), and `owner_code`. The
+    contacts carry `oid_key` and `oid_code`, the users `tenant_code` and `user_code`."""
+    oid_key, oid_code = contacts["oid_key"], contacts["oid_code"].to_numpy()
+    # A user key listed in several tenants (never from Graph) belongs to the first. Both lookup arrays end
+    # in a "nobody" entry, which NO_CODE (-1) picks.
+    user_codes, first_rows = np.unique(users["user_code"].to_numpy(), return_index=True)
+    tenant_of_user = np.full(keys.n_users + 1, NO_CODE, dtype=CODE_DTYPE)
+    tenant_of_user[user_codes] = users["tenant_code"].to_numpy()[first_rows]
+    owner_code = tenant_of_user[oid_code]
+    owned = owner_code != NO_CODE
+    tenant_ids = np.array([*keys.tenants, None], dtype=object)
+    owner = pd.Series(tenant_ids[owner_code], index=contacts.index, dtype="string")
+    return contacts.assign(
+        owner_tenant=owner.where(owned), owner_user=oid_key.where(owned).astype("string"), owner_code=owner_code
+    )
 
 
 def contact_addresses(contacts: pd.DataFrame) -> pd.DataFrame:
@@ -199,7 +280,9 @@ def _quarantine_hold(contacts: pd.DataFrame) -> pd.Series:
 def link_by_azureoid(selected_users: pd.DataFrame, contacts: pd.DataFrame) -> pd.DataFrame:
     """(user, contact) pairs where the company's contact's azureoid is the selected user's id."""
     users = selected_users.drop(columns=["company_id"])
-    return users.merge(contacts, left_on=["tenant_id", "user_key"], right_on=["tenant_id", "oid_key"])
+    return users.merge(
+        contacts.drop(columns=["tenant_id"]), left_on=["tenant_code", "user_code"], right_on=["tenant_code", "oid_code"]
+    )
 
 
 def plan_reactivations(links: pd.DataFrame) -> pd.DataFrame:
@@ -274,17 +357,31 @@ def email_candidates(
     `matched_address` and `n_candidates` per user. Quarantined contacts are candidates too: their
     addresses must block a duplicate create."""
     unowned = contacts.loc[contacts["owner_tenant"].isna()]
-    carried = unowned[["tenant_id", "contact_id"]].merge(contact_emails, on="contact_id")
-    wanted = unlinked_users[["tenant_id", "user_key"]].merge(addresses, on=["tenant_id", "user_key"])
-    hits = wanted.merge(carried, on=["tenant_id", "address"])
-    hits = hits.sort_values(["tenant_id", "user_key", "contact_id", "address"])
-    hits = hits.groupby(["tenant_id", "user_key", "contact_id"], as_index=False).agg(
+    hits = _address_hits(unlinked_users, unowned, addresses, contact_emails)
+    hits = hits.sort_values(["tenant_code", "user_code", "contact_id", "address"])
+    hits = hits.groupby(["tenant_code", "user_code", "contact_id"], as_index=False).agg(
         matched_address=("address", ", ".join)
     )
     users = unlinked_users.drop(columns=["company_id"])
-    found = users.merge(hits, on=["tenant_id", "user_key"]).merge(unowned, on=["tenant_id", "contact_id"])
+    found = users.merge(hits, on=["tenant_code", "user_code"]).merge(
+        unowned.drop(columns=["tenant_id"]), on=["tenant_code", "contact_id"]
+    )
     found["n_candidates"] = found.groupby(["tenant_id", "user_id"])["contact_id"].transform("size")
     return found
+
+
+def _address_hits(
+    users: pd.DataFrame, contacts: pd.DataFrame, addresses: pd.DataFrame, contact_emails: pd.DataFrame
+) -> pd.DataFrame:
+    """(tenant_code, user_code, address, contact_id) where a contact seen by the tenant carries one of the
+    user's addresses, plus the contacts' `owner_user`."""
+    wanted = users[["tenant_id", "user_key", "tenant_code", "user_code"]].merge(
+        addresses[["tenant_code", "user_code", "address_code", "address"]], on=["tenant_code", "user_code"]
+    )
+    carried = contacts[["tenant_code", "contact_id", "owner_user"]].merge(
+        contact_emails.loc[contact_emails["address_code"] != NO_CODE, ["contact_id", "address_code"]], on="contact_id"
+    )
+    return wanted.merge(carried, on=["tenant_code", "address_code"])
 
 
 def plan_pairs(candidates: pd.DataFrame) -> pd.DataFrame:
@@ -531,9 +628,11 @@ def plan_creates(users: pd.DataFrame, sites: pd.DataFrame, hold: pd.Series | Non
     """`create` for each of `users` (selected, neither linked nor a pair candidate). Held with `hold`'s
     reason when given (see `create_holds`), else when the company has no usable site (`no_site`)."""
     site = choose_site(users, sites)
-    records = users[BODY_USER_COLUMNS].astype(object).where(users[BODY_USER_COLUMNS].notna(), None)
+    # Plain dicts with None for missing values, built column-wise (DataFrame.to_dict boxes every value).
+    columns = [[None if value is pd.NA else value for value in users[c].tolist()] for c in BODY_USER_COLUMNS]
+    records = [dict(zip(BODY_USER_COLUMNS, values, strict=True)) for values in zip(*columns, strict=True)]
     bodies, notes = [], []
-    for user, company_id, site_id in zip(records.to_dict("records"), users["company_id"], site["site_id"]):
+    for user, company_id, site_id in zip(records, users["company_id"], site["site_id"]):
         body, cleaned = create_contact_body(user, company_id, site_id)
         bodies.append(_json(body))
         notes.append("".join(f"; {note}" for note in cleaned))
@@ -561,23 +660,6 @@ def plan_creates(users: pd.DataFrame, sites: pd.DataFrame, hold: pd.Series | Non
 # ---------------------------------------------------------------- deactivated
 
 
-def _joined_key(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
-    # One hashable string per row: a hash-based isin, far faster than a sorted MultiIndex.
-    first, *rest = columns
-    key = frame[first].astype("string")
-    for column in rest:
-        key = key + "\x1f" + frame[column].astype("string")
-    return key
-
-
-def _in_pairs(left: pd.DataFrame, left_on: list[str], right: pd.DataFrame, right_on: list[str]) -> pd.Series:
-    """Per row of `left`: is (left_on) among `right`'s (right_on) rows? Rows with a missing key are not."""
-    # A hash lookup in an Index: Series.isin walks the right-hand values in Python for Arrow-backed strings.
-    known = pd.Index(_joined_key(right, right_on).dropna().unique())
-    found = known.get_indexer(_joined_key(left, left_on)) >= 0
-    return pd.Series(found, index=left.index, dtype=bool)
-
-
 def deactivation_candidates(
     contacts: pd.DataFrame,
     users: pd.DataFrame,
@@ -585,35 +667,56 @@ def deactivation_candidates(
     contact_emails: pd.DataFrame,
     handled_contact_ids: pd.Series,
     settings: SyncSettings,
+    keys: KeyCodes,
 ) -> pd.DataFrame:
     """(tenant, contact) rows the tenant may deactivate: active, not quarantined, owned by nobody or by
     this tenant, not linked, paired or ambiguous, carrying no address of a selected user of any tenant
     of the company, not keep-active (`keep_active_equals`), not the General User, not an
     excluded-pattern user's."""
-    selected_addresses = addresses.merge(users.loc[users["selected"], ["tenant_id", "user_key"]])
-    excluded = users.loc[users["excluded_by_pattern"]]
-    excluded_addresses = addresses.merge(excluded[["tenant_id", "user_key"]])
-    tenants_of_company = contacts[["tenant_id", "company_id"]].drop_duplicates()
-    company_addresses = selected_addresses.merge(tenants_of_company, on="tenant_id")[["company_id", "address"]]
-    emails = contact_emails.merge(
-        contacts[["contact_id", "company_id", "tenant_id"]].drop_duplicates(), on="contact_id"
+    user_pairs = keys.tenant_user(users["tenant_code"].to_numpy(), users["user_code"].to_numpy())
+    address_users = keys.tenant_user(addresses["tenant_code"].to_numpy(), addresses["user_code"].to_numpy())
+    excluded = users["excluded_by_pattern"].to_numpy()
+    selected_addresses = addresses.loc[among(address_users, user_pairs[users["selected"].to_numpy()])]
+    excluded_addresses = addresses.loc[among(address_users, user_pairs[excluded])]
+    tenants_of_company = contacts[["tenant_code", "company_id"]].drop_duplicates()
+    company_addresses = selected_addresses[["tenant_code", "address_code"]].merge(tenants_of_company, on="tenant_code")
+    emails = contact_emails[["contact_id", "address_code"]].merge(
+        contacts[["contact_id", "company_id", "tenant_code"]].drop_duplicates(), on="contact_id"
     )
+    n_addresses = keys.n_addresses
     address_in_company = emails.loc[
-        _in_pairs(emails, ["company_id", "address"], company_addresses, ["company_id", "address"])
+        among(
+            pair_codes(emails["company_id"].to_numpy(), emails["address_code"].to_numpy(), n_addresses),
+            pair_codes(
+                company_addresses["company_id"].to_numpy(), company_addresses["address_code"].to_numpy(), n_addresses
+            ),
+        )
     ]
     address_excluded = emails.loc[
-        _in_pairs(emails, ["tenant_id", "address"], excluded_addresses, ["tenant_id", "address"])
+        among(
+            keys.tenant_address(emails["tenant_code"].to_numpy(), emails["address_code"].to_numpy()),
+            keys.tenant_address(
+                excluded_addresses["tenant_code"].to_numpy(), excluded_addresses["address_code"].to_numpy()
+            ),
+        )
     ]
+    n_tenants = len(keys.tenants)
+    tenant_code, owner_code = contacts["tenant_code"].to_numpy(), contacts["owner_code"].to_numpy()
     protected = (
-        contacts["inactive"]
-        | contacts["quarantine"].notna()
-        | (contacts["owner_tenant"].notna() & (contacts["owner_tenant"] != contacts["tenant_id"])).fillna(False)
-        | contacts["contact_id"].isin(handled_contact_ids)
-        | contacts["contact_id"].isin(address_in_company["contact_id"])
-        | keep_active_equals(contacts["keep_active"], settings.keep_active_value)
-        | is_general_user(contacts["name"], settings)
-        | _in_pairs(contacts, ["tenant_id", "oid_key"], excluded, ["tenant_id", "user_key"])
-        | _in_pairs(contacts, ["tenant_id", "contact_id"], address_excluded, ["tenant_id", "contact_id"])
+        contacts["inactive"].to_numpy()
+        | contacts["quarantine"].notna().to_numpy()
+        | ((owner_code != NO_CODE) & (owner_code != tenant_code))
+        | contacts["contact_id"].isin(handled_contact_ids).to_numpy()
+        | contacts["contact_id"].isin(address_in_company["contact_id"]).to_numpy()
+        | keep_active_equals(contacts["keep_active"], settings.keep_active_value).to_numpy()
+        | is_general_user(contacts["name"], settings).to_numpy()
+        | among(keys.tenant_user(tenant_code, contacts["oid_code"].to_numpy()), user_pairs[excluded])
+        | among(
+            pair_codes(contacts["contact_id"].to_numpy(), tenant_code, n_tenants),
+            pair_codes(
+                address_excluded["contact_id"].to_numpy(), address_excluded["tenant_code"].to_numpy(), n_tenants
+            ),
+        )
     )
     return contacts.loc[~protected.astype(bool)]
 
@@ -626,6 +729,7 @@ def plan_deactivations(
     domains: pd.DataFrame,
     handled_contact_ids: pd.Series,
     settings: SyncSettings,
+    keys: KeyCodes,
 ) -> pd.DataFrame:
     """`deactivate` a candidate contact (see `deactivation_candidates`) whose azureoid is not a selected
     user's and whose email domain is verified in the tenant (reason: the user's filter reason, else
@@ -633,16 +737,29 @@ def plan_deactivations(
 
     A contact seen by several tenants of one company gets one row: its owner's, else the first tenant's
     (by id) that finds it gone. With `deactivate_contacts` off the rows stay, held, for the report."""
-    candidates = deactivation_candidates(contacts, users, addresses, contact_emails, handled_contact_ids, settings)
+    candidates = deactivation_candidates(
+        contacts, users, addresses, contact_emails, handled_contact_ids, settings, keys
+    )
     # A contact protected in one tenant's view is protected: keep only contacts unprotected in every view.
     protected_somewhere = contacts.loc[~contacts.index.isin(candidates.index), "contact_id"]
     candidates = candidates.loc[~candidates["contact_id"].isin(protected_somewhere)]
     candidates = candidates.assign(domain=email_domains(candidates["email"]))
-    verified = domains.loc[domains["is_verified"]].assign(domain=_key(domains.loc[domains["is_verified"], "domain"]))
+    verified = domains.loc[domains["is_verified"]]
+    verified_domains = _key(verified["domain"])
+    domain_index = pd.Index(pd.unique(verified_domains.dropna().to_numpy(object)), dtype=object)
+    tenant_code = candidates["tenant_code"].to_numpy()
     selected = users.loc[users["selected"]]
-    gone = ~_in_pairs(candidates, ["tenant_id", "oid_key"], selected, ["tenant_id", "user_key"]) & _in_pairs(
-        candidates, ["tenant_id", "domain"], verified, ["tenant_id", "domain"]
+    has_selected_user = among(
+        keys.tenant_user(tenant_code, candidates["oid_code"].to_numpy()),
+        keys.tenant_user(selected["tenant_code"].to_numpy(), selected["user_code"].to_numpy()),
     )
+    at_verified_domain = among(
+        pair_codes(tenant_code, codes_in(domain_index, candidates["domain"]), len(domain_index)),
+        pair_codes(
+            codes_in(keys.tenants, verified["tenant_id"]), codes_in(domain_index, verified_domains), len(domain_index)
+        ),
+    )
+    gone = pd.Series(~has_selected_user & at_verified_domain, index=candidates.index)
     blank = [
         candidates[c].astype("string").str.strip().replace("", pd.NA).isna()
         for c in ("email", "phonenumber", "mobilenumber")
@@ -681,18 +798,21 @@ def _gone_deactivations(
 ) -> pd.DataFrame:
     """Deactivations of contacts at a verified domain with no selected user; the reason is found by
     looking the contact up among all the tenant's users (azureoid first, then any address)."""
-    lookup = users[["tenant_id", "user_key", "upn", "filter_reason"]]
+    lookup = users[["tenant_code", "user_code", "user_key", "upn", "filter_reason"]]
     by_oid = (
-        contacts[["tenant_id", "oid_key"]]
-        .merge(lookup, left_on=["tenant_id", "oid_key"], right_on=["tenant_id", "user_key"], how="left")
+        contacts[["tenant_code", "oid_code"]]
+        .merge(lookup, left_on=["tenant_code", "oid_code"], right_on=["tenant_code", "user_code"], how="left")
         .set_index(contacts.index)
     )
     by_address = (
-        contacts[["tenant_id", "contact_id"]]
+        contacts[["tenant_code", "contact_id"]]
         .reset_index(names="row")
-        .merge(contact_emails, on="contact_id")
-        .merge(addresses, on=["tenant_id", "address"])
-        .merge(lookup, on=["tenant_id", "user_key"])
+        .merge(
+            contact_emails.loc[contact_emails["address_code"] != NO_CODE, ["contact_id", "address_code"]],
+            on="contact_id",
+        )
+        .merge(addresses[["tenant_code", "address_code", "user_code"]], on=["tenant_code", "address_code"])
+        .merge(lookup, on=["tenant_code", "user_code"])
         .sort_values(["row", "user_key"])
         .drop_duplicates("row")
         .set_index("row")
@@ -761,9 +881,7 @@ def _blockers(
     quarantined = candidates.loc[(candidates["n_candidates"] == 1) & candidates["quarantine"].notna()]
     quarantined = quarantined.assign(why="it is quarantined (" + quarantined["quarantine"].astype("string") + ")")
     owned = company_contacts.loc[company_contacts["owner_tenant"].notna()]
-    wanted = unlinked[["tenant_id", "user_key"]].merge(addresses, on=["tenant_id", "user_key"])
-    carried = owned[["tenant_id", "contact_id", "owner_user"]].merge(contact_emails, on="contact_id")
-    hits = wanted.merge(carried, on=["tenant_id", "address"]).rename(columns={"address": "matched_address"})
+    hits = _address_hits(unlinked, owned, addresses, contact_emails).rename(columns={"address": "matched_address"})
     hits = hits.loc[hits["owner_user"] != hits["user_key"]]
     hits = hits.assign(why="it is linked to another user (" + hits["owner_user"].astype("string") + ")")
     columns = ["tenant_id", "user_key", "contact_id", "matched_address", "why"]
@@ -786,6 +904,14 @@ def _moved(contacts: pd.DataFrame, companies: pd.DataFrame | None) -> pd.DataFra
     )
 
 
+def _unique_index(values: pd.Series) -> pd.Index:
+    return pd.Index(pd.unique(values.dropna().to_numpy(object)), dtype=object)
+
+
+def _user_pairs(users: pd.DataFrame, keys: KeyCodes) -> np.ndarray:
+    return keys.tenant_user(users["tenant_code"].to_numpy(), users["user_code"].to_numpy())
+
+
 def plan_contact_changes(
     company_mappings: pd.DataFrame,
     users: pd.DataFrame,
@@ -801,21 +927,32 @@ def plan_contact_changes(
         contacts = contacts.assign(quarantine=pd.Series(pd.NA, index=contacts.index, dtype="string"))
     tenants = actionable_tenants(company_mappings)
     everyone = keyed_users(users, settings)
-    addresses = user_addresses(everyone)
-    owned_contacts = contact_owners(contacts, everyone)
-    contact_emails = contact_addresses(owned_contacts)
+    oid_key = _key(contacts["azureoid"])
+    user_code, oid_code, n_users = shared_codes(everyone["user_key"], oid_key)
+    tenant_index = _unique_index(pd.concat([everyone["tenant_id"], tenants["tenant_id"]]))
+    everyone = everyone.assign(tenant_code=codes_in(tenant_index, everyone["tenant_id"]), user_code=user_code)
+    addresses = user_addresses(everyone, carry=("tenant_code", "user_code"))
+    contact_emails = contact_addresses(contacts)
+    address_codes, email_codes, n_addresses = shared_codes(addresses["address"], contact_emails["address"])
+    addresses["address_code"], contact_emails["address_code"] = address_codes, email_codes
+    keys = KeyCodes(tenant_index, n_users, n_addresses)
+    owned_contacts = contact_owners(contacts.assign(oid_key=oid_key, oid_code=oid_code), everyone, keys)
+    del oid_key, user_code, oid_code, address_codes, email_codes  # the frames hold them now
 
-    all_users = everyone.merge(tenants[["tenant_id", "company_id"]], on="tenant_id")
+    tenant_companies = tenants[["tenant_id", "company_id"]].assign(
+        tenant_code=codes_in(keys.tenants, tenants["tenant_id"])
+    )
+    all_users = everyone.merge(tenant_companies[["tenant_code", "company_id"]], on="tenant_code")
     selected = all_users.loc[all_users["selected"]]
     # The matched companies' contacts, once per tenant mapped to the company.
-    company_contacts = owned_contacts.merge(tenants[["tenant_id", "company_id"]], on="company_id")
+    company_contacts = owned_contacts.merge(tenant_companies, on="company_id")
 
     links = link_by_azureoid(selected, company_contacts)
-    linked = _in_pairs(selected, ["tenant_id", "user_id"], links, ["tenant_id", "user_id"])
+    linked = among(_user_pairs(selected, keys), _user_pairs(links, keys))
     unlinked = selected.loc[~linked]
     candidates = email_candidates(unlinked, company_contacts, addresses, contact_emails)
     pairable = candidates.loc[(candidates["n_candidates"] > 1) | candidates["quarantine"].isna()]
-    matched_by_email = _in_pairs(unlinked, ["tenant_id", "user_id"], pairable, ["tenant_id", "user_id"])
+    matched_by_email = among(_user_pairs(unlinked, keys), _user_pairs(pairable, keys))
     to_create = unlinked.loc[~matched_by_email]
     if not settings.create_contacts:
         to_create = to_create.iloc[0:0]
@@ -835,7 +972,9 @@ def plan_contact_changes(
     ]
     # The deactivations make the plan's largest temporaries: free first what they do not read.
     del everyone, owned_contacts, selected, links, unlinked, candidates, pairable, to_create, holds
-    parts.append(plan_deactivations(company_contacts, all_users, addresses, contact_emails, domains, handled, settings))
+    parts.append(
+        plan_deactivations(company_contacts, all_users, addresses, contact_emails, domains, handled, settings, keys)
+    )
     changes = pd.concat([p for p in parts if not p.empty] or [parts[0]], ignore_index=True)
     changes = changes.merge(tenants, on=["tenant_id", "company_id"], how="left")[CHANGE_COLUMNS]
     changes = changes.sort_values(["tenant_id", "action", "contact_id", "user_id"], ignore_index=True)

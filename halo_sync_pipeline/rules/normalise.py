@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pandas as pd
 
 _WHITESPACE = re.compile(r"\s+")
@@ -64,8 +65,14 @@ def email_domain(email: object) -> str | None:
 
 
 def email_domains(emails: pd.Series) -> pd.Series:
-    """Vectorised `email_domain` (result dtype `string`)."""
-    return emails.astype("string").str.strip().str.lower().str.extract(r"@([^@]+)$", expand=False).astype("string")
+    """`email_domain` of each value (result dtype `string`), in one pass: pandas' strip, lower and
+    extract cost three times as much at 180k contacts."""
+    texts = emails if isinstance(emails.dtype, pd.StringDtype) else emails.astype("string")
+    domains = [
+        (text.strip().lower().rpartition("@")[2] or None) if isinstance(text, str) and "@" in text else None
+        for text in texts.to_numpy(object)
+    ]
+    return pd.Series(domains, index=emails.index, dtype="string")
 
 
 def upn_local_part(upn: object) -> str | None:
@@ -155,4 +162,8 @@ def keep_active_equals(values: pd.Series, wanted: str) -> pd.Series:
         return text == target
 
     verdicts = {value: equal(value) for value in distinct}
-    return values.astype(object).map(lambda v: verdicts.get(str(v), False) if not pd.isna(v) else False).astype(bool)
+    present = values.notna().to_numpy()
+    found = np.zeros(len(values), dtype=bool)
+    # A dict lookup per distinct value, then one vectorised map: a Python call per contact cost 0.3 s at 180k.
+    found[present] = values[present].astype(str).map(verdicts).to_numpy(dtype=bool)
+    return pd.Series(found, index=values.index, dtype=bool)

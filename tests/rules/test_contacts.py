@@ -1,15 +1,20 @@
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from halo_sync_pipeline.halo_api_schema import check_body
 from halo_sync_pipeline.rules.contacts import (
+    NO_CODE,
+    among,
     choose_site,
     create_contact_body,
     hold_contacts_acted_on_twice,
+    pair_codes,
     plan_contact_changes,
     secondary_emails,
+    shared_codes,
     user_addresses,
 )
 from halo_sync_pipeline.settings import SyncSettings
@@ -565,3 +570,20 @@ def test_user_addresses_of_a_user_listed_twice_are_listed_once() -> None:
     row = {"tenant_id": "t1", "user_key": "u1", "upn": "ann@contoso.com", "mail": "ann@x.com", "smtp_aliases": pd.NA}
     found = user_addresses(pd.DataFrame([row, row], dtype="string"))
     assert found["address"].tolist() == ["ann@contoso.com", "ann@x.com"]
+
+
+def test_shared_codes_give_equal_values_equal_codes_and_values_new_in_the_second_no_code() -> None:
+    first = pd.Series(["ann@x.com", "bob@x.com", "ann@x.com"], dtype="string")
+    second = pd.Series(["bob@x.com", "eve@x.com", pd.NA, "ann@x.com"], dtype="string")
+    first_codes, second_codes, n_first = shared_codes(first, second)
+    assert n_first == 2
+    assert first_codes.tolist() == [0, 1, 0]
+    assert second_codes.tolist() == [1, NO_CODE, NO_CODE, 0]
+
+
+def test_pair_codes_and_among_never_match_a_missing_code() -> None:
+    tenants, users = np.array([0, 1, NO_CODE, 1]), np.array([2, 2, 2, NO_CODE])
+    pairs = pair_codes(tenants, users, minor_size=3)
+    assert pairs.tolist() == [2, 5, NO_CODE, NO_CODE]
+    # Both sides missing a code must still not match: a contact without azureoid is nobody's.
+    assert among(pairs, np.array([5, NO_CODE])).tolist() == [False, True, False, False]
