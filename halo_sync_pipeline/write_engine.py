@@ -201,19 +201,23 @@ def apply_writes(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     results: dict[int, Result] = {}
-    for index, row in writes.iterrows():
-        if row["held"] or pd.isna(row["body"]):
+    # Plain column iteration: DataFrame.iterrows builds a Series per row (4 s of a 50k-row apply).
+    for index, held, planned, action in zip(
+        writes.index, writes["held"], writes["body"], writes["action"], strict=True
+    ):
+        if held or pd.isna(planned):
             results[index] = (Outcome.HELD, pd.NA, pd.NA)
-        elif not toggles.allows(row["action"]):
+        elif not toggles.allows(action):
             results[index] = (Outcome.SKIPPED, pd.NA, pd.NA)
         elif dry_run:
             results[index] = (Outcome.DRY_RUN, pd.NA, pd.NA)
     for action in ACTION_ORDER:
         pending = []
-        for index, row in writes[writes["action"] == action].iterrows():
+        of_action = writes[writes["action"] == action]
+        for index, planned, company_id in zip(of_action.index, of_action["body"], of_action["company_id"], strict=True):
             if index in results:
                 continue
-            body = json.loads(row["body"])
+            body = json.loads(planned)
             if prepare is not None:
                 try:
                     body = prepare(action, body)
@@ -224,7 +228,7 @@ def apply_writes(
                     results[index] = (
                         Outcome.APPLIED,
                         pd.NA,
-                        row["company_id"] if action == Action.SET_TENANT_ID else pd.NA,
+                        company_id if action == Action.SET_TENANT_ID else pd.NA,
                     )
                     continue
             pending.append((index, body))

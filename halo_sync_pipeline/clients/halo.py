@@ -362,7 +362,7 @@ class HaloClient:
     def upsert(self, endpoint: UpsertEndpoint, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """POST `bodies` as one JSON array to /api/{endpoint}; the saved records, in order.
 
-        Batching and isolating a bad record are the caller's job (see apply.py); a batch larger than
+        Batching and isolating a bad record are the caller's job (see write_engine.py); a batch larger than
         `write_batch_size` is refused rather than split here, so one call is one request.
         """
         if endpoint not in ("Users", "Client"):
