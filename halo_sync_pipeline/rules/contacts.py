@@ -885,7 +885,9 @@ def _blockers(
     quarantined sole candidate, or a contact owned by another user."""
     quarantined = candidates.loc[(candidates["n_candidates"] == 1) & candidates["quarantine"].notna()]
     quarantined = quarantined.assign(why="it is quarantined (" + quarantined["quarantine"].astype("string") + ")")
-    owned = company_contacts.loc[company_contacts["owner_tenant"].notna()]
+    owned = company_contacts.loc[
+        company_contacts["owner_tenant"].notna(), ["tenant_code", "contact_id", "owner_user"]
+    ]  # three columns, not a copy of every owned contact
     hits = _address_hits(unlinked, owned, addresses, contact_emails).rename(columns={"address": "matched_address"})
     hits = hits.loc[hits["owner_user"] != hits["user_key"]]
     hits = hits.assign(why="it is linked to another user (" + hits["owner_user"].astype("string") + ")")
@@ -951,6 +953,9 @@ def plan_contact_changes(
     selected = all_users.loc[all_users["selected"]]
     # The matched companies' contacts, once per tenant mapped to the company.
     company_contacts = owned_contacts.merge(tenant_companies, on="company_id")
+    moved = _moved(owned_contacts, companies)
+    # Nothing below reads them (all_users and company_contacts carry what is needed).
+    del everyone, owned_contacts
 
     links = link_by_azureoid(selected, company_contacts)
     linked = among(_user_pairs(selected, keys), _user_pairs(links, keys))
@@ -964,7 +969,7 @@ def plan_contact_changes(
     holds = create_holds(
         to_create,
         _blockers(to_create, company_contacts, addresses, contact_emails, candidates),
-        _moved(owned_contacts, companies),
+        moved,
     )
     # A contact any tenant links, pairs or finds ambiguous is never deactivated.
     handled = pd.concat([links["contact_id"], candidates["contact_id"]])
@@ -976,7 +981,7 @@ def plan_contact_changes(
         plan_creates(to_create, sites, holds),
     ]
     # The deactivations make the plan's largest temporaries: free first what they do not read.
-    del everyone, owned_contacts, selected, links, unlinked, candidates, pairable, to_create, holds
+    del selected, links, unlinked, candidates, pairable, to_create, holds, moved
     parts.append(
         plan_deactivations(company_contacts, all_users, addresses, contact_emails, domains, handled, settings, keys)
     )
