@@ -83,7 +83,8 @@ def codes_in(index: pd.Index, values: pd.Series) -> np.ndarray:
 
 
 def pair_codes(major: np.ndarray, minor: np.ndarray, minor_size: int) -> np.ndarray:
-    """One int64 code per (major, minor) pair of codes; NO_CODE when either is NO_CODE."""
+    """One int64 code per (major, minor) pair of codes; NO_CODE when either is NO_CODE. Codes and Halo's
+    ids (int32 in Halo's API) are below 2^31, so major × minor_size + minor cannot overflow."""
     pairs: np.ndarray = major.astype(np.int64) * minor_size + minor
     pairs[(major == NO_CODE) | (minor == NO_CODE)] = NO_CODE
     return pairs
