@@ -76,6 +76,11 @@ NO_CODE = -1
 CODE_DTYPE = np.int32  # codes of up to 2^31 distinct values; half the memory of int64 on 600k addresses
 
 
+def unique_index(values: pd.Series) -> pd.Index:
+    """The distinct values (missing ones left out), in order of first appearance: an index for `codes_in`."""
+    return pd.Index(pd.unique(values.dropna().to_numpy(object)), dtype=object)
+
+
 def codes_in(index: pd.Index, values: pd.Series) -> np.ndarray:
     """Each value's position in `index` (unique values), or NO_CODE when missing or not in it."""
     codes: np.ndarray = index.get_indexer(values.to_numpy(object)).astype(CODE_DTYPE)
@@ -752,7 +757,7 @@ def plan_deactivations(
     candidates = candidates.assign(domain=email_domains(candidates["email"]))
     verified = domains.loc[domains["is_verified"]]
     verified_domains = _key(verified["domain"])
-    domain_index = pd.Index(pd.unique(verified_domains.dropna().to_numpy(object)), dtype=object)
+    domain_index = unique_index(verified_domains)
     tenant_code = candidates["tenant_code"].to_numpy()
     selected = users.loc[users["selected"]]
     has_selected_user = among(
@@ -912,10 +917,6 @@ def _moved(contacts: pd.DataFrame, companies: pd.DataFrame | None) -> pd.DataFra
     )
 
 
-def _unique_index(values: pd.Series) -> pd.Index:
-    return pd.Index(pd.unique(values.dropna().to_numpy(object)), dtype=object)
-
-
 def _user_pairs(users: pd.DataFrame, keys: KeyCodes) -> np.ndarray:
     return keys.tenant_user(users["tenant_code"].to_numpy(), users["user_code"].to_numpy())
 
@@ -937,7 +938,7 @@ def plan_contact_changes(
     everyone = keyed_users(users, settings)
     oid_key = _key(contacts["azureoid"])
     user_code, oid_code, n_users = shared_codes(everyone["user_key"], oid_key)
-    tenant_index = _unique_index(pd.concat([everyone["tenant_id"], tenants["tenant_id"]]))
+    tenant_index = unique_index(pd.concat([everyone["tenant_id"], tenants["tenant_id"]]))
     everyone = everyone.assign(tenant_code=codes_in(tenant_index, everyone["tenant_id"]), user_code=user_code)
     addresses = user_addresses(everyone, carry=("tenant_code", "user_code"))
     contact_emails = contact_addresses(contacts)
