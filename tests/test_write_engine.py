@@ -229,6 +229,17 @@ def test_merge_writes_nothing_when_halo_has_the_tenant_already():
     assert merge_tenant_entries({"id": 10, "azure_tenants": [HALO_ENTRY]}, planned, details_id=1) is None
 
 
+def test_write_back_halo_already_has_is_applied_without_a_write():
+    halo = FakeHalo()
+    # prepare answers None when Halo's company carries the tenant already (a re-run, or done by hand).
+    applied = apply_writes(
+        _plan(0), halo, dry_run=False, prepare=lambda action, body: None if action == "set_tenant_id" else body
+    )
+    write_back = applied.loc[applied["action"] == "set_tenant_id"].iloc[0]
+    assert (write_back["outcome"], write_back["halo_id"]) == ("applied", 10)  # the company's id
+    assert [endpoint for endpoint, _ in halo.batches] == ["Users"]  # the deactivation only, no Client POST
+
+
 @pytest.mark.parametrize(
     ("connections", "message"),
     [([], "Halo has none Microsoft Partner"), ([{"id": 1}, {"id": 3}], r"several \(ids 1, 3\)")],
