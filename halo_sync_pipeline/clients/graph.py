@@ -25,6 +25,7 @@ import httpx
 from .auth import MsalAuth
 from .connection import USER_AGENT, ssl_verify
 from .errors import ForeignNextLinkError, GraphApiError, MalformedDataError, short_detail
+from .json_body import response_json
 from .msal_tokens import MsalHttpAdapter, MsalTokens
 from .request_counts import RequestCounts, async_counting_hooks, counting_into
 from .retry import RetryableStatus, RetryPolicy, gave_up, raise_for_retryable
@@ -213,7 +214,7 @@ class GraphClient:
                 path=path,
             )
         try:
-            body = response.json()
+            body = response_json(response)
         except ValueError:
             raise MalformedDataError(f"Graph GET {path}: answer is not JSON", method="GET", path=path) from None
         if not isinstance(body, dict):
@@ -339,7 +340,7 @@ def _clean(value: Any) -> str | None:
 
 def _graph_message(response: httpx.Response) -> str:
     try:
-        body = response.json()
+        body = response_json(response)
     except ValueError:
         return short_detail(response.text)
     error = body.get("error") if isinstance(body, dict) else None

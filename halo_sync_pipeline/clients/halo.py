@@ -32,6 +32,7 @@ from .auth import HaloAuth, HaloSession
 from .connection import USER_AGENT, ssl_verify
 from .errors import HaloApiError, HaloAuthError, HaloReportError, HaloWriteError, short_detail
 from .halo_reports import SavedReport, companies_report_sql, contacts_report_sql, sites_report_sql
+from .json_body import response_json
 from .request_counts import RequestCounts, counting_hooks
 from .retry import RetryableStatus, RetryPolicy, gave_up, raise_for_retryable
 from .secret_scrubber import SecretScrubber
@@ -174,7 +175,7 @@ class HaloClient:
     def _message(self, response: httpx.Response) -> str:
         """Halo's explanation from an error response, short and scrubbed of secrets."""
         try:
-            body = response.json()
+            body = response_json(response)
         except ValueError:
             body = None
         if isinstance(body, dict):
@@ -397,7 +398,7 @@ class HaloClient:
 
     def _json(self, response: httpx.Response, what: str) -> Any:
         try:
-            return response.json()
+            return response_json(response)
         except ValueError:
             raise HaloApiError(
                 f"Halo {what}: answer is not JSON ({self._scrub(short_detail(response.text))[:80]})"
