@@ -188,19 +188,18 @@ def _label(kind: str, id_key: str) -> Callable[[int, Any], str]:
 
 
 def halo_companies_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
-    return _build_lenient(
-        records,
-        COMPANY_COLUMNS,
-        _COMPANY_DTYPES,
-        lambda r, read: {
+    """From `HaloClient.companies()`; `main_site_id` is the company's invoice site (the lowest id if several)."""
+
+    def row(r: Mapping[str, Any], read: _Reader) -> dict[str, Any]:
+        return {
             "company_id": _field(r, "id", integer),
             "name": read.get("name", text),
             "website": read.get("website", text),
             "inactive": read.get("inactive", boolean, fallback=False),
             "main_site_id": read.get("main_site_id", optional_integer),
-        },
-        _label("Halo company", "id"),
-    )
+        }
+
+    return _build_lenient(records, COMPANY_COLUMNS, _COMPANY_DTYPES, row, _label("Halo company", "id"))
 
 
 def halo_tenant_mappings_frame(mappings: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
@@ -253,19 +252,18 @@ def halo_contacts_frame(records: Iterable[Mapping[str, Any]], keep_active_field:
 
 
 def halo_sites_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
-    return _build_lenient(
-        records,
-        SITE_COLUMNS,
-        _SITE_DTYPES,
-        lambda r, read: {
+    """From `HaloClient.sites()`; `is_main` marks a company's invoice site."""
+
+    def row(r: Mapping[str, Any], read: _Reader) -> dict[str, Any]:
+        return {
             "site_id": _field(r, "id", integer),
             "company_id": _field(r, "client_id", integer),
             "name": read.get("name", text),
             "line1": read.get("line1", text),
             "is_main": read.get("is_main", boolean, fallback=False),
-        },
-        _label("Halo site", "id"),
-    )
+        }
+
+    return _build_lenient(records, SITE_COLUMNS, _SITE_DTYPES, row, _label("Halo site", "id"))
 
 
 def _number_text(value: Any) -> Any:
