@@ -8,8 +8,20 @@ a settings file and the rules can never disagree about a name, a default or what
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+def _plan_switch(what: str, *, seed_switch: str, apply_toggle: str, when_off: str = "") -> Any:
+    """A plan switch (on by default): whether the plan proposes `what` at all. The apply's own toggle
+    can only narrow a run further, never widen it."""
+    off = f" Off: {when_off}." if when_off else ""
+    return Field(
+        default=True,
+        description=f"PLAN setting: plan {what} (seed: {seed_switch}).{off} The apply's {apply_toggle} can only "
+        "narrow a run further.",
+    )
 
 
 class SyncSettings(BaseModel):
@@ -42,20 +54,19 @@ class SyncSettings(BaseModel):
         default="General User",
         description="Halo's catch-all contact per company: never deactivated, not counted by the guard.",
     )
-    set_halo_tenant_ids: bool = Field(
-        default=True,
-        description="PLAN setting: plan tenant-id write-backs for companies matched by name, website or contact "
-        "domains (seed: $SetHuduAzureID). The apply's allow_tenant_id_writes can only narrow a run further.",
+    set_halo_tenant_ids: bool = _plan_switch(
+        "tenant-id write-backs for companies matched by name, website or contact domains",
+        seed_switch="$SetHuduAzureID",
+        apply_toggle="allow_tenant_id_writes",
     )
-    create_contacts: bool = Field(
-        default=True,
-        description="PLAN setting: plan creates for new users (seed: $CreateUsers). The apply's allow_creates can only "
-        "narrow a run.",
+    create_contacts: bool = _plan_switch(
+        "creates for new users", seed_switch="$CreateUsers", apply_toggle="allow_creates"
     )
-    deactivate_contacts: bool = Field(
-        default=True,
-        description="PLAN setting: plan deactivations (seed: $InactivateUsers). Off: would-be deactivations are still "
-        "listed (held) in the inactive report. The apply's allow_deactivations can only narrow a run.",
+    deactivate_contacts: bool = _plan_switch(
+        "deactivations",
+        seed_switch="$InactivateUsers",
+        apply_toggle="allow_deactivations",
+        when_off="would-be deactivations are still listed (held) in the inactive report",
     )
     update_contact_fields: bool = Field(
         default=False,
