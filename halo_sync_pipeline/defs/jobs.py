@@ -1,6 +1,7 @@
 """Jobs and schedules (the run alert sensors are in `alerts.py`)."""
 
 from collections.abc import Mapping
+from functools import partial
 
 import dagster as dg
 
@@ -26,20 +27,19 @@ DEFAULT_PLAN_CRON, DEFAULT_APPLY_CRON, DEFAULT_TIMEZONE = "0 6 * * *", "30 1 * *
 
 def schedules(env: Mapping[str, str]) -> list[dg.ScheduleDefinition]:
     """The two schedules, their cron and timezone read from `env` (the deployment's environment)."""
-    timezone = env.get(environment.TIMEZONE) or DEFAULT_TIMEZONE
-    daily_plan = dg.ScheduleDefinition(
+    # Both run in the deployment's timezone.
+    schedule = partial(dg.ScheduleDefinition, execution_timezone=env.get(environment.TIMEZONE) or DEFAULT_TIMEZONE)
+    daily_plan = schedule(
         name="halo_sync_plan_daily",
         job=halo_sync_plan,
         cron_schedule=env.get(environment.PLAN_CRON) or DEFAULT_PLAN_CRON,
-        execution_timezone=timezone,
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description="Daily refresh of the plan (no writes), so the UI always shows what a sync would do.",
     )
-    nightly_apply = dg.ScheduleDefinition(
+    nightly_apply = schedule(
         name="halo_sync_apply_nightly",
         job=halo_sync_apply,
         cron_schedule=env.get(environment.APPLY_CRON) or DEFAULT_APPLY_CRON,
-        execution_timezone=timezone,
         default_status=dg.DefaultScheduleStatus.STOPPED,
         run_config={"ops": {"applied_changes": {"config": {"dry_run": False}}}},
         tags={MODE_TAG: LIVE},  # visible from the moment the run is queued
