@@ -74,6 +74,8 @@ OUTCOMES = tuple(outcome.value for outcome in Outcome)
 
 
 class CompanyMappingsSchema(StrictModel):
+    """One row per M365 tenant: the Halo company it matched and by which rule, or why none, with the evidence."""
+
     tenant_id: Series[pd.StringDtype] = pa.Field(unique=True)
     tenant_name: Series[pd.StringDtype] = pa.Field(nullable=True)
     default_domain: Series[pd.StringDtype] = pa.Field(nullable=True)
@@ -100,6 +102,8 @@ class CompanyMappingsSchema(StrictModel):
 
 
 class ContactChangesSchema(StrictModel):
+    """One row per planned contact action, held ones included, with the body to send (none when ambiguous)."""
+
     tenant_id: Series[pd.StringDtype]
     tenant_name: Series[pd.StringDtype] = pa.Field(nullable=True)
     company_id: Series[int]
@@ -137,6 +141,8 @@ class ContactChangesSchema(StrictModel):
 
 
 class AppliedChangesSchema(ContactChangesSchema):
+    """The plan's rows plus one per company write-back, each with what the apply did."""
+
     action: Series[pd.StringDtype] = pa.Field(isin=APPLIED_ACTIONS)
     # Company write-backs (`set_tenant_id`) carry no contact-level reason.
     reason: Series[pd.StringDtype] = pa.Field(isin=CONTACT_REASONS, nullable=True)
@@ -151,6 +157,8 @@ class AppliedChangesSchema(ContactChangesSchema):
 
 
 class InactiveReportSchema(StrictModel):
+    """One row per planned deactivation: the seed's CSV columns, then Reason, Tenant and the hold."""
+
     Company: Series[pd.StringDtype] = pa.Field(nullable=True)
     Name: Series[pd.StringDtype] = pa.Field(nullable=True)
     Email: Series[pd.StringDtype] = pa.Field(nullable=True)
@@ -167,6 +175,8 @@ class InactiveReportSchema(StrictModel):
 
 
 class TenantReviewSchema(StrictModel):
+    """One row per tenant for the UI's review table, problems first."""
+
     tenant_name: Series[pd.StringDtype] = pa.Field(nullable=True)
     warnings: Series[pd.StringDtype] = pa.Field(nullable=True)
     evidence: Series[pd.StringDtype]

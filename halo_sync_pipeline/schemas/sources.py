@@ -29,6 +29,8 @@ def _not_blank(series: pd.Series) -> pd.Series:
 
 
 class HaloCompaniesSchema(StrictModel):
+    """One row per Halo company (client)."""
+
     company_id: Series[int] = pa.Field(unique=True, gt=0)
     name: Series[pd.StringDtype] = pa.Field(nullable=True)
     website: Series[pd.StringDtype] = pa.Field(nullable=True)
@@ -43,6 +45,8 @@ class HaloCompaniesSchema(StrictModel):
 
 
 class HaloTenantMappingsSchema(StrictModel):
+    """One row per Azure tenant entry on a Halo company."""
+
     # Kept as Halo has it when it is not a GUID: such an entry is quarantined (and ignored).
     tenant_id: Series[pd.StringDtype] = pa.Field(nullable=True)
     tenant_name: Series[pd.StringDtype] = pa.Field(nullable=True)
@@ -67,6 +71,8 @@ class HaloTenantMappingsSchema(StrictModel):
 
 
 class HaloContactsSchema(StrictModel):
+    """One row per Halo contact (user), addresses lower-cased."""
+
     contact_id: Series[int] = pa.Field(unique=True, gt=0)
     company_id: Series[int] = pa.Field(gt=0)
     site_id: Series[pd.Int64Dtype] = pa.Field(nullable=True, gt=0)
@@ -95,6 +101,8 @@ class HaloContactsSchema(StrictModel):
 
 
 class HaloSitesSchema(StrictModel):
+    """One row per Halo site."""
+
     site_id: Series[int] = pa.Field(unique=True, gt=0)
     company_id: Series[int] = pa.Field(gt=0)
     name: Series[pd.StringDtype] = pa.Field(nullable=True)
@@ -109,6 +117,8 @@ class HaloSitesSchema(StrictModel):
 
 
 class M365TenantsSchema(StrictModel):
+    """One row per customer tenant of the partner, with how its read went."""
+
     tenant_id: Series[pd.StringDtype] = pa.Field(unique=True, str_matches=GUID_PATTERN)
     display_name: Series[pd.StringDtype] = pa.Field(nullable=True)
     default_domain: Series[pd.StringDtype] = pa.Field(nullable=True)
@@ -132,6 +142,8 @@ class M365TenantsSchema(StrictModel):
 
 
 class M365DomainsSchema(StrictModel):
+    """One row per domain of a loaded tenant."""
+
     tenant_id: Series[pd.StringDtype] = pa.Field(str_matches=GUID_PATTERN)
     domain: Series[pd.StringDtype]
     is_verified: Series[bool]
@@ -151,6 +163,8 @@ class M365DomainsSchema(StrictModel):
 
 
 class M365UsersSchema(StrictModel):
+    """One row per user of a loaded tenant, before any sync filter."""
+
     tenant_id: Series[pd.StringDtype] = pa.Field(str_matches=GUID_PATTERN)
     user_id: Series[pd.StringDtype] = pa.Field(str_matches=GUID_PATTERN)
     upn: Series[pd.StringDtype] = pa.Field(str_matches=r"^[^@\s]+@[^@\s]+$")
