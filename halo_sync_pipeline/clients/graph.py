@@ -273,7 +273,10 @@ class GraphClient:
         """Domains and users of one tenant (over `http`, a pool of `_new_http`); never raises for a
         tenant-level failure."""
         with counting_into(RequestCounts()) as counts:  # this tenant's Graph requests (the hook counts them)
-            return await self._load_tenant(tenant, counts, http or self._http)
+            try:
+                return await self._load_tenant(tenant, counts, http or self._http)
+            finally:
+                self._msal.release_app(tenant.tenant_id)
 
     async def _load_tenant(self, tenant: TenantRef, counts: RequestCounts, http: httpx.AsyncClient) -> TenantLoad:
         try:

@@ -33,10 +33,12 @@ class FakeIdentity:
     def __init__(self) -> None:
         self.issued = 0
         self.forms: list[dict[str, list[str]]] = []
+        self.discoveries: list[str] = []  # the paths of OpenID discovery requests (one per msal app built)
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         tenant = request.url.path.split("/")[1]
         if request.url.path.endswith("/.well-known/openid-configuration"):
+            self.discoveries.append(request.url.path)
             return httpx.Response(
                 200,
                 json={
@@ -269,6 +271,33 @@ def test_401_mid_run_renews_the_token_once() -> None:
     load = run(go())
     assert load.status == "loaded" and len(load.users) == 4
     assert identity.issued == 2
+
+
+def test_a_tenants_msal_app_is_released_after_its_read_and_rebuilt_for_a_renewal() -> None:
+    """2,000 kept msal apps slowed every full garbage collection; the token itself stays cached."""
+    fake, identity = FakeGraph({T1: [_user(i) for i in range(2)]}), FakeIdentity()
+    inner = fake.__call__
+    refused: set[str] = set()
+
+    def graph(request: httpx.Request) -> httpx.Response:
+        if request.headers["authorization"].removeprefix("Bearer ") in refused:
+            return httpx.Response(401, json={"error": {"code": "InvalidAuthenticationToken", "message": "expired"}})
+        return inner(request)
+
+    async def go() -> Any:
+        async with make(graph, identity) as client:
+            first = await client.load_tenant(TenantRef(T1))
+            apps_after_first, cached = dict(client._msal._apps), client._msal.cached.get(T1)
+            refused.add(cached[0])  # Graph now refuses the cached token: the renewal needs an app again
+            second = await client.load_tenant(TenantRef(T1))
+            return first, second, apps_after_first, cached, dict(client._msal._apps)
+
+    first, second, apps_after_first, cached, apps_after_second = run(go())
+    assert first.status == "loaded" and second.status == "loaded" and len(second.users) == 2
+    assert apps_after_first == {} and apps_after_second == {}
+    assert cached is not None and cached[0] == f"token.{T1}.1"  # kept: the second read started with it
+    assert identity.issued == 2  # one token per read: the cached one, then the renewal after the 401
+    assert sum(1 for path in identity.discoveries if T1 in path) == 2  # the app was built twice
 
 
 def test_429_with_retry_after_is_waited_out() -> None:
