@@ -9,6 +9,7 @@ import pandas as pd
 from halo_sync_pipeline.clients import frames
 from halo_sync_pipeline.clients.graph import TenantLoad
 from halo_sync_pipeline.defs.checks import ERROR, WARN, failure_result, schema_result, schema_spec
+from halo_sync_pipeline.defs.heap import inherited_objects_frozen
 from halo_sync_pipeline.defs.metadata import OWNER, counts_markdown, frame_metadata, markdown_table, request_metadata
 from halo_sync_pipeline.defs.resources import M365Resource, SyncSettingsResource
 from halo_sync_pipeline.rules import source_checks
@@ -82,8 +83,9 @@ def m365_directory(context: dg.AssetExecutionContext, m365: M365Resource, sync_s
     filters need) is recorded as failed and its partial data dropped; the others still load. The seed
     instead reused the previous tenant's users. The checks run in this same step.
     """
-    loads, counts = asyncio.run(_load_everything(m365))
-    tenants, domains, users = frames.m365_frames(loads, required_user_properties(sync_settings.settings()))
+    with inherited_objects_frozen():
+        loads, counts = asyncio.run(_load_everything(m365))
+        tenants, domains, users = frames.m365_frames(loads, required_user_properties(sync_settings.settings()))
     failed = tenants[tenants["status"] == "failed"]
     if len(failed):
         context.log.warning(
