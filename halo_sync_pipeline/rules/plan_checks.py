@@ -49,7 +49,8 @@ def company_mapping_problems(
     company_mappings: pd.DataFrame, tenants: pd.DataFrame, companies: pd.DataFrame
 ) -> pd.DataFrame:
     """Blocking: one row per tenant; every mapped company exists and is active; company
-    write-backs only for matches by rules 2–5, aimed at the mapped company, valid for Halo."""
+    write-backs only for matches by rules 2–5, aimed at the mapped company, valid for Halo, at most
+    one per company."""
     ids = company_mappings["tenant_id"]
     missing = tenants.loc[~tenants["tenant_id"].isin(ids)]
     duplicated = company_mappings.loc[ids.duplicated(keep=False)]
@@ -57,12 +58,17 @@ def company_mapping_problems(
     mapped = company_mappings.loc[company_mappings["company_id"].notna()]
     exists = mapped["company_id"].isin(companies["company_id"])
     inactive_ids = companies.loc[companies["inactive"], "company_id"]
+    updates = company_mappings.loc[company_mappings["company_update"].notna()]
+    # Each write-back sends the company's whole tenant list as read before any write, so a second one
+    # to the same company would drop the first's entry (the matching rules make such pairs conflicts).
+    shared = updates.loc[updates["company_id"].duplicated(keep=False) & updates["company_id"].notna()]
     failing: list[Failing] = [
         (missing, "tenant_without_mapping_row", "tenant has no company_mappings row"),
         (duplicated, "duplicate_tenant_row", "tenant has several company_mappings rows"),
         (unknown, "unknown_tenant", "row for a tenant not in m365_tenants"),
         (mapped.loc[~exists], "company_missing", "mapped company is not a Halo company"),
         (mapped.loc[mapped["company_id"].isin(inactive_ids)], "company_inactive", "mapped company is inactive"),
+        (shared, "several_write_backs_for_company", "another tenant's write-back goes to the same company"),
     ]
     return _all_failures(MAPPING_FAILURE_COLUMNS, failing, _company_update_problems(company_mappings))
 

@@ -176,6 +176,7 @@ def test_company_mapping_problems_catch_planted_violations():
         ("t1", "company_missing"),
         ("t2", "bad_company_update"),
         ("t1", "bad_company_update"),  # its write-back still targets company 1
+        ("t1", "several_write_backs_for_company"),  # the duplicated row writes back twice
     }
     inactive = out.assign(
         company_id=pd.array([2, pd.NA], dtype="Int64"), company_update=pd.Series([pd.NA] * 2, dtype="string")
@@ -184,6 +185,18 @@ def test_company_mapping_problems_catch_planted_violations():
     assert company_mapping_problems(out.iloc[[0]], tenants, companies)["check"].tolist() == [
         "tenant_without_mapping_row"
     ]
+
+
+def test_two_write_backs_to_one_company_block_the_run():
+    """Each write-back sends the company's tenant list as read before any write: the second would drop the first."""
+    tenants, companies, out = _estate()
+    both = out.copy()
+    both.loc[1, ["company_id", "company_name", "method", "reason"]] = [1, "Contoso", "name", pd.NA]
+    both.loc[1, "company_update"] = json.dumps(
+        {"id": 1, "azure_tenants": [{"azure_tenant_id": "t2", "azure_tenant_name": "Nobody"}]}
+    )
+    problems = company_mapping_problems(both, tenants, companies)
+    assert sorted(problems.loc[problems["check"] == "several_write_backs_for_company", "tenant_id"]) == ["t1", "t2"]
 
 
 def test_company_mapping_warning_lists_conflicts_with_both_tenants_and_evidence():

@@ -16,7 +16,7 @@ MAPPINGS_INTEGRITY = dg.AssetCheckSpec(
     asset="company_mappings",
     blocking=True,
     description="Exactly one row per customer tenant, every mapped company exists in Halo and is active, and "
-    "every tenant-id write-back is valid and aimed at its company. A failure means a bug in the rules, not bad "
+    "every tenant-id write-back is valid, aimed at its company and the only one to it. A failure means a bug in the rules, not bad "
     "data: nothing is written; report it with the failure table.",
 )
 MAPPINGS_REVIEW = dg.AssetCheckSpec(
