@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import pandas as pd
 import pytest
@@ -232,9 +233,7 @@ def test_merge_writes_nothing_when_halo_has_the_tenant_already():
 def test_write_back_halo_already_has_is_applied_without_a_write():
     halo = FakeHalo()
     # prepare answers None when Halo's company carries the tenant already (a re-run, or done by hand).
-    applied = apply_writes(
-        _plan(0), halo, dry_run=False, prepare=lambda action, body: None if action == "set_tenant_id" else body
-    )
+    applied = apply_writes(_plan(0), halo, dry_run=False, prepare_write_back=lambda body: None)
     write_back = applied.loc[applied["action"] == "set_tenant_id"].iloc[0]
     assert (write_back["outcome"], write_back["halo_id"]) == ("applied", 10)  # the company's id
     assert [endpoint for endpoint, _ in halo.batches] == ["Users"]  # the deactivation only, no Client POST
@@ -253,12 +252,10 @@ def test_partner_connection_must_be_exactly_one(connections, message):
 def test_prepare_failure_fails_that_write_back_alone():
     halo = FakeHalo()
 
-    def prepare(action, body):
-        if action == "set_tenant_id":
-            raise ValueError("Halo has none Microsoft Partner Azure AD connections")
-        return body
+    def prepare(body):
+        raise ValueError("Halo has none Microsoft Partner Azure AD connections")
 
-    applied = apply_writes(_plan(2), halo, dry_run=False, prepare=prepare)
+    applied = apply_writes(_plan(2), halo, dry_run=False, prepare_write_back=prepare)
     outcome = dict(zip(applied["action"] + ":" + applied["contact_id"].astype("string").fillna(""), applied["outcome"]))
     assert outcome["set_tenant_id:"] == "failed"
     assert "none Microsoft Partner" in applied.loc[applied["action"] == "set_tenant_id", "error"].iloc[0]
@@ -266,3 +263,69 @@ def test_prepare_failure_fails_that_write_back_alone():
         outcome["deactivate:7"] == "applied"
         and (applied.loc[applied["action"] == "create", "outcome"] == "applied").all()
     )
+
+
+def _write_back_mappings(company_ids: list[int]) -> pd.DataFrame:
+    n = len(company_ids)
+    return pd.DataFrame(
+        {
+            "tenant_id": pd.array([f"t{c}" for c in company_ids], dtype="string"),
+            "tenant_name": pd.array([f"Tenant {c}" for c in company_ids], dtype="string"),
+            "company_id": pd.array(company_ids, dtype="Int64"),
+            "company_name": pd.array([f"Company {c}" for c in company_ids], dtype="string"),
+            "method": pd.array(["name"] * n, dtype="string"),
+            "evidence": pd.array(["test"] * n, dtype="string"),
+            "company_update": pd.array(
+                [json.dumps({"id": c, "azure_tenants": [{"azure_tenant_id": f"t{c}"}]}) for c in company_ids],
+                dtype="string",
+            ),
+        }
+    )
+
+
+def test_write_backs_are_prepared_several_at_once_each_result_kept_with_its_company():
+    company_ids = list(range(10, 22))
+    both_inside = threading.Barrier(2, timeout=10)  # passes only if two preparations run at the same time
+    running, most = [0], [0]
+    lock = threading.Lock()
+
+    def prepare(body):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            if body["id"] in (10, 11):
+                both_inside.wait()
+            if body["id"] == 13:
+                raise ValueError("Halo GET /api/Client/13 answered 404")
+            if body["id"] == 14:
+                return None  # Halo has the tenant already
+            return body | {"prepared": True}
+        finally:
+            with lock:
+                running[0] -= 1
+
+    halo = FakeHalo()
+    held = {
+        "action": "ambiguous",
+        "company_id": 99,
+        "contact_id": 9,
+        "held": True,
+        "reason": "several_contacts_match_upn",
+    }
+    writes = planned_writes(_write_back_mappings(company_ids), _changes([held | {"body": pd.NA}]))
+    applied = apply_writes(writes, halo, dry_run=False, prepare_write_back=prepare, prepare_threads=4)
+    outcome = dict(zip(applied["company_id"], applied["outcome"], strict=True))
+    assert outcome.pop(99) == "held"
+    assert outcome[13] == "failed" and "404" in applied.loc[applied["company_id"] == 13, "error"].iloc[0]
+    assert outcome[14] == "applied" and applied.loc[applied["company_id"] == 14, "halo_id"].iloc[0] == 14
+    assert all(outcome[c] == "applied" for c in company_ids if c not in (13, 14))
+    (endpoint, sent), *_ = halo.batches
+    assert endpoint == "Client" and [body["id"] for body in sent] == [c for c in company_ids if c not in (13, 14)]
+    assert all(body["prepared"] for body in sent)
+    assert 2 <= most[0] <= 4
+
+
+def test_prepare_threads_must_be_positive():
+    with pytest.raises(ValueError, match="prepare_threads must be >= 1"):
+        apply_writes(_plan(0), FakeHalo(), dry_run=False, prepare_threads=0)

@@ -50,6 +50,14 @@ class HaloResource(dg.ConfigurableResource):
     )
     page_size: int = Field(default=500, ge=1, le=5000)
     write_batch_size: int = Field(default=100, ge=1, le=1000)
+    write_back_reads_at_once: int = Field(
+        default=4,
+        ge=1,
+        le=16,
+        description="Companies read at the same time before their tenant-id write-backs (each write-back reads its "
+        "company's current tenant list first, one company each). Halo limits requests per 5 minutes, not how many "
+        "run at once; at 100 ms per request, 300 write-backs take 30 s one by one.",
+    )
     timeout_s: float = Field(default=30.0, gt=0)
     retry_deadline_s: float = Field(default=120.0, gt=0)
     # One token for every client of a run (one per asset), not one each: Halo limits requests.

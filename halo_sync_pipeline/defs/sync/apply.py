@@ -1,6 +1,7 @@
 """The final apply step: writes the plan to Halo and records the outcome of every action."""
 
 import fcntl
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,10 +16,10 @@ from halo_sync_pipeline.defs.checks import schema_result, schema_spec
 from halo_sync_pipeline.defs.metadata import OWNER, counts_markdown, frame_metadata, markdown_table, request_metadata
 from halo_sync_pipeline.defs.resources import HaloResource
 from halo_sync_pipeline.schemas import plan
-from halo_sync_pipeline.schemas.plan import Action, Outcome
+from halo_sync_pipeline.schemas.plan import Outcome
 from halo_sync_pipeline.write_engine import (
     ApplyToggles,
-    PrepareBody,
+    PrepareWriteBack,
     apply_writes,
     merge_tenant_entries,
     partner_connection_id,
@@ -103,15 +104,15 @@ def _exclusive_apply(context: dg.AssetExecutionContext) -> Iterator[None]:
             fcntl.flock(lock_file, fcntl.LOCK_UN)
 
 
-def _company_write_backs(client) -> PrepareBody:
+def _company_write_backs(client) -> PrepareWriteBack:
     """Read-modify-write of a company's tenant list: Halo's current entries, as returned, plus the new one."""
     connection: list[int] = []
+    connection_lock = threading.Lock()  # write-backs are prepared in several threads; ask Halo once
 
-    def prepare(action: str, body: dict[str, Any]) -> dict[str, Any] | None:
-        if action != Action.SET_TENANT_ID:
-            return body
-        if not connection:
-            connection.append(partner_connection_id(client.azure_connections(2)))
+    def prepare(body: dict[str, Any]) -> dict[str, Any] | None:
+        with connection_lock:
+            if not connection:
+                connection.append(partner_connection_id(client.azure_connections(2)))
         return merge_tenant_entries(client.company_details(body["id"]), body, connection[0])
 
     return prepare
@@ -188,7 +189,8 @@ def applied_changes(
                 toggles=config.toggles(),
                 dry_run=False,
                 batch_size=halo.write_batch_size,
-                prepare=_company_write_backs(client),
+                prepare_write_back=_company_write_backs(client),
+                prepare_threads=halo.write_back_reads_at_once,
             )
             counts = client.request_counts.snapshot()
     failed = applied[applied["outcome"] == Outcome.FAILED]
