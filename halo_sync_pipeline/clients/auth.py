@@ -66,7 +66,7 @@ class HaloAuth(httpx.Auth):
     """
 
     requires_request_body = True  # the re-send after a 401 carries the same body
-    # The 401 is read (its connection freed) before the token request: a client has one connection.
+    # The 401 is read (its connection freed) before the token request: a client has few connections.
     requires_response_body = True
 
     def __init__(self, session: HaloSession, fetch_token: HaloTokenFetch, scrub: SecretScrubber) -> None:

@@ -42,11 +42,12 @@ PARTNER_CONNECTION_TYPE = 2  # Halo's Azure AD connection type "Microsoft Partne
 
 
 class HaloClient:
-    """Halo API over one pooled HTTPS connection, with client-credentials tokens and retries.
+    """Halo API over a small pool of HTTPS connections, with client-credentials tokens and retries.
 
-    `transport` is the seam for tests (e.g. `httpx.MockTransport`). Not meant for concurrent use
-    from several threads, apart from the request counters. `timeout`, `retry_policy`, `page_size` and
-    `write_batch_size` have no defaults here: `HaloResource` is their one source.
+    `transport` is the seam for tests (e.g. `httpx.MockTransport`). Not meant for concurrent use from
+    several threads, apart from `company_details` (the write-backs read their companies a few at a time,
+    up to `max_connections`) and the request counters. `timeout`, `retry_policy`, `page_size`,
+    `write_batch_size` and `max_connections` have no defaults here: `HaloResource` is their one source.
     """
 
     def __init__(
@@ -63,12 +64,13 @@ class HaloClient:
         reports_mode: bool = True,
         page_size: int,
         write_batch_size: int,
+        max_connections: int,
         contact_details_limit: int = 5000,
         session: HaloSession | None = None,
     ) -> None:
         if not base_url.startswith(("https://", "http://")):
             raise ValueError(f"Halo base_url must be an http(s) URL, got {base_url!r}")
-        if page_size < 1 or write_batch_size < 1:
+        if page_size < 1 or write_batch_size < 1 or max_connections < 1:
             raise ValueError("page_size and write_batch_size must be >= 1")
         if not client_id or not client_secret:
             raise ValueError("Halo client_id and client_secret are required")
@@ -94,7 +96,7 @@ class HaloClient:
             base_url=self.base_url,
             verify=ssl_verify(verify),
             timeout=httpx.Timeout(timeout),
-            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
             headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
             transport=transport,
             follow_redirects=False,

@@ -50,13 +50,14 @@ class HaloResource(dg.ConfigurableResource):
     )
     page_size: int = Field(default=500, ge=1, le=5000)
     write_batch_size: int = Field(default=100, ge=1, le=1000)
-    write_back_reads_at_once: int = Field(
+    max_connections: int = Field(
         default=4,
         ge=1,
         le=16,
-        description="Companies read at the same time before their tenant-id write-backs (each write-back reads its "
-        "company's current tenant list first, one company each). Halo limits requests per 5 minutes, not how many "
-        "run at once; at 100 ms per request, 300 write-backs take 30 s one by one.",
+        description="Connections to Halo, so requests at once. Reads and writes go one after the other; only the "
+        "tenant-id write-backs read their companies this many at a time (each reads its company's current tenant "
+        "list first). Halo limits requests per 5 minutes, not how many run at once; at 100 ms per request, 300 "
+        "write-backs would take 30 s one by one.",
     )
     timeout_s: float = Field(default=30.0, gt=0)
     retry_deadline_s: float = Field(default=120.0, gt=0)
@@ -75,6 +76,7 @@ class HaloResource(dg.ConfigurableResource):
             reports_mode=self.use_reports,
             page_size=self.page_size,
             write_batch_size=self.write_batch_size,
+            max_connections=self.max_connections,
             session=self._session,
         )
 

@@ -21,6 +21,7 @@ def halo_settings(**overrides: Any) -> dict[str, Any]:
         "retry_policy": RetryPolicy(deadline_s=_default(HaloResource, "retry_deadline_s")),
         "page_size": _default(HaloResource, "page_size"),
         "write_batch_size": _default(HaloResource, "write_batch_size"),
+        "max_connections": _default(HaloResource, "max_connections"),
     } | overrides
 
 
