@@ -187,13 +187,13 @@ def _error_text(exc: Exception) -> str:
 
 
 def _prepared(
-    prepare: PrepareWriteBack | None, todo: Sequence[tuple[Any, dict[str, Any], Any]], threads: int
+    prepare: PrepareWriteBack | None, bodies: list[dict[str, Any]], threads: int
 ) -> list[dict[str, Any] | None | Exception]:
     """Each planned body as it is to be sent (None: Halo has it; an exception: its preparation failed),
-    in `todo`'s order. A write-back's preparation reads its own company (one write-back per company,
+    in the same order. A write-back's preparation reads its own company (one write-back per company,
     which the company_mappings integrity check holds), so up to `threads` of them overlap."""
     if prepare is None:
-        return [body for _, body, _ in todo]
+        return list(bodies)
 
     def one(body: dict[str, Any]) -> dict[str, Any] | None | Exception:
         try:
@@ -201,7 +201,6 @@ def _prepared(
         except Exception as exc:  # noqa: BLE001 - the caller reports it on this action alone
             return exc
 
-    bodies = [body for _, body, _ in todo]
     if threads <= 1 or len(bodies) <= 1:
         return [one(body) for body in bodies]
     with ThreadPoolExecutor(max_workers=min(threads, len(bodies)), thread_name_prefix="halo-prepare") as pool:
@@ -248,7 +247,8 @@ def apply_writes(
         ]
         pending = []
         prepare = prepare_write_back if action == Action.SET_TENANT_ID else None
-        for (index, _, company_id), body in zip(todo, _prepared(prepare, todo, prepare_threads), strict=True):
+        prepared = _prepared(prepare, [body for _, body, _ in todo], prepare_threads)
+        for (index, _, company_id), body in zip(todo, prepared, strict=True):
             if isinstance(body, Exception):  # reported on this action; the others go on
                 results[index] = (Outcome.FAILED, _error_text(body), pd.NA)
             elif body is None:  # Halo has it already (a re-run, or someone did it by hand)

@@ -71,7 +71,7 @@ class HaloClient:
         if not base_url.startswith(("https://", "http://")):
             raise ValueError(f"Halo base_url must be an http(s) URL, got {base_url!r}")
         if page_size < 1 or write_batch_size < 1 or max_connections < 1:
-            raise ValueError("page_size and write_batch_size must be >= 1")
+            raise ValueError("page_size, write_batch_size and max_connections must be >= 1")
         if not client_id or not client_secret:
             raise ValueError("Halo client_id and client_secret are required")
         # HALO_URL may be given with or without the resource server's /api suffix.
