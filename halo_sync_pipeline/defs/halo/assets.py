@@ -13,6 +13,7 @@ import pandera.pandas as pa
 
 from halo_sync_pipeline.clients import frames
 from halo_sync_pipeline.defs.checks import schema_result, schema_spec
+from halo_sync_pipeline.defs.heap import inherited_objects_frozen
 from halo_sync_pipeline.defs.metadata import OWNER, frame_metadata, request_metadata
 from halo_sync_pipeline.defs.resources import HaloResource, SyncSettingsResource
 from halo_sync_pipeline.rules import quarantine
@@ -70,7 +71,7 @@ def halo_contacts(context: dg.AssetExecutionContext, halo: HaloResource, sync_se
     as a column, or by paging /api/Users (plus one detail request per active contact for the field).
     """
     keep_active_field = sync_settings.keep_active_field
-    with halo.client() as client:
+    with halo.client() as client, inherited_objects_frozen():
         frame = frames.halo_contacts_frame(client.contacts(keep_active_field), keep_active_field)
         counts = client.request_counts.snapshot()
     extra = {"active_contacts": int((~frame["inactive"]).sum())}

@@ -13,6 +13,7 @@ import pandas as pd
 from pydantic import Field
 
 from halo_sync_pipeline.defs.checks import schema_result, schema_spec
+from halo_sync_pipeline.defs.heap import inherited_objects_frozen
 from halo_sync_pipeline.defs.metadata import OWNER, counts_markdown, frame_metadata, markdown_table, request_metadata
 from halo_sync_pipeline.defs.resources import HaloResource
 from halo_sync_pipeline.schemas import plan
@@ -182,7 +183,7 @@ def applied_changes(
         counts: dict[str, int] = {}
     else:
         _refuse_stale_plan(context, config.max_plan_age_minutes)
-        with _exclusive_apply(context), halo.client() as client:
+        with _exclusive_apply(context), halo.client() as client, inherited_objects_frozen():
             applied = apply_writes(
                 writes,
                 client.upsert,

@@ -9,6 +9,7 @@ import dagster as dg
 import pandas as pd
 
 from halo_sync_pipeline.defs.checks import WARN, failure_result, schema_result, schema_spec
+from halo_sync_pipeline.defs.heap import inherited_objects_frozen
 from halo_sync_pipeline.defs.metadata import OWNER, counts_markdown, frame_metadata, markdown_table, table_metadata
 from halo_sync_pipeline.defs.resources import SyncSettingsResource
 from halo_sync_pipeline.defs.sync.checks import (
@@ -135,15 +136,16 @@ def contact_changes(
     site, the mass-deactivation guard, ambiguous addresses, a quarantined contact, a moved person,
     deactivation switched off). Held rows are never written. Also exported as contact_changes.csv.
     """
-    frame = plan_contact_changes(
-        company_mappings,
-        m365_users,
-        m365_domains,
-        halo_contacts,
-        halo_sites,
-        sync_settings.settings(),
-        companies=halo_companies,
-    )
+    with inherited_objects_frozen():
+        frame = plan_contact_changes(
+            company_mappings,
+            m365_users,
+            m365_domains,
+            halo_contacts,
+            halo_sites,
+            sync_settings.settings(),
+            companies=halo_companies,
+        )
     held = frame[frame["held"]]
     actions = frame["action"] + frame["held"].map({True: " (held)", False: ""})
     yield dg.Output(
