@@ -50,14 +50,14 @@ class HaloResource(dg.ConfigurableResource):
     )
     page_size: int = Field(default=500, ge=1, le=5000)
     write_batch_size: int = Field(default=100, ge=1, le=1000)
+    # Halo limits requests per 5 minutes, not how many run at once; at 100 ms per request, 300 write-backs
+    # reading their companies one by one would take 30 s.
     max_connections: int = Field(
         default=4,
         ge=1,
         le=16,
-        description="Connections to Halo, so requests at once. Reads and writes go one after the other; only the "
-        "tenant-id write-backs read their companies this many at a time (each reads its company's current tenant "
-        "list first). Halo limits requests per 5 minutes, not how many run at once; at 100 ms per request, 300 "
-        "write-backs would take 30 s one by one.",
+        description="Connections to Halo. Only the tenant-id write-backs use several: they read their companies "
+        "this many at a time.",
     )
     timeout_s: float = Field(default=30.0, gt=0)
     retry_deadline_s: float = Field(default=120.0, gt=0)
