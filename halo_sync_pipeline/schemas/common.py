@@ -7,9 +7,19 @@ Frame builders and rules take column lists and dtypes from here instead of keepi
 from __future__ import annotations
 
 from functools import cache
+from typing import Any, TypeAlias
 
 import pandas as pd
 import pandera.pandas as pa
+from pandera.typing import Series
+
+# The column kind most fields share, named once: NA-backed text (`StrictModel` checks the NA backing).
+Text: TypeAlias = Series[pd.StringDtype]
+
+
+def nullable(**checks: Any) -> Any:
+    """A field that may hold NA (pandera's fields may not by default), with any further `pa.Field` checks."""
+    return pa.Field(nullable=True, **checks)
 
 
 def is_nullable_string(series: pd.Series) -> bool:

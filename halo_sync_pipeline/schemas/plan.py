@@ -12,7 +12,7 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
 
-from halo_sync_pipeline.schemas.common import StrictModel, columns
+from halo_sync_pipeline.schemas.common import StrictModel, Text, columns, nullable
 
 MAPPING_METHODS = (
     "tenant_id",
@@ -76,17 +76,17 @@ OUTCOMES = tuple(outcome.value for outcome in Outcome)
 class CompanyMappingsSchema(StrictModel):
     """One row per M365 tenant: the Halo company it matched and by which rule, or why none, with the evidence."""
 
-    tenant_id: Series[pd.StringDtype] = pa.Field(unique=True)
-    tenant_name: Series[pd.StringDtype] = pa.Field(nullable=True)
-    default_domain: Series[pd.StringDtype] = pa.Field(nullable=True)
-    users_status: Series[pd.StringDtype] = pa.Field(isin=USERS_STATUSES)
-    method: Series[pd.StringDtype] = pa.Field(isin=MAPPING_METHODS)
-    reason: Series[pd.StringDtype] = pa.Field(isin=UNMATCHED_REASONS, nullable=True)
-    company_id: Series[pd.Int64Dtype] = pa.Field(nullable=True)
-    company_name: Series[pd.StringDtype] = pa.Field(nullable=True)
-    candidates: Series[pd.StringDtype] = pa.Field(nullable=True)
-    evidence: Series[pd.StringDtype]
-    company_update: Series[pd.StringDtype] = pa.Field(nullable=True)
+    tenant_id: Text = pa.Field(unique=True)
+    tenant_name: Text = nullable()
+    default_domain: Text = nullable()
+    users_status: Text = pa.Field(isin=USERS_STATUSES)
+    method: Text = pa.Field(isin=MAPPING_METHODS)
+    reason: Text = nullable(isin=UNMATCHED_REASONS)
+    company_id: Series[pd.Int64Dtype] = nullable()
+    company_name: Text = nullable()
+    candidates: Text = nullable()
+    evidence: Text
+    company_update: Text = nullable()
 
     @pa.dataframe_check(name="company_iff_matched")
     def _company_iff_matched(cls, df: pd.DataFrame) -> pd.Series:
@@ -104,23 +104,23 @@ class CompanyMappingsSchema(StrictModel):
 class ContactChangesSchema(StrictModel):
     """One row per planned contact action, held ones included, with the body to send (none when ambiguous)."""
 
-    tenant_id: Series[pd.StringDtype]
-    tenant_name: Series[pd.StringDtype] = pa.Field(nullable=True)
+    tenant_id: Text
+    tenant_name: Text = nullable()
     company_id: Series[int]
-    company_name: Series[pd.StringDtype] = pa.Field(nullable=True)
-    contact_id: Series[pd.Int64Dtype] = pa.Field(nullable=True)
-    user_id: Series[pd.StringDtype] = pa.Field(nullable=True)
-    action: Series[pd.StringDtype] = pa.Field(isin=CONTACT_ACTIONS)
+    company_name: Text = nullable()
+    contact_id: Series[pd.Int64Dtype] = nullable()
+    user_id: Text = nullable()
+    action: Text = pa.Field(isin=CONTACT_ACTIONS)
     held: Series[bool]
-    reason: Series[pd.StringDtype] = pa.Field(isin=CONTACT_REASONS)
+    reason: Text = pa.Field(isin=CONTACT_REASONS)
     # Why a held action is held, with its numbers, and what releases it (NA iff not held).
-    hold_reason: Series[pd.StringDtype] = pa.Field(nullable=True)
-    name: Series[pd.StringDtype] = pa.Field(nullable=True)
-    email: Series[pd.StringDtype] = pa.Field(nullable=True)
-    phonenumber: Series[pd.StringDtype] = pa.Field(nullable=True)
-    mobilenumber: Series[pd.StringDtype] = pa.Field(nullable=True)
-    body: Series[pd.StringDtype] = pa.Field(nullable=True)
-    evidence: Series[pd.StringDtype]
+    hold_reason: Text = nullable()
+    name: Text = nullable()
+    email: Text = nullable()
+    phonenumber: Text = nullable()
+    mobilenumber: Text = nullable()
+    body: Text = nullable()
+    evidence: Text
 
     @pa.dataframe_check(name="hold_reason_iff_held")
     def _hold_reason(cls, df: pd.DataFrame) -> pd.Series:
@@ -143,12 +143,12 @@ class ContactChangesSchema(StrictModel):
 class AppliedChangesSchema(ContactChangesSchema):
     """The plan's rows plus one per company write-back, each with what the apply did."""
 
-    action: Series[pd.StringDtype] = pa.Field(isin=APPLIED_ACTIONS)
+    action: Text = pa.Field(isin=APPLIED_ACTIONS)
     # Company write-backs (`set_tenant_id`) carry no contact-level reason.
-    reason: Series[pd.StringDtype] = pa.Field(isin=CONTACT_REASONS, nullable=True)
-    outcome: Series[pd.StringDtype] = pa.Field(isin=OUTCOMES)
-    error: Series[pd.StringDtype] = pa.Field(nullable=True)
-    halo_id: Series[pd.Int64Dtype] = pa.Field(nullable=True)
+    reason: Text = nullable(isin=CONTACT_REASONS)
+    outcome: Text = pa.Field(isin=OUTCOMES)
+    error: Text = nullable()
+    halo_id: Series[pd.Int64Dtype] = nullable()
 
     @pa.dataframe_check(name="contact_id_unless_create")
     def _contact_id(cls, df: pd.DataFrame) -> pd.Series:
@@ -159,15 +159,15 @@ class AppliedChangesSchema(ContactChangesSchema):
 class InactiveReportSchema(StrictModel):
     """One row per planned deactivation: the seed's CSV columns, then Reason, Tenant and the hold."""
 
-    Company: Series[pd.StringDtype] = pa.Field(nullable=True)
-    Name: Series[pd.StringDtype] = pa.Field(nullable=True)
-    Email: Series[pd.StringDtype] = pa.Field(nullable=True)
-    Mobile: Series[pd.StringDtype] = pa.Field(nullable=True)
-    Phone: Series[pd.StringDtype] = pa.Field(nullable=True)
-    Reason: Series[pd.StringDtype] = pa.Field(isin=DEACTIVATION_REASONS)
-    Tenant: Series[pd.StringDtype] = pa.Field(nullable=True)
-    Held: Series[pd.StringDtype] = pa.Field(isin=("yes", ""))
-    HoldReason: Series[pd.StringDtype] = pa.Field(nullable=True, alias="Hold reason")
+    Company: Text = nullable()
+    Name: Text = nullable()
+    Email: Text = nullable()
+    Mobile: Text = nullable()
+    Phone: Text = nullable()
+    Reason: Text = pa.Field(isin=DEACTIVATION_REASONS)
+    Tenant: Text = nullable()
+    Held: Text = pa.Field(isin=("yes", ""))
+    HoldReason: Text = nullable(alias="Hold reason")
 
     @pa.dataframe_check(name="hold_reason_iff_held")
     def _hold_reason(cls, df: pd.DataFrame) -> pd.Series:
@@ -177,15 +177,15 @@ class InactiveReportSchema(StrictModel):
 class TenantReviewSchema(StrictModel):
     """One row per tenant for the UI's review table, problems first."""
 
-    tenant_name: Series[pd.StringDtype] = pa.Field(nullable=True)
-    warnings: Series[pd.StringDtype] = pa.Field(nullable=True)
-    evidence: Series[pd.StringDtype]
-    hold_reasons: Series[pd.StringDtype] = pa.Field(nullable=True)
-    method: Series[pd.StringDtype] = pa.Field(isin=MAPPING_METHODS)
-    reason: Series[pd.StringDtype] = pa.Field(isin=UNMATCHED_REASONS, nullable=True)
-    company_name: Series[pd.StringDtype] = pa.Field(nullable=True)
-    candidates: Series[pd.StringDtype] = pa.Field(nullable=True)
-    write_back: Series[pd.StringDtype] = pa.Field(nullable=True)
+    tenant_name: Text = nullable()
+    warnings: Text = nullable()
+    evidence: Text
+    hold_reasons: Text = nullable()
+    method: Text = pa.Field(isin=MAPPING_METHODS)
+    reason: Text = nullable(isin=UNMATCHED_REASONS)
+    company_name: Text = nullable()
+    candidates: Text = nullable()
+    write_back: Text = nullable()
     held: Series[int] = pa.Field(ge=0)
     creates: Series[int] = pa.Field(ge=0)
     pairs: Series[int] = pa.Field(ge=0)
@@ -193,11 +193,11 @@ class TenantReviewSchema(StrictModel):
     updates: Series[int] = pa.Field(ge=0)
     deactivates: Series[int] = pa.Field(ge=0)
     ambiguous: Series[int] = pa.Field(ge=0)
-    load_status: Series[pd.StringDtype] = pa.Field(isin=USERS_STATUSES)
-    load_error: Series[pd.StringDtype] = pa.Field(nullable=True)
+    load_status: Text = pa.Field(isin=USERS_STATUSES)
+    load_error: Text = nullable()
     needs_review: Series[bool]
-    company_id: Series[pd.Int64Dtype] = pa.Field(nullable=True)
-    tenant_id: Series[pd.StringDtype] = pa.Field(unique=True)
+    company_id: Series[pd.Int64Dtype] = nullable()
+    tenant_id: Text = pa.Field(unique=True)
 
     @pa.dataframe_check(name="needs_review_iff_warnings")
     def _needs_review(cls, df: pd.DataFrame) -> pd.Series:

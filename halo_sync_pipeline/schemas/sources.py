@@ -13,7 +13,7 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
 
-from halo_sync_pipeline.schemas.common import StrictModel
+from halo_sync_pipeline.schemas.common import StrictModel, Text, nullable
 
 GUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 TENANT_STATUSES = ("loaded", "failed")
@@ -32,12 +32,12 @@ class HaloCompaniesSchema(StrictModel):
     """One row per Halo company (client)."""
 
     company_id: Series[int] = pa.Field(unique=True, gt=0)
-    name: Series[pd.StringDtype] = pa.Field(nullable=True)
-    website: Series[pd.StringDtype] = pa.Field(nullable=True)
+    name: Text = nullable()
+    website: Text = nullable()
     inactive: Series[bool]
-    main_site_id: Series[pd.Int64Dtype] = pa.Field(nullable=True, gt=0)
+    main_site_id: Series[pd.Int64Dtype] = nullable(gt=0)
     # What is odd about the record (rules/quarantine.py); the record is then treated conservatively.
-    quarantine: Series[pd.StringDtype] = pa.Field(nullable=True)
+    quarantine: Text = nullable()
 
     @pa.check("name", "website", name="not_blank")
     def _text(cls, series: pd.Series) -> pd.Series:
@@ -48,13 +48,13 @@ class HaloTenantMappingsSchema(StrictModel):
     """One row per Azure tenant entry on a Halo company."""
 
     # Kept as Halo has it when it is not a GUID: such an entry is quarantined (and ignored).
-    tenant_id: Series[pd.StringDtype] = pa.Field(nullable=True)
-    tenant_name: Series[pd.StringDtype] = pa.Field(nullable=True)
+    tenant_id: Text = nullable()
+    tenant_name: Text = nullable()
     company_id: Series[int] = pa.Field(gt=0)
-    company_name: Series[pd.StringDtype] = pa.Field(nullable=True)
-    entry_id: Series[pd.Int64Dtype] = pa.Field(nullable=True, gt=0)
-    connection_id: Series[pd.Int64Dtype] = pa.Field(nullable=True, gt=0)
-    quarantine: Series[pd.StringDtype] = pa.Field(nullable=True)
+    company_name: Text = nullable()
+    entry_id: Series[pd.Int64Dtype] = nullable(gt=0)
+    connection_id: Series[pd.Int64Dtype] = nullable(gt=0)
+    quarantine: Text = nullable()
 
     @pa.dataframe_check(name="guid_tenant_id_unless_quarantined")
     def _guid_unless_quarantined(cls, df: pd.DataFrame) -> pd.Series:
@@ -75,21 +75,21 @@ class HaloContactsSchema(StrictModel):
 
     contact_id: Series[int] = pa.Field(unique=True, gt=0)
     company_id: Series[int] = pa.Field(gt=0)
-    site_id: Series[pd.Int64Dtype] = pa.Field(nullable=True, gt=0)
-    name: Series[pd.StringDtype] = pa.Field(nullable=True)
-    firstname: Series[pd.StringDtype] = pa.Field(nullable=True)
-    surname: Series[pd.StringDtype] = pa.Field(nullable=True)
-    email: Series[pd.StringDtype] = pa.Field(nullable=True)
-    email2: Series[pd.StringDtype] = pa.Field(nullable=True)
-    email3: Series[pd.StringDtype] = pa.Field(nullable=True)
-    phonenumber: Series[pd.StringDtype] = pa.Field(nullable=True)
-    mobilenumber: Series[pd.StringDtype] = pa.Field(nullable=True)
-    title: Series[pd.StringDtype] = pa.Field(nullable=True)
+    site_id: Series[pd.Int64Dtype] = nullable(gt=0)
+    name: Text = nullable()
+    firstname: Text = nullable()
+    surname: Text = nullable()
+    email: Text = nullable()
+    email2: Text = nullable()
+    email3: Text = nullable()
+    phonenumber: Text = nullable()
+    mobilenumber: Text = nullable()
+    title: Text = nullable()
     # Only Azure AD sync writes this field, so anything but a GUID is corrupt data.
-    azureoid: Series[pd.StringDtype] = pa.Field(nullable=True, str_matches=GUID_PATTERN)
+    azureoid: Text = nullable(str_matches=GUID_PATTERN)
     inactive: Series[bool]
-    keep_active: Series[pd.StringDtype] = pa.Field(nullable=True)
-    quarantine: Series[pd.StringDtype] = pa.Field(nullable=True)
+    keep_active: Text = nullable()
+    quarantine: Text = nullable()
 
     @pa.check("email", "email2", "email3", "azureoid", name="lower_case_stripped")
     def _lower(cls, series: pd.Series) -> pd.Series:
@@ -105,10 +105,10 @@ class HaloSitesSchema(StrictModel):
 
     site_id: Series[int] = pa.Field(unique=True, gt=0)
     company_id: Series[int] = pa.Field(gt=0)
-    name: Series[pd.StringDtype] = pa.Field(nullable=True)
-    line1: Series[pd.StringDtype] = pa.Field(nullable=True)
+    name: Text = nullable()
+    line1: Text = nullable()
     is_main: Series[bool]
-    quarantine: Series[pd.StringDtype] = pa.Field(nullable=True)
+    quarantine: Text = nullable()
 
     @pa.dataframe_check(name="at_most_one_main_site_per_company")
     def _one_main(cls, df: pd.DataFrame) -> pd.Series:
@@ -119,13 +119,13 @@ class HaloSitesSchema(StrictModel):
 class M365TenantsSchema(StrictModel):
     """One row per customer tenant of the partner, with how its read went."""
 
-    tenant_id: Series[pd.StringDtype] = pa.Field(unique=True, str_matches=GUID_PATTERN)
-    display_name: Series[pd.StringDtype] = pa.Field(nullable=True)
-    default_domain: Series[pd.StringDtype] = pa.Field(nullable=True)
-    status: Series[pd.StringDtype] = pa.Field(isin=TENANT_STATUSES)
-    error: Series[pd.StringDtype] = pa.Field(nullable=True)
-    user_count: Series[pd.Int64Dtype] = pa.Field(nullable=True, ge=0)
-    domain_count: Series[pd.Int64Dtype] = pa.Field(nullable=True, ge=0)
+    tenant_id: Text = pa.Field(unique=True, str_matches=GUID_PATTERN)
+    display_name: Text = nullable()
+    default_domain: Text = nullable()
+    status: Text = pa.Field(isin=TENANT_STATUSES)
+    error: Text = nullable()
+    user_count: Series[pd.Int64Dtype] = nullable(ge=0)
+    domain_count: Series[pd.Int64Dtype] = nullable(ge=0)
 
     @pa.check("default_domain", name="lower_case_stripped")
     def _lower(cls, series: pd.Series) -> pd.Series:
@@ -144,8 +144,8 @@ class M365TenantsSchema(StrictModel):
 class M365DomainsSchema(StrictModel):
     """One row per domain of a loaded tenant."""
 
-    tenant_id: Series[pd.StringDtype] = pa.Field(str_matches=GUID_PATTERN)
-    domain: Series[pd.StringDtype]
+    tenant_id: Text = pa.Field(str_matches=GUID_PATTERN)
+    domain: Text
     is_verified: Series[bool]
     is_default: Series[bool]
 
@@ -165,23 +165,23 @@ class M365DomainsSchema(StrictModel):
 class M365UsersSchema(StrictModel):
     """One row per user of a loaded tenant, before any sync filter."""
 
-    tenant_id: Series[pd.StringDtype] = pa.Field(str_matches=GUID_PATTERN)
-    user_id: Series[pd.StringDtype] = pa.Field(str_matches=GUID_PATTERN)
-    upn: Series[pd.StringDtype] = pa.Field(str_matches=r"^[^@\s]+@[^@\s]+$")
-    display_name: Series[pd.StringDtype] = pa.Field(nullable=True)
-    given_name: Series[pd.StringDtype] = pa.Field(nullable=True)
-    surname: Series[pd.StringDtype] = pa.Field(nullable=True)
-    mail: Series[pd.StringDtype] = pa.Field(nullable=True)
-    job_title: Series[pd.StringDtype] = pa.Field(nullable=True)
-    business_phone: Series[pd.StringDtype] = pa.Field(nullable=True)
-    mobile_phone: Series[pd.StringDtype] = pa.Field(nullable=True)
-    fax: Series[pd.StringDtype] = pa.Field(nullable=True)
-    street_address: Series[pd.StringDtype] = pa.Field(nullable=True)
-    smtp_aliases: Series[pd.StringDtype] = pa.Field(nullable=True)
+    tenant_id: Text = pa.Field(str_matches=GUID_PATTERN)
+    user_id: Text = pa.Field(str_matches=GUID_PATTERN)
+    upn: Text = pa.Field(str_matches=r"^[^@\s]+@[^@\s]+$")
+    display_name: Text = nullable()
+    given_name: Text = nullable()
+    surname: Text = nullable()
+    mail: Text = nullable()
+    job_title: Text = nullable()
+    business_phone: Text = nullable()
+    mobile_phone: Text = nullable()
+    fax: Text = nullable()
+    street_address: Text = nullable()
+    smtp_aliases: Text = nullable()
     # NA: Graph did not say (only allowed where the licence filter is off; see m365_frames).
-    licence_count: Series[pd.Int64Dtype] = pa.Field(ge=0, nullable=True)
+    licence_count: Series[pd.Int64Dtype] = nullable(ge=0)
     account_enabled: Series[bool]
-    user_type: Series[pd.StringDtype] = pa.Field(nullable=True)
+    user_type: Text = nullable()
     is_guest: Series[bool]
 
     class Config:
