@@ -13,7 +13,7 @@ otherwise, non-GUID ids, records without a name, Graph answers without assignedL
 (`sandbox_omit_user_properties`) and directory values no Halo field should take as they are.
 
 Every record planted for a situation is listed in the estate's top-level `_generator` record
-(`{"seed", "tenants", "users_per_tenant", "situations": {name: [ids]}}`; SITUATIONS says what each name
+(`{"seed", "tenants", "users_per_tenant", "situations": {name: [ids]}}`; situations.toml says what each name
 means and which kind of id it lists), so tests can find and count them (`describe_coverage`).
 The first MIN_TENANTS_FOR_FULL_COVERAGE tenants are planned so that every situation appears at least once;
 the rest are drawn at random in realistic proportions.
@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import math
 import random
+import tomllib
 import uuid
 from dataclasses import dataclass, field
+from importlib import resources
 from itertools import accumulate
 from typing import Any
 
@@ -50,117 +52,23 @@ NOT_A_GUID_OID = "n/a"
 NOT_A_GUID_TENANT_ID = "not-a-guid"
 DIRTY_DISPLAY_NAME_LENGTH = 5000
 
-# name -> (kind of id listed: tenant = customerId, client = Halo client id, contact = Halo user id,
-#          user = Graph user id, record = "client:<id>" / "site:<id>" / "user:<id>" (Halo); what was planted)
-SITUATIONS: dict[str, tuple[str, str]] = {
-    # company matching (issue 4, company_mappings)
-    "match_tenant_id": ("tenant", "the company lists the tenant in azure_tenants"),
-    "match_name": ("tenant", "company name equals the tenant name, differing only by case or spaces"),
-    "match_default_domain_website": ("tenant", "company website host (www., scheme, port, path) is the default domain"),
-    "website_host_starts_with_www": ("tenant", "default domain itself starts with 'www' (the seed's `www.` regex bug)"),
-    "match_verified_domain_website": ("tenant", "company website host is a verified, non-default domain"),
-    "match_contact_email_domain": ("tenant", "only the company's contacts' email domains point at the tenant"),
-    "unmatched_ambiguous_name": ("tenant", "two active companies carry the tenant's name"),
-    "unmatched_no_candidate": ("tenant", "no company relates to the tenant"),
-    "inactive_duplicate_company": ("tenant", "an inactive company also carries the tenant's name"),
-    "tenant_shares_company": ("tenant", "the tenant is a second entry in another tenant's company's azure_tenants"),
-    "client_without_site": ("tenant", "the tenant's company has no site, so its creates are held"),
-    "admin_in_domain_name": ("tenant", "the tenant's domain contains 'admin' (cloudadmins.com)"),
-    "mass_deactivation": ("tenant", "most of the company's contacts are gone: the deactivation guard trips"),
-    "not_consented": ("tenant", "the app is not consented: client-credentials tokens are refused"),
-    "gdap_expired": ("tenant", "GDAP relationship expired"),
-    "gdap_terminated": ("tenant", "GDAP relationship terminated"),
-    "gdap_missing": ("tenant", "no GDAP relationship (gdapStatus null)"),
-    "default_domain_onmicrosoft": ("tenant", "the default domain is the .onmicrosoft.com one"),
-    "unverified_domain": ("tenant", "the tenant has an unverified domain"),
-    "halo_only_client": ("client", "a Halo company with no Microsoft 365 tenant"),
-    "conflict_mapped_elsewhere": (
-        "tenant",
-        "the company named like the tenant is mapped to a tenant no longer in the run (contract ended): conflict",
-    ),
-    "conflict_two_unmapped": (
-        "tenant",
-        "two unmapped tenants reach one active company (one by name, one by "
-        "website = its default domain): both conflict",
-    ),
-    "mapped_company_inactive": (
-        "tenant",
-        "the tenant is mapped to an inactive company; an active sister company carries its name: unmatched",
-    ),
-    "write_back_keeps_entries": (
-        "tenant",
-        "matched by name; its company already has an azure_tenants entry under "
-        "the single-tenant (type 1) connection, which the write-back must keep",
-    ),
-    "several_invoice_sites": ("client", "two sites flagged isinvoicesite: the lowest site id is the main site"),
-    "licences_omitted": (
-        "tenant",
-        "Graph users answers omit assignedLicenses (sandbox_omit_user_properties): the tenant fails to load",
-    ),
-    "not_consented_sam": (
-        "tenant",
-        "consented false, read with the partner refresh token: fails, no writes "
-        "(the same tenants as not_consented: the sandbox refuses both token paths)",
-    ),
-    "mapping_tenant_not_guid": ("client", f"an azure_tenants entry whose azure_tenant_id is {NOT_A_GUID_TENANT_ID!r}"),
-    # contact situations (issue 4, contact_changes)
-    "linked": ("contact", "contact linked to its user by azureoid"),
-    "linked_oid_upper_case": ("contact", "linked, with the azureoid in upper case"),
-    "linked_fields_differ": ("contact", "linked, but phone or title differ from Microsoft 365"),
-    "pair_unlinked_same_email": ("contact", "no azureoid; email equals the UPN up to case/spaces"),
-    "pair_stale_azureoid": ("contact", "azureoid of no user of the tenant; email equals the UPN"),
-    "reactivate_inactive": ("contact", "inactive contact linked to a selected user"),
-    "ambiguous_email": ("contact", "two unlinked contacts share a selected user's UPN as email"),
-    "leaver_unlicensed": ("contact", "active contact of a user without licences"),
-    "leaver_disabled": ("contact", "active contact of a disabled user"),
-    "leaver_guest": ("contact", "active contact of a guest user (email is the guest's #EXT# UPN)"),
-    "admin_contact_untouched": ("contact", "active contact of an (unlicensed) admin account"),
-    "gone_from_m365": ("contact", "active contact at a verified domain of the tenant, user gone"),
-    "keep_active": ("contact", f"gone, but {KEEP_ACTIVE_FIELD} = {KEEP_ACTIVE_VALUE!r}"),
-    "keep_active_other_value": ("contact", f"gone, {KEEP_ACTIVE_FIELD} set to another value"),
-    "general_user": ("contact", f"the company's {GENERAL_USER_NAME!r} contact"),
-    "no_contact_details": ("contact", "active contact with no email, phone or mobile"),
-    "external_email_contact": ("contact", "contact at a domain the tenant does not own"),
-    "inactive_contact_gone": ("contact", "inactive contact whose user is gone"),
-    "contact_owned_by_other_tenant": (
-        "contact",
-        "active contact whose azureoid is a selected user of another "
-        "tenant (with its own contact there); email at this tenant's domain",
-    ),
-    "keep_active_variants": (
-        "contact",
-        f"gone, {KEEP_ACTIVE_FIELD} = {KEEP_ACTIVE_VALUE!r} written otherwise "
-        f"({', '.join(map(repr, KEEP_ACTIVE_VARIANTS))})",
-    ),
-    "contact_oid_not_guid": ("contact", f"active contact with azureoid {NOT_A_GUID_OID!r} and a selected user's mail"),
-    "contact_oid_braced": ("contact", "linked, azureoid written {GUID} in upper case"),
-    "missing_name": ("record", "a company, a site and a contact without a name (empty, null or absent)"),
-    # user situations
-    "create_new_contact": ("user", "selected user without a contact"),
-    "create_at_site_address": (
-        "user",
-        "new user whose street address is a non-main site's line 1 (case/spaces differ)",
-    ),
-    "create_at_tied_site_address": ("user", "new user whose street address is line 1 of two sites of the company"),
-    "create_without_site": ("user", "selected user of a tenant whose company has no site"),
-    "user_with_aliases": ("user", "user with secondary smtp: aliases at the tenant's own domains"),
-    "shared_mailbox_unlicensed": ("user", "shared mailbox: no licence, sign-in disabled"),
-    "guest_user": ("user", "guest account"),
-    "disabled_user": ("user", "disabled account without a contact"),
-    "admin_account": ("user", "admin account (admin@, it.admin@, ...)"),
-    "upn_differs_from_mail": (
-        "user",
-        "UPN at .onmicrosoft.com, mail at a verified domain; an unlinked active contact has the mail",
-    ),
-    "pair_by_proxy_alias": ("user", "an unlinked contact's email is one of the user's smtp: aliases"),
-    "ambiguous_by_aliases": ("user", "two unlinked contacts carry two addresses of the user (mail, smtp alias)"),
-    "moved_person": ("user", "no contact in its company; its id is the azureoid of an active contact elsewhere"),
-    "dirty_m365_values": (
-        "user",
-        f"new user: {DIRTY_DISPLAY_NAME_LENGTH}-character displayName, NUL in surname, "
-        "bidi override and spaces in givenName",
-    ),
-}
+
+def _load_situations() -> dict[str, tuple[str, str]]:
+    """name -> (kind of id its list holds, what was planted), from the catalogue `situations.toml`."""
+    catalogue = tomllib.loads(resources.files(__package__).joinpath("situations.toml").read_text("utf-8"))
+    constants = {
+        "KEEP_ACTIVE_FIELD": KEEP_ACTIVE_FIELD,
+        "KEEP_ACTIVE_VALUE": KEEP_ACTIVE_VALUE,
+        "KEEP_ACTIVE_VARIANTS": ", ".join(map(repr, KEEP_ACTIVE_VARIANTS)),
+        "GENERAL_USER_NAME": GENERAL_USER_NAME,
+        "NOT_A_GUID_OID": NOT_A_GUID_OID,
+        "NOT_A_GUID_TENANT_ID": NOT_A_GUID_TENANT_ID,
+        "DIRTY_DISPLAY_NAME_LENGTH": DIRTY_DISPLAY_NAME_LENGTH,
+    }
+    return {name: (entry["lists"], entry["planted"].format(**constants)) for name, entry in catalogue.items()}
+
+
+SITUATIONS = _load_situations()
 
 MATCH_PATHS = ("tenant_id", "name", "default_domain_website", "verified_domain_website", "contact_email_domain",
                "ambiguous_name", "no_candidate", "conflict_mapped_elsewhere", "conflict_two_unmapped",
@@ -201,6 +109,25 @@ _PLANNED_TENANTS: tuple[tuple[str, frozenset[str]], ...] = (
     ("default_domain_website", frozenset({"website_host_starts_with_www"})),  # last: takes every planned leftover
 )
 MIN_TENANTS_FOR_FULL_COVERAGE = len(_PLANNED_TENANTS)
+
+# The other tenants' extra situations come from draws of one random number each: a draw lists
+# (situation, bound) by rising bound, and the number picks the first situation whose bound it is under, if any.
+_Draw = tuple[tuple[str, float], ...]
+_GDAP_STATE_DRAW: _Draw = (("gdap_expired", 0.03), ("gdap_terminated", 0.05), ("gdap_missing", 0.08))
+_EXTRA_DRAWS_BY_MATCH: dict[str, tuple[_Draw, ...]] = {
+    "tenant_id": (
+        (("client_without_site", 0.005), ("tenant_shares_company", 0.01), ("mass_deactivation", 0.015),
+         ("licences_omitted", 0.02)),
+        (("several_invoice_sites", 0.02), ("mapping_tenant_not_guid", 0.03)),
+    ),
+    "name": ((("inactive_duplicate_company", 0.1), ("write_back_keeps_entries", 0.15)),),
+}  # fmt: skip
+
+
+def _drawn(number: float, draw: _Draw) -> tuple[str, ...]:
+    """The situation `number` (from rng.random()) picks in `draw`: one, or none above the last bound."""
+    return next(((situation,) for situation, bound in draw if number < bound), ())
+
 
 # User roles: (kind of Microsoft 365 account, kind of Halo contact planted for it or None).
 _ROLES: dict[str, tuple[str, str | None]] = {
@@ -737,38 +664,13 @@ class _EstateBuilder:
         elif match == "conflict_two_unmapped" and index == tenants - 1:
             match = "name"  # no tenant left to complete a pair
         extras: set[str] = set()
-        roll = rng.random()
-        if roll < 0.03:
-            extras.add("gdap_expired")
-        elif roll < 0.05:
-            extras.add("gdap_terminated")
-        elif roll < 0.08:
-            extras.add("gdap_missing")
+        extras.update(_drawn(rng.random(), _GDAP_STATE_DRAW))
         if rng.random() < 0.02:
             extras.add("not_consented")
         if rng.random() < 0.08 and match not in ("default_domain_website", "conflict_two_unmapped"):
             extras.add("default_domain_onmicrosoft")
-        if match == "tenant_id":
-            roll = rng.random()
-            if roll < 0.005:
-                extras.add("client_without_site")
-            elif roll < 0.01:
-                extras.add("tenant_shares_company")
-            elif roll < 0.015:
-                extras.add("mass_deactivation")
-            elif roll < 0.02:
-                extras.add("licences_omitted")
-            roll = rng.random()
-            if roll < 0.02:
-                extras.add("several_invoice_sites")
-            elif roll < 0.03:
-                extras.add("mapping_tenant_not_guid")
-        if match == "name":
-            roll = rng.random()
-            if roll < 0.1:
-                extras.add("inactive_duplicate_company")
-            elif roll < 0.15:
-                extras.add("write_back_keeps_entries")
+        for draw in _EXTRA_DRAWS_BY_MATCH.get(match, ()):
+            extras.update(_drawn(rng.random(), draw))
         return match, frozenset(extras)
 
     def new_tenant(self, match: str, extras: frozenset[str]) -> _Tenant:
