@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypedDict
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
@@ -37,14 +37,43 @@ def _ca_bundle(env: Mapping[str, str]) -> str | None:
     return env.get(environment.CA_BUNDLE) or None
 
 
-class HaloResource(dg.ConfigurableResource):
+_RETRY_DEADLINE = "Seconds one call may take over all its retries."
+
+
+class _ConnectionOptions(TypedDict):
+    """The client keyword arguments both API resources fill the same way."""
+
+    client_id: str
+    client_secret: str
+    verify: str | bool
+    timeout: float
+    retry_policy: RetryPolicy
+
+
+class _ApiConnection(dg.ConfigurableResource):
+    """What both API resources declare alike: the app registration's credentials and how to reach its API."""
+
+    client_id: str = Field(description="Client (application) id of the API application.")
+    client_secret: str = Field(description="Client secret of the API application (set through an EnvVar).")
+    ca_bundle: str | None = Field(default=None, description="CA bundle path (the sandbox's); None = system trust.")
+    timeout_s: float = Field(default=30.0, gt=0, description="Seconds one request may take.")
+    retry_deadline_s: float = Field(gt=0, description=_RETRY_DEADLINE)
+
+    def _connection_options(self) -> _ConnectionOptions:
+        return {
+            "client_id": self.client_id,
+            "client_secret": self.client_secret,
+            "verify": self.ca_bundle or True,
+            "timeout": self.timeout_s,
+            "retry_policy": RetryPolicy(deadline_s=self.retry_deadline_s),
+        }
+
+
+class HaloResource(_ApiConnection):
     """A Halo PSA API application (client credentials) with read access to reports and write access to clients/users."""
 
     url: str = Field(description="Halo base URL, e.g. https://yourcompany.halopsa.com")
-    client_id: str
-    client_secret: str = Field(description="Client secret of the Halo API application (set through an EnvVar).")
     tenant: str = Field(default="", description="Halo tenant name (hosted Halo); empty for self-hosted.")
-    ca_bundle: str | None = Field(default=None, description="CA bundle path (the sandbox's); None = system trust.")
     use_reports: bool = Field(
         default=True, description="Read through saved SQL reports (few requests); False = REST paging."
     )
@@ -59,20 +88,15 @@ class HaloResource(dg.ConfigurableResource):
         description="Connections to Halo. Only the tenant-id write-backs use several: they read their companies "
         "this many at a time.",
     )
-    timeout_s: float = Field(default=30.0, gt=0)
-    retry_deadline_s: float = Field(default=120.0, gt=0)
+    retry_deadline_s: float = Field(default=120.0, gt=0, description=_RETRY_DEADLINE)
     # One token for every client of a run (one per asset), not one each: Halo limits requests.
     _session: HaloSession = PrivateAttr(default_factory=HaloSession)
 
     def client(self) -> HaloClient:
         return HaloClient(
             self.url,
-            self.client_id,
-            self.client_secret,
-            self.tenant,
-            verify=self.ca_bundle or True,
-            timeout=self.timeout_s,
-            retry_policy=RetryPolicy(deadline_s=self.retry_deadline_s),
+            tenant=self.tenant,
+            **self._connection_options(),
             reports_mode=self.use_reports,
             page_size=self.page_size,
             write_batch_size=self.write_batch_size,
@@ -81,14 +105,12 @@ class HaloResource(dg.ConfigurableResource):
         )
 
 
-class M365Resource(dg.ConfigurableResource):
+class M365Resource(_ApiConnection):
     """The partner's Microsoft Entra app, reading customer tenants through Microsoft Graph."""
 
     login_url: str = MICROSOFT_LOGIN_URL
     graph_url: str = MICROSOFT_GRAPH_URL
     partner_tenant_id: str
-    client_id: str
-    client_secret: str = Field(description="Client secret of the partner app (set through an EnvVar).")
     refresh_token: str | None = Field(
         default=None, description="Secure Application Model refresh token; None = app-only tokens per customer tenant."
     )
@@ -101,24 +123,18 @@ class M365Resource(dg.ConfigurableResource):
         "500 tenants at 100 ms per request in about 13 s (4 requests in 3 round trips each: 500 / 16 × 0.3 s, plus "
         "the client's CPU).",
     )
-    ca_bundle: str | None = None
-    timeout_s: float = Field(default=30.0, gt=0)
-    retry_deadline_s: float = Field(default=180.0, gt=0)
+    retry_deadline_s: float = Field(default=180.0, gt=0, description=_RETRY_DEADLINE)
 
     def client(self) -> GraphClient:
         return GraphClient(
             self.login_url,
             self.graph_url,
             self.partner_tenant_id,
-            self.client_id,
-            self.client_secret,
+            **self._connection_options(),
             refresh_token=self.refresh_token or None,
             app_only=not self.refresh_token,
             tenant_source=self.tenant_source,
-            verify=self.ca_bundle or True,
             concurrency=self.concurrency,
-            timeout=self.timeout_s,
-            retry_policy=RetryPolicy(deadline_s=self.retry_deadline_s),
         )
 
 
