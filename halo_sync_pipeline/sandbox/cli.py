@@ -7,11 +7,14 @@ command says how to get it (exit 2) instead of failing on an import.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from halo_sync_pipeline.sandbox.estate import EstateError
 
@@ -50,6 +53,27 @@ def _probability(value: str) -> float:
     return number
 
 
+# `serve` options for how the services behave: (flag, start_sandbox's parameter, type, metavar, help).
+_BEHAVIOUR_FLAGS: tuple[tuple[str, str, Callable[[str], Any], str | None, str], ...] = (
+    ("--latency-ms", "latency_ms", float, None, "ms added to every request"),
+    ("--jitter-ms", "jitter_ms", float, None, "at most this many random ms more"),
+    ("--halo-rate-limit", "halo_rate_limit", _rate_limit, "N/SECONDS|off", "Halo requests per window"),
+    ("--graph-rate", "graph_rate", float, None, "Graph requests/s per tenant"),
+    ("--graph-burst", "graph_burst", int, None, "Graph burst per tenant"),
+    ("--token-lifetime", "token_lifetime_s", float, "SECONDS", "lifetime of issued tokens"),
+)
+BEHAVIOUR_OPTIONS = frozenset(option for _, option, *_ in _BEHAVIOUR_FLAGS)
+
+
+def _default_of(option: str, what: str) -> str:
+    """Help text with start_sandbox's default for `option` (the sandbox extra is checked before parsing)."""
+    from halo_sync_pipeline.sandbox.server import start_sandbox
+
+    default = inspect.signature(start_sandbox).parameters[option].default
+    shown = "/".join(map(str, default)) if isinstance(default, tuple) else default
+    return f"{what} (default {shown})"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="halo-sync-sandbox", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -59,12 +83,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--state-dir", type=Path, required=True)
     serve.add_argument("--env-file", type=Path, required=True, help="where to write the variables for the pipeline")
     serve.add_argument("--reset", action="store_true", help="start again from the estate, dropping saved state")
-    serve.add_argument("--latency-ms", type=float, default=0)
-    serve.add_argument("--jitter-ms", type=float, default=0)
-    serve.add_argument("--halo-rate-limit", type=_rate_limit, default=(300, 300.0), metavar="N/SECONDS|off")
-    serve.add_argument("--graph-rate", type=float, default=50.0, help="Graph requests per second per tenant")
-    serve.add_argument("--graph-burst", type=int, default=100)
-    serve.add_argument("--token-lifetime", type=float, default=3600, metavar="SECONDS")
+    # How the services behave: passed on only when given, so that start_sandbox's defaults are the one source.
+    behaviour = serve.add_argument_group("how the services behave")
+    for flag, option, kind, metavar, what in _BEHAVIOUR_FLAGS:
+        behaviour.add_argument(
+            flag, dest=option, type=kind, metavar=metavar, default=argparse.SUPPRESS, help=_default_of(option, what)
+        )
     serve.add_argument(
         "--fault-rate",
         type=_probability,
@@ -83,6 +107,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _behaviour(args: argparse.Namespace) -> dict[str, Any]:
+    """The service-behaviour options given on the command line, under start_sandbox's parameter names."""
+    return {name: value for name, value in vars(args).items() if name in BEHAVIOUR_OPTIONS}
+
+
 def _serve(args: argparse.Namespace) -> int:
     from halo_sync_pipeline.sandbox.server import start_sandbox  # sandbox extra: checked in main
 
@@ -94,18 +123,7 @@ def _serve(args: argparse.Namespace) -> int:
         if args.fault_rate
         else None
     )
-    sandbox = start_sandbox(
-        args.state_dir,
-        args.estate,
-        reset=args.reset,
-        latency_ms=args.latency_ms,
-        jitter_ms=args.jitter_ms,
-        halo_rate_limit=args.halo_rate_limit,
-        graph_rate=args.graph_rate,
-        graph_burst=args.graph_burst,
-        token_lifetime_s=args.token_lifetime,
-        faults=faults,
-    )
+    sandbox = start_sandbox(args.state_dir, args.estate, reset=args.reset, faults=faults, **_behaviour(args))
     try:
         env_file = sandbox.write_env_file(args.env_file)
         print(f"Halo API:        {sandbox.halo_url}", flush=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ import httpx
 import pytest
 
 from halo_sync_pipeline.sandbox import EXAMPLE_ESTATE
+from halo_sync_pipeline.sandbox import cli as sandbox_cli
 from halo_sync_pipeline.sandbox.estate import EstateError
 from halo_sync_pipeline.sandbox.server import RunningSandbox, SandboxStateError, start_sandbox
 
@@ -230,6 +232,20 @@ def test_cli_serve_writes_env_and_stops_cleanly_on_sigterm(tmp_path: Path) -> No
     )
     example = json.loads(EXAMPLE_ESTATE.read_text())
     assert len(json.loads(export.stdout)["halo"]["users"]) == len(example["halo"]["users"])
+
+
+def test_cli_passes_only_the_behaviour_options_given_under_start_sandboxs_names() -> None:
+    """Omitted options stay out, so start_sandbox's defaults are the one source of the sandbox's behaviour."""
+    serve = ["serve", "--state-dir", "s", "--env-file", "e.env"]
+    given = ["--latency-ms", "30", "--halo-rate-limit", "off", "--token-lifetime", "5", "--graph-burst", "7"]
+    assert sandbox_cli._behaviour(sandbox_cli._parser().parse_args(serve)) == {}
+    assert sandbox_cli._behaviour(sandbox_cli._parser().parse_args(serve + given)) == {
+        "latency_ms": 30.0,
+        "halo_rate_limit": None,
+        "token_lifetime_s": 5.0,
+        "graph_burst": 7,
+    }
+    assert set(inspect.signature(start_sandbox).parameters) >= sandbox_cli.BEHAVIOUR_OPTIONS
 
 
 def test_cli_refuses_a_malformed_estate_naming_the_record(small_estate: dict[str, Any], tmp_path: Path) -> None:
