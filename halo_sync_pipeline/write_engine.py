@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Literal
+from functools import partial
+from typing import Any, Literal, TypeVar
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
@@ -32,6 +33,8 @@ APPLIED_COLUMNS = APPLIED_CHANGE_COLUMNS
 
 # One write's result: its outcome, the error (or NA) and the Halo id (or NA).
 Result = tuple[str, Any, Any]
+_Item = TypeVar("_Item")
+_Answer = TypeVar("_Answer")
 
 
 _NARROWS = (
@@ -186,12 +189,21 @@ def _error_text(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"[:500]
 
 
+def _each(call: Callable[[_Item], _Answer], items: Sequence[_Item], connections: int) -> list[_Answer]:
+    """`call` over `items`, answers in the same order, up to `connections` at a time: each call is a
+    Halo request (or a few), so threads overlap the waits."""
+    if connections <= 1 or len(items) <= 1:
+        return [call(item) for item in items]
+    with ThreadPoolExecutor(max_workers=min(connections, len(items)), thread_name_prefix="halo-write") as pool:
+        return list(pool.map(call, items))
+
+
 def _prepared(
-    prepare: PrepareWriteBack | None, bodies: list[dict[str, Any]], threads: int
+    prepare: PrepareWriteBack | None, bodies: list[dict[str, Any]], connections: int
 ) -> list[dict[str, Any] | None | Exception]:
     """Each planned body as it is to be sent (None: Halo has it; an exception: its preparation failed),
     in the same order. A write-back's preparation reads its own company (one write-back per company,
-    which the company_mappings integrity check holds), so up to `threads` of them overlap."""
+    which the company_mappings integrity check holds), so several overlap."""
     if prepare is None:
         return list(bodies)
 
@@ -201,10 +213,7 @@ def _prepared(
         except Exception as exc:  # noqa: BLE001 - the caller reports it on this action alone
             return exc
 
-    if threads <= 1 or len(bodies) <= 1:
-        return [one(body) for body in bodies]
-    with ThreadPoolExecutor(max_workers=min(threads, len(bodies)), thread_name_prefix="halo-prepare") as pool:
-        return list(pool.map(one, bodies))
+    return _each(one, bodies, connections)
 
 
 def apply_writes(
@@ -215,16 +224,18 @@ def apply_writes(
     dry_run: bool = True,
     batch_size: int = 100,
     prepare_write_back: PrepareWriteBack | None = None,
-    prepare_threads: int = 1,
+    connections: int = 1,
 ) -> pd.DataFrame:
     """Write every allowed, non-held row of `writes`; return them all with outcome, error and halo_id.
 
     `prepare_write_back` turns a company write-back's planned body into the one sent (it reads Halo's
-    current entries first), `prepare_threads` at a time; if it fails, that write-back fails alone."""
+    current entries first); if it fails, that write-back fails alone. Up to `connections` preparations,
+    or batches of one action, are in flight at once; an action starts only when the one before it in
+    ACTION_ORDER is done."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if prepare_threads < 1:
-        raise ValueError(f"prepare_threads must be >= 1, got {prepare_threads}")
+    if connections < 1:
+        raise ValueError(f"connections must be >= 1, got {connections}")
     results: dict[int, Result] = {}
     # Plain column iteration: DataFrame.iterrows builds a Series per row (4 s of a 50k-row apply).
     for index, held, planned, action in zip(
@@ -247,7 +258,7 @@ def apply_writes(
         ]
         pending = []
         prepare = prepare_write_back if action == Action.SET_TENANT_ID else None
-        prepared = _prepared(prepare, [body for _, body, _ in todo], prepare_threads)
+        prepared = _prepared(prepare, [body for _, body, _ in todo], connections)
         for (index, _, company_id), body in zip(todo, prepared, strict=True):
             if isinstance(body, Exception):  # reported on this action; the others go on
                 results[index] = (Outcome.FAILED, _error_text(body), pd.NA)
@@ -255,8 +266,9 @@ def apply_writes(
                 results[index] = (Outcome.APPLIED, pd.NA, company_id if action == Action.SET_TENANT_ID else pd.NA)
             else:
                 pending.append((index, body))
-        for start in range(0, len(pending), batch_size):
-            _write_isolating(write_batch, _endpoint(action), pending[start : start + batch_size], results)
+        batches = [pending[start : start + batch_size] for start in range(0, len(pending), batch_size)]
+        # Each batch writes its own rows' results; the batches of one action depend on none of each other.
+        _each(partial(_write_isolating, write_batch, _endpoint(action), results=results), batches, connections)
     applied = writes.copy()
     applied["outcome"] = pd.array([str(results[i][0]) for i in applied.index], dtype="string")
     applied["error"] = pd.array([results[i][1] for i in applied.index], dtype="string")

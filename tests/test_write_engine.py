@@ -90,17 +90,19 @@ class FakeHalo:
     def __init__(self) -> None:
         self.batches: list[tuple[str, list[dict]]] = []
         self.next_id = 100
+        self.lock = threading.Lock()  # the engine may send several batches at once
 
     def __call__(self, endpoint: str, bodies: list[dict]) -> list[dict]:
         if any(b.get("name") == "bad" for b in bodies):
             raise Refused("HTTP 400: site_id: 'x' is not of type 'number'")
-        self.batches.append((endpoint, bodies))  # only batches Halo accepted (a rejected one writes nothing)
-        saved = []
-        for body in bodies:
-            if not body.get("id"):
-                self.next_id += 1
-                body = body | {"id": self.next_id}
-            saved.append(body)
+        with self.lock:
+            self.batches.append((endpoint, bodies))  # only batches Halo accepted (a rejected one writes nothing)
+            saved = []
+            for body in bodies:
+                if not body.get("id"):
+                    self.next_id += 1
+                    body = body | {"id": self.next_id}
+                saved.append(body)
         return saved
 
 
@@ -134,13 +136,15 @@ def test_live_run_batches_and_returns_new_ids():
     assert applied.loc[applied["contact_id"] == 8, "outcome"].item() == "held"
 
 
-def test_a_bad_record_fails_alone_while_the_rest_land():
+@pytest.mark.parametrize("connections", [1, 4])
+def test_a_bad_record_fails_alone_while_the_rest_land(connections):
     rows = [
         {"action": "create", "user_id": f"u{i}", "body": json.dumps({"name": "bad" if i == 3 else f"user {i}"})}
         for i in range(8)
     ]
     halo = FakeHalo()
-    applied = apply_writes(planned_writes(_mappings(), _changes(rows)), halo, dry_run=False, batch_size=8)
+    writes = planned_writes(_mappings(), _changes(rows))
+    applied = apply_writes(writes, halo, dry_run=False, batch_size=2, connections=connections)
     creates = applied[applied["action"] == "create"].set_index("user_id")
     assert creates.loc["u3", "outcome"] == "failed"
     assert "not of type" in creates.loc["u3", "error"]
@@ -314,7 +318,7 @@ def test_write_backs_are_prepared_several_at_once_each_result_kept_with_its_comp
         "reason": "several_contacts_match_upn",
     }
     writes = planned_writes(_write_back_mappings(company_ids), _changes([held | {"body": pd.NA}]))
-    applied = apply_writes(writes, halo, dry_run=False, prepare_write_back=prepare, prepare_threads=4)
+    applied = apply_writes(writes, halo, dry_run=False, prepare_write_back=prepare, connections=4)
     outcome = dict(zip(applied["company_id"], applied["outcome"], strict=True))
     assert outcome.pop(99) == "held"
     assert outcome[13] == "failed" and "404" in applied.loc[applied["company_id"] == 13, "error"].iloc[0]
@@ -326,6 +330,45 @@ def test_write_backs_are_prepared_several_at_once_each_result_kept_with_its_comp
     assert 2 <= most[0] <= 4
 
 
-def test_prepare_threads_must_be_positive():
-    with pytest.raises(ValueError, match="prepare_threads must be >= 1"):
-        apply_writes(_plan(0), FakeHalo(), dry_run=False, prepare_threads=0)
+def test_connections_must_be_positive():
+    with pytest.raises(ValueError, match="connections must be >= 1"):
+        apply_writes(_plan(0), FakeHalo(), dry_run=False, connections=0)
+
+
+def test_batches_of_one_action_overlap_and_the_next_action_waits_for_all_of_them():
+    creates = [
+        {"action": "create", "user_id": f"u{i}", "body": json.dumps({"name": f"user {i}", "site_id": 1})}
+        for i in range(6)
+    ]
+    deactivations = [
+        {"action": "deactivate", "contact_id": c, "reason": "gone_from_m365", "body": json.dumps({"id": c, "inactive": True})}
+        for c in (7, 8)
+    ]  # fmt: skip
+    halo = FakeHalo()
+    first_two = threading.Barrier(2, timeout=10)  # passes only if two create batches are in flight at once
+    events: list[tuple[str, str]] = []
+    new_ids: dict[str, int] = {}
+
+    def write(endpoint, bodies):
+        kind = "write_back" if endpoint == "Client" else "deactivate" if bodies[0].get("inactive") else "create"
+        with halo.lock:
+            events.append(("start", kind))
+        if bodies[0].get("name") in ("user 0", "user 2"):
+            first_two.wait()
+        saved = halo(endpoint, bodies)
+        with halo.lock:
+            events.append(("end", kind))
+            new_ids.update({record["name"]: record["id"] for record in saved if "name" in record})
+        return saved
+
+    writes = planned_writes(_mappings(), _changes(creates + deactivations))
+    applied = apply_writes(writes, write, dry_run=False, batch_size=2, connections=3)
+    assert (applied.loc[applied["action"] != "set_tenant_id", "outcome"] == "applied").all()
+    ends_of_creates = [i for i, event in enumerate(events) if event == ("end", "create")]
+    starts_of_deactivations = [i for i, event in enumerate(events) if event == ("start", "deactivate")]
+    assert len(ends_of_creates) == 3 and len(starts_of_deactivations) == 1
+    assert max(ends_of_creates) < min(starts_of_deactivations)
+    # Each create kept its own new id, whatever order the batches landed in.
+    created = applied[applied["action"] == "create"]
+    for body, halo_id in zip(created["body"], created["halo_id"], strict=True):
+        assert new_ids[json.loads(body)["name"]] == halo_id

@@ -45,8 +45,8 @@ class HaloClient:
     """Halo API over a small pool of HTTPS connections, with client-credentials tokens and retries.
 
     `transport` is the seam for tests (e.g. `httpx.MockTransport`). Not meant for concurrent use from
-    several threads, apart from `company_details` (the write-backs read their companies a few at a time,
-    up to `max_connections`) and the request counters. `timeout`, `retry_policy`, `page_size`,
+    several threads, apart from `company_details` and `upsert` (the apply reads companies and sends
+    batches a few at a time, up to `max_connections`) and the request counters. `timeout`, `retry_policy`, `page_size`,
     `write_batch_size` and `max_connections` have no defaults here: `HaloResource` is their one source.
     """
 

@@ -80,13 +80,13 @@ class HaloResource(_ApiConnection):
     page_size: int = Field(default=500, ge=1, le=5000)
     write_batch_size: int = Field(default=100, ge=1, le=1000)
     # Halo limits requests per 5 minutes, not how many run at once; at 100 ms per request, 300 write-backs
-    # reading their companies one by one would take 30 s.
+    # reading their companies one by one would take 30 s. A write larger than that limit is bound by it either way.
     max_connections: int = Field(
         default=4,
         ge=1,
         le=16,
-        description="Connections to Halo. Only the tenant-id write-backs use several: they read their companies "
-        "this many at a time.",
+        description="Connections to Halo. The apply uses several: it reads the write-backs' companies, and "
+        "sends the batches of one kind of change, this many at a time.",
     )
     retry_deadline_s: float = Field(default=120.0, gt=0, description=_RETRY_DEADLINE)
     # One token for every client of a run (one per asset), not one each: Halo limits requests.

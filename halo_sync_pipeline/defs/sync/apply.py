@@ -191,7 +191,7 @@ def applied_changes(
                 dry_run=False,
                 batch_size=halo.write_batch_size,
                 prepare_write_back=_company_write_backs(client),
-                prepare_threads=halo.max_connections,
+                connections=halo.max_connections,
             )
             counts = client.request_counts.snapshot()
     failed = applied[applied["outcome"] == Outcome.FAILED]
