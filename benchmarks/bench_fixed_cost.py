@@ -7,7 +7,9 @@ Prints, each over --runs runs (min / median):
 - `dagster job execute -m halo_sync_pipeline.definitions -j halo_sync_plan` (the CLI, a fresh process, the
   project's dagster.yaml with SQLite storage in a temporary DAGSTER_HOME);
 - the same job in-process on that SQLite instance, and on an in-memory instance, with the number of events
-  a run writes and the slowest steps.
+  a run writes and the slowest steps;
+- building a run's HTTP clients as in production (`verify=True`, the public trust store: 5 Halo clients,
+  the Graph client and 16 tenant-slot pools), which the sandbox's one-certificate CA does not show.
 Numbers, not assertions: the machine is shared and noisy.
 """
 
@@ -22,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -34,6 +37,32 @@ DAGSTER = REPO / ".venv" / "bin" / "dagster"
 
 def _line(what: str, seconds: list[float]) -> str:
     return f"{what:<58} min {min(seconds):5.2f} s   median {statistics.median(seconds):5.2f} s"
+
+
+def build_production_clients() -> float:
+    """Seconds to build a run's clients with the public trust store (no request is sent), as a fresh run
+    process does: the trust store itself included."""
+    import asyncio
+
+    from halo_sync_pipeline.clients import connection
+    from halo_sync_pipeline.defs.resources import HaloResource, M365Resource
+
+    connection._public_trust.cache_clear()
+    started = time.perf_counter()
+    halos = [HaloResource(url="https://halo.invalid", client_id="c", client_secret="s").client() for _ in range(5)]
+    graph = M365Resource(partner_tenant_id=str(uuid.UUID(int=1)), client_id="c", client_secret="s").client()
+    slots = [graph._new_http() for _ in range(16)]  # what load_all makes, one per tenant slot
+    seconds = time.perf_counter() - started
+    for halo in halos:
+        halo.close()
+
+    async def close() -> None:
+        for slot in slots:
+            await slot.aclose()
+        await graph.aclose()
+
+    asyncio.run(close())
+    return seconds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
             kinds = Counter(e.dagster_event.event_type_value if e.dagster_event else "log message" for e in events)
             print(f"events per run: {len(events)} ({', '.join(f'{n} {k}' for k, n in kinds.most_common(6))}, …)")
             print("slowest steps: " + ", ".join(f"{key} {ms:.0f} ms" for key, ms in steps[:5]))
+    clients = [build_production_clients() for _ in range(args.runs)]
+    print(_line("a run's HTTP clients with the public trust store", clients))
     return 0
 
 
