@@ -23,7 +23,7 @@ from urllib.parse import parse_qs
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -31,7 +31,13 @@ from halo_sync_pipeline.halo_api_schema import ShapeCheck
 from halo_sync_pipeline.sandbox.credentials import SandboxCredentials
 from halo_sync_pipeline.sandbox.estate import EstateError
 from halo_sync_pipeline.sandbox.halo_store import HaloStore, ReportSqlError, WriteRejected
-from halo_sync_pipeline.sandbox.runtime import SandboxMiddleware, SandboxRuntime, SlidingWindowLimit, bearer
+from halo_sync_pipeline.sandbox.runtime import (
+    JSONResponse,
+    SandboxMiddleware,
+    SandboxRuntime,
+    SlidingWindowLimit,
+    bearer,
+)
 
 DEFAULT_PAGE_SIZE = 50
 MAX_ERRORS_SHOWN = 10

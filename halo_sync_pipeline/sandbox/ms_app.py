@@ -42,11 +42,11 @@ from urllib.parse import parse_qs, quote, urlencode
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from halo_sync_pipeline.sandbox.credentials import SandboxCredentials
-from halo_sync_pipeline.sandbox.runtime import SandboxMiddleware, SandboxRuntime, bearer
+from halo_sync_pipeline.sandbox.runtime import JSONResponse, SandboxMiddleware, SandboxRuntime, bearer
 
 GRAPH_VERSIONS = ("v1.0", "beta")
 DEFAULT_PAGE_SIZE = 100

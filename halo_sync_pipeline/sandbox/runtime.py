@@ -17,8 +17,18 @@ from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from starlette.responses import JSONResponse
+import orjson
+from starlette import responses
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+
+class JSONResponse(responses.JSONResponse):
+    """starlette's JSONResponse with orjson's encoder: the same compact UTF-8 JSON, about 8× faster. The
+    sandbox's answers run to tens of megabytes (a saved report of 165k contacts), and its encoding time
+    would otherwise count against the pipeline in every benchmark."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
 
 
 @dataclass
