@@ -39,7 +39,8 @@ class EndpointFault:
     method: str | None = None  # None: any method
     server: str | None = None  # "halo", "ms" or None for both
     error_rate: float = 0.0  # probability of a failure per matching request
-    kinds: tuple[str, ...] = ("500",)  # chosen at random among "500", "503", "reset"
+    kinds: tuple[str, ...] = ("500",)  # chosen at random: an HTTP status ("500", "503", "429", ...) or "reset"
+    retry_after_s: float = 1.0  # the Retry-After an injected 429 carries, as the real services send one
 
     def matches(self, server: str, method: str, path: str) -> bool:
         return (
@@ -77,6 +78,7 @@ class Faults:
                     server=e.get("server"),
                     error_rate=float(e.get("error_rate", 1.0)),
                     kinds=tuple(e.get("kinds", ["500"])),
+                    retry_after_s=float(e.get("retry_after_s", 1.0)),
                 )
                 for e in body["endpoints"]
             ]
@@ -285,7 +287,7 @@ class SandboxMiddleware:
             if not admin:
                 if faults.latency_ms or faults.jitter_ms:
                     await asyncio.sleep((faults.latency_ms + random.uniform(0, faults.jitter_ms)) / 1000)
-                kind = self._fault_for(method, path)
+                kind, retry_after_s = self._fault_for(method, path)
                 if kind == "reset":
                     status_seen = 599
                     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"100")]})
@@ -293,21 +295,23 @@ class SandboxMiddleware:
                     raise ConnectionResetError("sandbox fault: connection reset")
                 if kind is not None:
                     status = int(kind)
-                    await JSONResponse({"error": f"sandbox fault: injected {status}"}, status_code=status)(
-                        scope, receive, send_and_count
-                    )
+                    headers = {"Retry-After": f"{retry_after_s:g}"} if status == 429 else None
+                    await JSONResponse(
+                        {"error": f"sandbox fault: injected {status}"}, status_code=status, headers=headers
+                    )(scope, receive, send_and_count)
                     return
             await self.app(scope, receive, send_and_count)
         finally:
             self.runtime.stats.record(self.server, method, path, status_seen)
 
-    def _fault_for(self, method: str, path: str) -> str | None:
+    def _fault_for(self, method: str, path: str) -> tuple[str | None, float]:
+        """The fault to inject for this request, if any, and the Retry-After of an injected 429."""
         faults = self.runtime.faults
         if self.server == "halo" and method == "POST" and path.lower().startswith("/api/") and faults.fail_nth_write:
             faults.writes_seen += 1
             if faults.writes_seen == faults.fail_nth_write:
-                return "500"
+                return "500", 0.0
         for fault in faults.endpoints:
             if fault.matches(self.server, method, path) and random.random() < fault.error_rate:
-                return random.choice(fault.kinds)
-        return None
+                return random.choice(fault.kinds), fault.retry_after_s
+        return None, 0.0

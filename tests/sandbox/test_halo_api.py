@@ -361,6 +361,20 @@ def test_fault_endpoint_errors(halo: httpx.Client, anonymous: httpx.Client) -> N
     assert halo.get("/api/Client").status_code == 200
 
 
+def test_an_injected_429_carries_retry_after_as_the_real_services_do(
+    halo: httpx.Client, anonymous: httpx.Client
+) -> None:
+    limited = {"path": "^/api/Users$", "method": "POST", "kinds": ["429"], "retry_after_s": 600}
+    assert (
+        anonymous.post("/_sandbox/faults", json={"endpoints": [limited]}).json()["endpoints"][0]["retry_after_s"] == 600
+    )
+    answer = halo.post("/api/Users", json=[{"id": 1, "inactive": True}])
+    assert answer.status_code == 429 and answer.headers["retry-after"] == "600"
+    anonymous.post("/_sandbox/faults", json={"endpoints": [{"path": "^/api/Users$", "kinds": ["429"]}]})
+    assert halo.get("/api/Users").headers["retry-after"] == "1"  # the default
+    anonymous.post("/_sandbox/faults", json={"endpoints": []})
+
+
 def test_fail_nth_write(halo: httpx.Client, anonymous: httpx.Client) -> None:
     anonymous.post("/_sandbox/faults", json={"fail_nth_write": 2})
     statuses = [halo.post("/api/Users", json=[{"id": 100, "title": f"T{n}"}]).status_code for n in range(3)]
