@@ -2,12 +2,14 @@
 
 No Dagster here: the `applied_changes` asset gives it a `write_batch` callable (the Halo client's
 upsert). Batches are array POSTs. A batch that still fails after the client's own retries is split in
-halves until the bad record fails alone, so one bad record never blocks the rest of the plan.
+halves until the bad record fails alone, so one bad record never blocks the rest of the plan. A rate limit
+that outlasts the retries (429) is not a bad record: nothing is split, and nothing more is sent.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -156,14 +158,45 @@ def _safe_to_resend(exc: Exception, bodies: Sequence[dict[str, Any]]) -> bool:
     return status is not None and 400 <= status < 500
 
 
+RATE_LIMITED = 429
+
+
+class _RateLimitStop:
+    """Set once Halo's rate limit outlasted a write's retries (the client waits out a `Retry-After` only within
+    its deadline). Every later write would meet the same closed window, and halving a batch to isolate a bad
+    record would multiply the requests against it, so nothing more is sent: those writes fail, named, and the
+    next run, which re-reads Halo first, writes them."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        self._lock = threading.Lock()
+
+    def trip(self, error: str) -> None:
+        with self._lock:
+            self.reason = self.reason or error
+
+
 def _write_isolating(
-    write_batch: WriteBatch, endpoint: Endpoint, items: Sequence[tuple[int, dict[str, Any]]], results: dict[int, Result]
+    write_batch: WriteBatch,
+    endpoint: Endpoint,
+    items: Sequence[tuple[int, dict[str, Any]]],
+    results: dict[int, Result],
+    stop: _RateLimitStop,
 ) -> None:
     """Write `items` (row index, body); on a refusal split until each bad record fails alone."""
+    if stop.reason is not None:
+        for index, _ in items:
+            results[index] = (Outcome.FAILED, f"not sent, Halo's rate limit: {stop.reason}"[:500], pd.NA)
+        return
     bodies = [body for _, body in items]
     try:
         saved = write_batch(endpoint, bodies)
     except Exception as exc:  # noqa: BLE001 - any failure of a batch is isolated or reported per record
+        if getattr(exc, "status_code", None) == RATE_LIMITED:  # not a refusal of these records: nothing to isolate
+            stop.trip(_error_text(exc))
+            for index, _ in items:
+                results[index] = (Outcome.FAILED, _error_text(exc), pd.NA)
+            return
         if len(items) == 1 or not _safe_to_resend(exc, bodies):
             error = _error_text(exc)
             if len(items) > 1:
@@ -172,8 +205,8 @@ def _write_isolating(
                 results[index] = (Outcome.FAILED, error, pd.NA)
             return
         middle = len(items) // 2
-        _write_isolating(write_batch, endpoint, items[:middle], results)
-        _write_isolating(write_batch, endpoint, items[middle:], results)
+        _write_isolating(write_batch, endpoint, items[:middle], results, stop)
+        _write_isolating(write_batch, endpoint, items[middle:], results, stop)
         return
     if len(saved) != len(items):
         for index, _ in items:
@@ -231,12 +264,13 @@ def apply_writes(
     `prepare_write_back` turns a company write-back's planned body into the one sent (it reads Halo's
     current entries first); if it fails, that write-back fails alone. Up to `connections` preparations,
     or batches of one action, are in flight at once; an action starts only when the one before it in
-    ACTION_ORDER is done."""
+    ACTION_ORDER is done. Once a write gives up on Halo's rate limit, the writes not yet sent fail unsent."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if connections < 1:
         raise ValueError(f"connections must be >= 1, got {connections}")
     results: dict[int, Result] = {}
+    rate_limited = _RateLimitStop()
     # Plain column iteration: DataFrame.iterrows builds a Series per row (4 s of a 50k-row apply).
     for index, held, planned, action in zip(
         writes.index, writes["held"], writes["body"], writes["action"], strict=True
@@ -268,7 +302,11 @@ def apply_writes(
                 pending.append((index, body))
         batches = [pending[start : start + batch_size] for start in range(0, len(pending), batch_size)]
         # Each batch writes its own rows' results; the batches of one action depend on none of each other.
-        _each(partial(_write_isolating, write_batch, _endpoint(action), results=results), batches, connections)
+        _each(
+            partial(_write_isolating, write_batch, _endpoint(action), results=results, stop=rate_limited),
+            batches,
+            connections,
+        )
     applied = writes.copy()
     applied["outcome"] = pd.array([str(results[i][0]) for i in applied.index], dtype="string")
     applied["error"] = pd.array([results[i][1] for i in applied.index], dtype="string")

@@ -205,6 +205,64 @@ def test_updates_are_idempotent_so_an_unknown_outcome_is_resent_in_halves():
     assert len(halo.stored) == 4 + 2 + 2 + 4  # the batch, its halves, then each record alone
 
 
+class RateLimited(Exception):
+    """The client gave up on a 429: Halo's Retry-After outlasted the retry deadline. Nothing was written."""
+
+    status_code = 429
+
+
+class LimitAfter(FakeHalo):
+    """Accepts `allowed` batches, then answers every call as rate limited."""
+
+    def __init__(self, allowed: int) -> None:
+        super().__init__()
+        self.allowed = allowed
+        self.calls: list[list[dict]] = []
+
+    def __call__(self, endpoint: str, bodies: list[dict]) -> list[dict]:
+        with self.lock:
+            self.calls.append(bodies)
+            limited = len(self.calls) > self.allowed
+        if limited:
+            raise RateLimited("Halo POST /api/Users still answered 429 after retries")
+        return super().__call__(endpoint, bodies)
+
+
+def _creates(n: int) -> pd.DataFrame:
+    rows = [{"action": "create", "user_id": f"u{i}", "body": json.dumps({"name": f"user {i}"})} for i in range(n)]
+    deactivation = {"action": "deactivate", "contact_id": 7, "reason": "gone_from_m365",
+                    "body": json.dumps({"id": 7, "inactive": True})}  # fmt: skip
+    return planned_writes(_mappings(), _changes([*rows, deactivation]))
+
+
+def test_a_rate_limited_batch_is_not_split_and_nothing_is_sent_after_it():
+    halo = LimitAfter(allowed=2)
+    applied = apply_writes(_creates(10), halo, dry_run=False, batch_size=4,
+                           toggles=ApplyToggles(allow_tenant_id_writes=False))  # fmt: skip
+    # Two batches of 4 landed; the third was refused as a whole (no halves sent); nothing after it was sent.
+    assert [len(bodies) for bodies in halo.calls] == [4, 4, 2]
+    creates = applied[applied["action"] == "create"].set_index("user_id")
+    assert (creates.loc[[f"u{i}" for i in range(8)], "outcome"] == "applied").all()
+    assert (creates.loc[["u8", "u9"], "outcome"] == "failed").all()
+    assert creates.loc[["u8", "u9"], "error"].str.contains("429").all()
+    deactivation = applied[applied["action"] == "deactivate"].iloc[0]
+    assert deactivation["outcome"] == "failed"
+    assert deactivation["error"].startswith("not sent, Halo's rate limit:") and "429" in deactivation["error"]
+
+
+def test_with_several_connections_a_rate_limit_stops_the_writes_after_those_in_flight():
+    halo = LimitAfter(allowed=1)
+    applied = apply_writes(_creates(40), halo, dry_run=False, batch_size=2, connections=4,
+                           toggles=ApplyToggles(allow_tenant_id_writes=False))  # fmt: skip
+    # 20 create batches and a deactivation: at most the 4 in flight when the limit came were sent after it.
+    assert len(halo.calls) <= 1 + 4
+    assert all(len(bodies) == 2 for bodies in halo.calls)  # never halved
+    outcomes = applied.loc[applied["action"] != "set_tenant_id", "outcome"].value_counts().to_dict()
+    assert outcomes == {"applied": 2, "failed": 39}
+    failed = applied[applied["outcome"] == "failed"]
+    assert failed["error"].str.contains("429").all()
+
+
 # ------------------------------------------------------------ company write-backs (read-modify-write)
 
 HALO_ENTRY = {

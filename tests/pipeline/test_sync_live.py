@@ -9,6 +9,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from halo_sync_pipeline.sandbox.generator import generate_estate
 from tests.conftest import CONTOSO_TENANT_ID, FABRIKAM_TENANT_ID, NORTHWIND_TENANT_ID
 from tests.pipeline.harness import LIVE, admin, halo_writes, run_job
 
@@ -241,3 +242,28 @@ def test_refused_contact_writes_fail_alone_the_rest_lands_and_the_run_fails_at_t
     assert applied.loc[applied["outcome"] == "failed", "error"].str.contains("400").all()
     clients = {c["id"]: c for c in admin(sandbox, "estate")["halo"]["clients"]}
     assert [t["azure_tenant_id"] for t in clients[2]["azure_tenants"]] == [FABRIKAM_TENANT_ID]
+
+
+def test_a_rate_limit_that_outlasts_the_retries_stops_the_writes_instead_of_multiplying_them(
+    sandbox_factory, instance, monkeypatch
+):
+    sandbox = sandbox_factory(generate_estate(12, 8, seed=7))
+    # Every contact write meets Halo's rate limit, with a Retry-After (600 s) beyond the client's retry deadline.
+    limited = {"path": "^/api/Users$", "method": "POST", "server": "halo", "error_rate": 1.0, "kinds": ["429"],
+               "retry_after_s": 600}  # fmt: skip
+    admin(sandbox, "faults", {"endpoints": [limited]})
+    result = run_job(sandbox, instance, monkeypatch, run_config=LIVE, extra_env={"HALO_WRITE_BATCH_SIZE": "1"})
+    assert not result.success
+    applied = result.output_for_node("applied_changes")
+    contacts = applied[(applied["action"] != "set_tenant_id") & (applied["outcome"] != "held")]
+    assert len(contacts) > 4 and set(contacts["outcome"]) == {"failed"}
+    assert contacts["error"].str.contains("429").all()
+    # One write per connection met the limit; nothing was halved or sent after it.
+    stats = admin(sandbox, "stats")["requests"]
+    posts = sum(
+        r["count"] for r in stats if r["server"] == "halo" and r["method"] == "POST" and r["path"] == "/api/Users"
+    )
+    assert 1 <= posts <= 4
+    assert contacts["error"].str.startswith("not sent, Halo's rate limit").sum() >= len(contacts) - 4
+    write_backs = applied[applied["action"] == "set_tenant_id"]  # written before the contacts, to /api/Client
+    assert len(write_backs) and set(write_backs["outcome"]) == {"applied"}
