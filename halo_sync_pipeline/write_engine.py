@@ -3,12 +3,14 @@
 No Dagster here: the `applied_changes` asset gives it a `write_batch` callable (the Halo client's
 upsert). Batches are array POSTs. A batch that still fails after the client's own retries is split in
 halves until the bad record fails alone, so one bad record never blocks the rest of the plan. A rate limit
-that outlasts the retries (429) is not a bad record: nothing is split, and nothing more is sent.
+that outlasts the retries (429) is not a bad record: nothing is split, and nothing more is sent; nor is
+anything once Halo has failed several writes in a row with its own trouble (5xx, lost connections).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -161,19 +163,39 @@ def _safe_to_resend(exc: Exception, bodies: Sequence[dict[str, Any]]) -> bool:
 RATE_LIMITED = 429
 
 
-class _RateLimitStop:
-    """Set once Halo's rate limit outlasted a write's retries (the client waits out a `Retry-After` only within
-    its deadline). Every later write would meet the same closed window, and halving a batch to isolate a bad
-    record would multiply the requests against it, so nothing more is sent: those writes fail, named, and the
-    next run, which re-reads Halo first, writes them."""
+class _Breaker:
+    """Stops the apply sending when Halo cannot take writes, so the writes not yet sent fail, named, and the
+    next run, which re-reads Halo first, writes them.
 
-    def __init__(self) -> None:
+    - A rate limit (429) that outlasted a write's retries: every later write would meet the same closed
+      window, and halving a batch would only multiply the requests against it.
+    - `trouble_limit` writes in a row that failed with Halo's own trouble (5xx, a lost connection) after the
+      client's retries, each of which already took up to the retry deadline. Halving a batch to find a record
+      Halo chokes on fails once per level on the way down, so the limit leaves room for that; in an outage
+      the halves of every batch would otherwise be sent for hours.
+    Any answer that is not Halo's trouble (a success, a refusal) starts the count again."""
+
+    def __init__(self, trouble_limit: int) -> None:
+        self.trouble_limit = trouble_limit
         self.reason: str | None = None
+        self._in_a_row = 0
         self._lock = threading.Lock()
 
-    def trip(self, error: str) -> None:
+    def answered(self) -> None:
         with self._lock:
-            self.reason = self.reason or error
+            self._in_a_row = 0
+
+    def failed(self, exc: Exception, error: str) -> None:
+        status = getattr(exc, "status_code", None)
+        with self._lock:
+            if status == RATE_LIMITED:
+                self.reason = self.reason or f"Halo's rate limit: {error}"
+            elif status is None or status >= 500:
+                self._in_a_row += 1
+                if self._in_a_row >= self.trouble_limit:
+                    self.reason = self.reason or f"Halo failed {self._in_a_row} writes in a row; the last: {error}"
+            else:
+                self._in_a_row = 0
 
 
 def _write_isolating(
@@ -181,33 +203,34 @@ def _write_isolating(
     endpoint: Endpoint,
     items: Sequence[tuple[int, dict[str, Any]]],
     results: dict[int, Result],
-    stop: _RateLimitStop,
+    breaker: _Breaker,
 ) -> None:
     """Write `items` (row index, body); on a refusal split until each bad record fails alone."""
-    if stop.reason is not None:
+    if breaker.reason is not None:
         for index, _ in items:
-            results[index] = (Outcome.FAILED, f"not sent, Halo's rate limit: {stop.reason}"[:500], pd.NA)
+            results[index] = (Outcome.FAILED, f"not sent, {breaker.reason}"[:500], pd.NA)
         return
     bodies = [body for _, body in items]
     try:
         saved = write_batch(endpoint, bodies)
     except Exception as exc:  # noqa: BLE001 - any failure of a batch is isolated or reported per record
+        error = _error_text(exc)
+        breaker.failed(exc, error)
         if getattr(exc, "status_code", None) == RATE_LIMITED:  # not a refusal of these records: nothing to isolate
-            stop.trip(_error_text(exc))
             for index, _ in items:
-                results[index] = (Outcome.FAILED, _error_text(exc), pd.NA)
+                results[index] = (Outcome.FAILED, error, pd.NA)
             return
         if len(items) == 1 or not _safe_to_resend(exc, bodies):
-            error = _error_text(exc)
             if len(items) > 1:
                 error = f"outcome unknown, not resent (a re-run re-reads Halo first): {error}"
             for index, _ in items:
                 results[index] = (Outcome.FAILED, error, pd.NA)
             return
         middle = len(items) // 2
-        _write_isolating(write_batch, endpoint, items[:middle], results, stop)
-        _write_isolating(write_batch, endpoint, items[middle:], results, stop)
+        _write_isolating(write_batch, endpoint, items[:middle], results, breaker)
+        _write_isolating(write_batch, endpoint, items[middle:], results, breaker)
         return
+    breaker.answered()
     if len(saved) != len(items):
         for index, _ in items:
             results[index] = (Outcome.FAILED, f"Halo answered {len(saved)} records for {len(items)} sent", pd.NA)
@@ -261,16 +284,18 @@ def apply_writes(
 ) -> pd.DataFrame:
     """Write every allowed, non-held row of `writes`; return them all with outcome, error and halo_id.
 
-    `prepare_write_back` turns a company write-back's planned body into the one sent (it reads Halo's
-    current entries first); if it fails, that write-back fails alone. Up to `connections` preparations,
-    or batches of one action, are in flight at once; an action starts only when the one before it in
-    ACTION_ORDER is done. Once a write gives up on Halo's rate limit, the writes not yet sent fail unsent."""
+        `prepare_write_back` turns a company write-back's planned body into the one sent (it reads Halo's
+        current entries first); if it fails, that write-back fails alone. Up to `connections` preparations,
+        or batches of one action, are in flight at once; an action starts only when the one before it in
+        ACTION_ORDER is done. Once a write gives up on Halo's rate limit, or several in a row on Halo's own
+    trouble (`_Breaker`), the writes not yet sent fail unsent."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if connections < 1:
         raise ValueError(f"connections must be >= 1, got {connections}")
     results: dict[int, Result] = {}
-    rate_limited = _RateLimitStop()
+    # Room to halve a batch down to the one record Halo chokes on (one failure per level), plus two.
+    breaker = _Breaker(trouble_limit=max(3, math.ceil(math.log2(batch_size)) + 2))
     # Plain column iteration: DataFrame.iterrows builds a Series per row (4 s of a 50k-row apply).
     for index, held, planned, action in zip(
         writes.index, writes["held"], writes["body"], writes["action"], strict=True
@@ -303,7 +328,7 @@ def apply_writes(
         batches = [pending[start : start + batch_size] for start in range(0, len(pending), batch_size)]
         # Each batch writes its own rows' results; the batches of one action depend on none of each other.
         _each(
-            partial(_write_isolating, write_batch, _endpoint(action), results=results, stop=rate_limited),
+            partial(_write_isolating, write_batch, _endpoint(action), results=results, breaker=breaker),
             batches,
             connections,
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 
 import pandas as pd
 import pytest
@@ -195,14 +196,69 @@ def test_creates_whose_outcome_is_unknown_are_never_resent():
     assert sorted(b["name"] for b in halo.stored) == [f"user {i}" for i in range(4)]  # sent once, no duplicate
 
 
+class FailsWhen(FakeHalo):
+    """Records every call; raises `error` on the calls `fails(call number, bodies)` picks and takes the rest."""
+
+    def __init__(self, fails: Callable[[int, list[dict]], bool], error: Exception) -> None:
+        super().__init__()
+        self.fails, self.error = fails, error
+        self.calls: list[list[dict]] = []
+
+    def __call__(self, endpoint: str, bodies: list[dict]) -> list[dict]:
+        with self.lock:
+            self.calls.append(bodies)
+            number = len(self.calls)
+        if self.fails(number, bodies):
+            raise self.error
+        return super().__call__(endpoint, bodies)
+
+
+def chokes_on(bad_id: int) -> FailsWhen:
+    """Halo fails (503, after the client's retries) every batch holding the contact `bad_id`."""
+    error = Unavailable("Halo POST /api/Users still answered 503 after retries")
+    return FailsWhen(lambda _, bodies: any(body["id"] == bad_id for body in bodies), error)
+
+
+class Unavailable(Exception):
+    status_code = 503
+
+
+def _deactivations(contact_ids: range) -> pd.DataFrame:
+    rows = [{"action": "deactivate", "contact_id": c, "reason": "gone_from_m365",
+             "body": json.dumps({"id": c, "inactive": True})} for c in contact_ids]  # fmt: skip
+    return planned_writes(_mappings(), _changes(rows))
+
+
 def test_updates_are_idempotent_so_an_unknown_outcome_is_resent_in_halves():
-    rows = [{"action": "deactivate", "contact_id": 10 + i, "reason": "gone_from_m365",
-             "body": json.dumps({"id": 10 + i, "inactive": True})} for i in range(4)]  # fmt: skip
-    halo = LandsThenDropsConnection()
-    applied = apply_writes(planned_writes(_mappings(), _changes(rows)), halo, dry_run=False, batch_size=4,
+    halo = chokes_on(12)
+    applied = apply_writes(_deactivations(range(10, 14)), halo, dry_run=False, batch_size=4,
                            toggles=ApplyToggles(allow_tenant_id_writes=False))  # fmt: skip
-    assert (applied.loc[applied["action"] == "deactivate", "outcome"] == "failed").all()
-    assert len(halo.stored) == 4 + 2 + 2 + 4  # the batch, its halves, then each record alone
+    assert [[body["id"] for body in call] for call in halo.calls] == [[10, 11, 12, 13], [10, 11], [12, 13], [12], [13]]
+    written = applied[applied["action"] == "deactivate"]
+    outcome = dict(zip(written["contact_id"], written["outcome"], strict=True))
+    assert outcome == {10: "applied", 11: "applied", 12: "failed", 13: "applied"}
+
+
+def test_the_record_halo_chokes_on_is_found_in_a_full_batch_without_tripping_the_breaker():
+    halo = chokes_on(1000)  # the first record: every level's first half fails, 8 failures in a row
+    applied = apply_writes(_deactivations(range(1000, 1100)), halo, dry_run=False, batch_size=100,
+                           toggles=ApplyToggles(allow_tenant_id_writes=False))  # fmt: skip
+    written = applied[applied["action"] == "deactivate"]
+    failed = written[written["outcome"] == "failed"]
+    assert failed["contact_id"].tolist() == [1000] and "503" in failed["error"].iloc[0]
+    assert (written["outcome"] == "applied").sum() == 99
+
+
+def test_in_an_outage_the_apply_stops_sending_after_a_few_failures_in_a_row():
+    halo = LandsThenDropsConnection()  # every write is sent and its answer lost
+    applied = apply_writes(_deactivations(range(10, 50)), halo, dry_run=False, batch_size=4,
+                           toggles=ApplyToggles(allow_tenant_id_writes=False))  # fmt: skip
+    # 10 batches of 4; the breaker (4 failures in a row at this batch size) stops the halving of the first.
+    assert len(halo.stored) == 4 + 2 + 1 + 1
+    written = applied[applied["action"] == "deactivate"]
+    assert (written["outcome"] == "failed").all()
+    not_sent = written.loc[written["error"].str.startswith("not sent, Halo failed 4 writes in a row"), "contact_id"]
+    assert sorted(not_sent) == list(range(12, 50))  # the first batch's second half, and every later batch
 
 
 class RateLimited(Exception):
@@ -211,21 +267,9 @@ class RateLimited(Exception):
     status_code = 429
 
 
-class LimitAfter(FakeHalo):
+def limit_after(allowed: int) -> FailsWhen:
     """Accepts `allowed` batches, then answers every call as rate limited."""
-
-    def __init__(self, allowed: int) -> None:
-        super().__init__()
-        self.allowed = allowed
-        self.calls: list[list[dict]] = []
-
-    def __call__(self, endpoint: str, bodies: list[dict]) -> list[dict]:
-        with self.lock:
-            self.calls.append(bodies)
-            limited = len(self.calls) > self.allowed
-        if limited:
-            raise RateLimited("Halo POST /api/Users still answered 429 after retries")
-        return super().__call__(endpoint, bodies)
+    return FailsWhen(lambda number, _: number > allowed, RateLimited("Halo POST /api/Users answered 429 after retries"))
 
 
 def _creates(n: int) -> pd.DataFrame:
@@ -236,7 +280,7 @@ def _creates(n: int) -> pd.DataFrame:
 
 
 def test_a_rate_limited_batch_is_not_split_and_nothing_is_sent_after_it():
-    halo = LimitAfter(allowed=2)
+    halo = limit_after(2)
     applied = apply_writes(_creates(10), halo, dry_run=False, batch_size=4,
                            toggles=ApplyToggles(allow_tenant_id_writes=False))  # fmt: skip
     # Two batches of 4 landed; the third was refused as a whole (no halves sent); nothing after it was sent.
@@ -251,7 +295,7 @@ def test_a_rate_limited_batch_is_not_split_and_nothing_is_sent_after_it():
 
 
 def test_with_several_connections_a_rate_limit_stops_the_writes_after_those_in_flight():
-    halo = LimitAfter(allowed=1)
+    halo = limit_after(1)
     applied = apply_writes(_creates(40), halo, dry_run=False, batch_size=2, connections=4,
                            toggles=ApplyToggles(allow_tenant_id_writes=False))  # fmt: skip
     # 20 create batches and a deactivation: at most the 4 in flight when the limit came were sent after it.
