@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal, TypedDict
+from typing import Any, Literal, TypedDict
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
@@ -38,6 +38,11 @@ def _ca_bundle(env: Mapping[str, str]) -> str | None:
 
 
 _RETRY_DEADLINE = "Seconds one call may take over all its retries."
+
+
+def _at_once(default: int, most: int, description: str) -> Any:
+    """A field bounding how many requests run at once: 1 to `most`."""
+    return Field(default=default, ge=1, le=most, description=description)
 
 
 class _ConnectionOptions(TypedDict):
@@ -81,11 +86,8 @@ class HaloResource(_ApiConnection):
     write_batch_size: int = Field(default=100, ge=1, le=1000)
     # Halo limits requests per 5 minutes, not how many run at once; at 100 ms per request, 300 write-backs
     # reading their companies one by one would take 30 s. A write larger than that limit is bound by it either way.
-    max_connections: int = Field(
-        default=4,
-        ge=1,
-        le=16,
-        description="Connections to Halo: the apply's reads and write batches go this many at a time.",
+    max_connections: int = _at_once(
+        4, 16, "Connections to Halo: the apply's reads and write batches go this many at a time."
     )
     retry_deadline_s: float = Field(default=120.0, gt=0, description=_RETRY_DEADLINE)
     # One token for every client of a run (one per asset), not one each: Halo limits requests.
@@ -116,11 +118,8 @@ class M365Resource(_ApiConnection):
     tenant_source: Literal["contracts", "gdap"] = "contracts"
     # Graph throttles per tenant, not per partner. A tenant costs 4 requests in 3 round trips, so 16 at a time
     # read 500 tenants at 100 ms per request in 500 / 16 × 0.3 s plus the client's CPU: 11.3 s measured.
-    concurrency: int = Field(
-        default=16,
-        ge=1,
-        le=64,
-        description="Customer tenants read at the same time (Graph throttles per tenant, not per partner).",
+    concurrency: int = _at_once(
+        16, 64, "Customer tenants read at the same time (Graph throttles per tenant, not per partner)."
     )
     retry_deadline_s: float = Field(default=180.0, gt=0, description=_RETRY_DEADLINE)
 
