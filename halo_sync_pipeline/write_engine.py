@@ -284,10 +284,10 @@ def apply_writes(
 ) -> pd.DataFrame:
     """Write every allowed, non-held row of `writes`; return them all with outcome, error and halo_id.
 
-        `prepare_write_back` turns a company write-back's planned body into the one sent (it reads Halo's
-        current entries first); if it fails, that write-back fails alone. Up to `connections` preparations,
-        or batches of one action, are in flight at once; an action starts only when the one before it in
-        ACTION_ORDER is done. Once a write gives up on Halo's rate limit, or several in a row on Halo's own
+    `prepare_write_back` turns a company write-back's planned body into the one sent (it reads Halo's
+    current entries first); if it fails, that write-back fails alone. Up to `connections` preparations,
+    or batches of one action, are in flight at once; an action starts only when the one before it in
+    ACTION_ORDER is done. Once a write gives up on Halo's rate limit, or several in a row on Halo's own
     trouble (`_Breaker`), the writes not yet sent fail unsent."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")

@@ -46,8 +46,9 @@ class HaloClient:
 
     `transport` is the seam for tests (e.g. `httpx.MockTransport`). Not meant for concurrent use from
     several threads, apart from `company_details` and `upsert` (the apply reads companies and sends
-    batches a few at a time, up to `max_connections`) and the request counters. `timeout`, `retry_policy`, `page_size`,
-    `write_batch_size` and `max_connections` have no defaults here: `HaloResource` is their one source.
+    batches a few at a time, up to `max_connections`) and the request counters. `timeout`,
+    `retry_policy`, `page_size`, `write_batch_size` and `max_connections` have no defaults here:
+    `HaloResource` is their one source.
     """
 
     def __init__(

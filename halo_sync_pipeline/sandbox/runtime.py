@@ -23,9 +23,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 
 class JSONResponse(responses.JSONResponse):
-    """starlette's JSONResponse with orjson's encoder: the same compact UTF-8 JSON, about 8× faster. The
-    sandbox's answers run to tens of megabytes (a saved report of 165k contacts), and its encoding time
-    would otherwise count against the pipeline in every benchmark."""
+    """starlette's JSONResponse with orjson's encoder: the same compact UTF-8 JSON, 6× faster on a saved
+    report of 165k contacts (42 MB: 0.08 s against 0.49 s). The sandbox's encoding time would otherwise
+    count against the pipeline in every benchmark."""
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
