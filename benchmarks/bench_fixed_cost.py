@@ -5,11 +5,13 @@
 Prints, each over --runs runs (min / median):
 - the import of `halo_sync_pipeline.definitions` (a fresh interpreter each time);
 - `dagster job execute -m halo_sync_pipeline.definitions -j halo_sync_plan` (the CLI, a fresh process, the
-  project's dagster.yaml with SQLite storage in a temporary DAGSTER_HOME);
+  project's dagster.yaml with SQLite storage in a temporary DAGSTER_HOME), interleaved with its floor:
+  the same CLI on `dagster_floor.py`, a job of the plan's shape whose steps do nothing;
 - the same job in-process on that SQLite instance, and on an in-memory instance, with the number of events
   a run writes and the slowest steps;
 - building a run's HTTP clients as in production (`verify=True`, the public trust store: 5 Halo clients,
   the Graph client and 16 tenant-slot pools), which the sandbox's one-certificate CA does not show.
+The package is compiled first, as an installed wheel is (`cli_runs.py`).
 Numbers, not assertions: the machine is shared and noisy.
 """
 
@@ -28,11 +30,10 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from cli_runs import FLOOR, PLAN, REPO, cli_seconds, compile_package
 
+sys.path.insert(0, str(REPO))
 PYTHON = REPO / ".venv" / "bin" / "python"
-DAGSTER = REPO / ".venv" / "bin" / "dagster"
 
 
 def _line(what: str, seconds: list[float]) -> str:
@@ -72,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import dagster as dg
 
+    compile_package()
     from halo_sync_pipeline.sandbox import EXAMPLE_ESTATE
     from halo_sync_pipeline.sandbox.server import start_sandbox
 
@@ -89,18 +91,14 @@ def main(argv: list[str] | None = None) -> int:
         storage = Path(tmp) / "storage"
         with start_sandbox(Path(tmp) / "sandbox", json.loads(EXAMPLE_ESTATE.read_text()), reset=True) as sandbox:
             env = os.environ | sandbox.env | {"DAGSTER_HOME": str(home), "HALO_SYNC_STORAGE_DIR": str(storage)}
-            cli = []
-            for _ in range(args.runs):
-                started = time.perf_counter()
-                subprocess.run(
-                    [str(DAGSTER), "job", "execute", "-m", "halo_sync_pipeline.definitions", "-j", "halo_sync_plan"],
-                    env=env,
-                    cwd=REPO,
-                    check=True,
-                    capture_output=True,
-                )
-                cli.append(time.perf_counter() - started)
-            print(_line("dagster job execute -j halo_sync_plan (CLI)", cli))
+            plan, floor = [], []
+            for _ in range(args.runs):  # interleaved, so both meet the same machine
+                plan.append(cli_seconds(PLAN, env))
+                floor.append(cli_seconds(FLOOR, env))
+            print(_line("dagster job execute -j halo_sync_plan (CLI)", plan))
+            print(_line("the same shape, steps that do nothing (dagster_floor.py)", floor))
+            above = [run - idle for run, idle in zip(plan, floor, strict=True)]
+            print(_line("  the plan above its floor (our steps' own work)", above))
 
             os.environ.update(env)
             from halo_sync_pipeline.definitions import build_definitions
