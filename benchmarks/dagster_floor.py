@@ -12,14 +12,17 @@ the run's planning and its events. `bench_fixed_cost.py` and `bench_vs_sequentia
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import dagster as dg
 
 from halo_sync_pipeline import definitions as product_location
+from halo_sync_pipeline.defs.jobs import halo_sync_plan
 
-FLOOR_JOB = "halo_sync_plan_floor"
-_PLAN_JOB = "halo_sync_plan"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # `dagster -f` puts only the working directory there
+from cli_runs import FLOOR_JOB  # noqa: E402
 
 
 def _idle_step(step: dg.AssetsDefinition) -> dg.AssetsDefinition:
@@ -38,7 +41,7 @@ def _idle_step(step: dg.AssetsDefinition) -> dg.AssetsDefinition:
 
 
 def _plan_steps() -> list[dg.AssetsDefinition]:
-    plan_keys = product_location.defs.resolve_job_def(_PLAN_JOB).asset_layer.selected_asset_keys
+    plan_keys = product_location.defs.resolve_job_def(halo_sync_plan.name).asset_layer.selected_asset_keys
     steps = [a for a in product_location.defs.assets or [] if isinstance(a, dg.AssetsDefinition)]
     return [step for step in steps if set(step.keys) & plan_keys]
 
