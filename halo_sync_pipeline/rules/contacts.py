@@ -810,9 +810,12 @@ def _gone_deactivations(
     """Deactivations of contacts at a verified domain with no selected user; the reason is found by
     looking the contact up among all the tenant's users (azureoid first, then any address)."""
     lookup = users[["tenant_code", "user_code", "user_key", "upn", "filter_reason"]]
+    # One row per user: a user listed twice in a tenant (never from Graph; the blocking schema check names
+    # it) would otherwise give a contact two rows here. The address lookup below keeps one per contact too.
+    one_per_user = lookup.drop_duplicates(["tenant_code", "user_code"])
     by_oid = (
         contacts[["tenant_code", "oid_code"]]
-        .merge(lookup, left_on=["tenant_code", "oid_code"], right_on=["tenant_code", "user_code"], how="left")
+        .merge(one_per_user, left_on=["tenant_code", "oid_code"], right_on=["tenant_code", "user_code"], how="left")
         .set_index(contacts.index)
     )
     by_address = (

@@ -298,6 +298,16 @@ def test_deactivate_reason_from_filtered_user(user_fields, reason):
     assert changes["user_id"].iloc[0] == "u1"
 
 
+def test_user_listed_twice_in_its_tenant_gives_the_plan_of_one_listing():
+    # Never from Graph (the blocking m365_users_schema check names such rows); the rule must not crash on
+    # it, nor act twice: this used to raise "Length mismatch" when a gone contact's azureoid named the user.
+    twice = [user("u1", "ann", licence_count=0), user("u1", "ann", licence_count=0), user("u2", "bob")]
+    contacts = [contact(5, email="ann@contoso.com", azureoid="u1"), contact(6, email="left@contoso.com")]
+    changes = plan(twice, contacts)
+    assert actions(changes) == actions(plan(twice[1:], contacts))
+    assert ("deactivate", 5, "unlicensed", False) in actions(changes)
+
+
 def test_deactivate_found_by_upn_when_no_azureoid():
     changes = plan([user("u1", "ann", licence_count=0)], [contact(5, email="ann@contoso.com")])
     assert actions(changes) == [("deactivate", 5, "unlicensed", False)]
