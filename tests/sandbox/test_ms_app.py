@@ -1,17 +1,18 @@
-"""HTTP rules of the sandbox's Microsoft server (identity + Graph), exercised in-process with Starlette's TestClient."""
+"""HTTP rules of the sandbox's Microsoft server (identity + Graph), exercised in-process through httpx's ASGI transport."""
 
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from starlette.testclient import TestClient
 
 from halo_sync_pipeline.sandbox.credentials import SandboxCredentials
 from halo_sync_pipeline.sandbox.ms_app import DEFAULT_USER_PROPERTIES, build_ms_app
 from halo_sync_pipeline.sandbox.runtime import SandboxRuntime
+from tests.sandbox.asgi_client import AsgiClient
 
 PARTNER = "0a0a0a0a-0000-4000-8000-000000000001"
 TENANT_A = "aaaaaaaa-0000-4000-8000-00000000000a"
@@ -90,36 +91,37 @@ def runtime() -> SandboxRuntime:
 
 
 @pytest.fixture
-def client(runtime: SandboxRuntime, credentials: SandboxCredentials) -> TestClient:
-    with TestClient(build_ms_app(_m365(), runtime, credentials), base_url="https://ms.test") as test_client:
-        yield test_client
+def client(runtime: SandboxRuntime, credentials: SandboxCredentials) -> Iterator[AsgiClient]:
+    test_client = AsgiClient(build_ms_app(_m365(), runtime, credentials), base_url="https://ms.test")
+    yield test_client
+    test_client.close()
 
 
-def _post_token(client: TestClient, tenant: str, **form: str) -> Any:
+def _post_token(client: AsgiClient, tenant: str, **form: str) -> Any:
     return client.post(f"/{tenant}/oauth2/v2.0/token", data=form)
 
 
-def _app_token(client: TestClient, credentials: SandboxCredentials, tenant: str) -> str:
+def _app_token(client: AsgiClient, credentials: SandboxCredentials, tenant: str) -> str:
     response = _post_token(client, tenant, grant_type="client_credentials", client_id=credentials.m365_client_id,
                            client_secret=credentials.m365_client_secret, scope=GRAPH_SCOPE)  # fmt: skip
     assert response.status_code == 200, response.text
     return response.json()["access_token"]
 
 
-def _refresh(client: TestClient, credentials: SandboxCredentials, tenant: str, refresh_token: str | None = None) -> Any:
+def _refresh(client: AsgiClient, credentials: SandboxCredentials, tenant: str, refresh_token: str | None = None) -> Any:
     return _post_token(client, tenant, grant_type="refresh_token", client_id=credentials.m365_client_id,
                        client_secret=credentials.m365_client_secret,
                        refresh_token=refresh_token or credentials.m365_refresh_token,
                        scope=f"{GRAPH_SCOPE} offline_access openid profile", client_info="1")  # fmt: skip
 
 
-def _delegated_token(client: TestClient, credentials: SandboxCredentials, tenant: str) -> str:
+def _delegated_token(client: AsgiClient, credentials: SandboxCredentials, tenant: str) -> str:
     response = _refresh(client, credentials, tenant)
     assert response.status_code == 200, response.text
     return response.json()["access_token"]
 
 
-def _get(client: TestClient, url: str, token: str | None) -> Any:
+def _get(client: AsgiClient, url: str, token: str | None) -> Any:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return client.get(url, headers=headers)
 
@@ -149,7 +151,7 @@ def _no_secrets(response: Any, credentials: SandboxCredentials) -> None:
 
 
 def test_openid_configuration_points_back_at_this_server_and_resolves_domains_to_the_tenant_id(
-    client: TestClient,
+    client: AsgiClient,
 ) -> None:
     for ref in (TENANT_A, TENANT_A.upper(), "alpha.com", "ALPHA.onmicrosoft.com"):
         config = client.get(f"/{ref}/v2.0/.well-known/openid-configuration").json()
@@ -161,7 +163,7 @@ def test_openid_configuration_points_back_at_this_server_and_resolves_domains_to
 
 
 def test_unknown_tenant_and_unverified_domain_are_aadsts90002(
-    client: TestClient, credentials: SandboxCredentials
+    client: AsgiClient, credentials: SandboxCredentials
 ) -> None:
     for ref in ("nosuch.com", "alpha-old.com", "dddddddd-0000-4000-8000-00000000000d"):
         _assert_identity_error(
@@ -170,7 +172,7 @@ def test_unknown_tenant_and_unverified_domain_are_aadsts90002(
     _assert_identity_error(_refresh(client, credentials, "nosuch.com"), 400, "invalid_tenant", 90002)
 
 
-def test_client_credentials_token_for_a_consented_tenant(client: TestClient, runtime: SandboxRuntime,
+def test_client_credentials_token_for_a_consented_tenant(client: AsgiClient, runtime: SandboxRuntime,
                                                          credentials: SandboxCredentials) -> None:  # fmt: skip
     response = _post_token(client, "alpha.com", grant_type="client_credentials", client_id=credentials.m365_client_id,
                            client_secret=credentials.m365_client_secret, scope=GRAPH_SCOPE)  # fmt: skip
@@ -182,14 +184,14 @@ def test_client_credentials_token_for_a_consented_tenant(client: TestClient, run
     assert runtime.tokens.lookup(body["access_token"])["tid"] == TENANT_A
 
 
-def test_client_secret_basic_is_accepted(client: TestClient, credentials: SandboxCredentials) -> None:
+def test_client_secret_basic_is_accepted(client: AsgiClient, credentials: SandboxCredentials) -> None:
     basic = base64.b64encode(f"{credentials.m365_client_id}:{credentials.m365_client_secret}".encode()).decode()
     response = client.post(f"/{TENANT_A}/oauth2/v2.0/token", headers={"Authorization": f"Basic {basic}"},
                            data={"grant_type": "client_credentials", "scope": GRAPH_SCOPE})  # fmt: skip
     assert response.status_code == 200, response.text
 
 
-def test_wrong_client_secret_is_401_invalid_client_and_never_echoes_secrets(client: TestClient,
+def test_wrong_client_secret_is_401_invalid_client_and_never_echoes_secrets(client: AsgiClient,
                                                                              credentials: SandboxCredentials) -> None:  # fmt: skip
     response = _post_token(client, TENANT_A, grant_type="client_credentials", client_id=credentials.m365_client_id,
                            client_secret="not-the-secret", scope=GRAPH_SCOPE)  # fmt: skip
@@ -198,27 +200,27 @@ def test_wrong_client_secret_is_401_invalid_client_and_never_echoes_secrets(clie
     _no_secrets(response, credentials)
 
 
-def test_unknown_client_id_is_unauthorized_client(client: TestClient, credentials: SandboxCredentials) -> None:
+def test_unknown_client_id_is_unauthorized_client(client: AsgiClient, credentials: SandboxCredentials) -> None:
     response = _post_token(client, TENANT_A, grant_type="client_credentials", client_id="some-other-app",
                            client_secret=credentials.m365_client_secret, scope=GRAPH_SCOPE)  # fmt: skip
     _assert_identity_error(response, 400, "unauthorized_client", 700016)
     _no_secrets(response, credentials)
 
 
-def test_client_credentials_refused_where_the_app_is_not_consented(client: TestClient,
+def test_client_credentials_refused_where_the_app_is_not_consented(client: AsgiClient,
                                                                    credentials: SandboxCredentials) -> None:  # fmt: skip
     response = _post_token(client, TENANT_C, grant_type="client_credentials", client_id=credentials.m365_client_id,
                            client_secret=credentials.m365_client_secret, scope=GRAPH_SCOPE)  # fmt: skip
     _assert_identity_error(response, 400, "invalid_client", 7000229)
 
 
-def test_client_credentials_needs_a_dot_default_scope(client: TestClient, credentials: SandboxCredentials) -> None:
+def test_client_credentials_needs_a_dot_default_scope(client: AsgiClient, credentials: SandboxCredentials) -> None:
     response = _post_token(client, TENANT_A, grant_type="client_credentials", client_id=credentials.m365_client_id,
                            client_secret=credentials.m365_client_secret, scope="User.Read.All")  # fmt: skip
     _assert_identity_error(response, 400, "invalid_scope", 1002012)
 
 
-def test_missing_parameters_and_unknown_grant_types(client: TestClient, credentials: SandboxCredentials) -> None:
+def test_missing_parameters_and_unknown_grant_types(client: AsgiClient, credentials: SandboxCredentials) -> None:
     _assert_identity_error(_post_token(client, TENANT_A, client_id="x"), 400, "invalid_request", 900144)
     response = _post_token(client, TENANT_A, grant_type="password", client_id=credentials.m365_client_id,
                            client_secret=credentials.m365_client_secret, scope=GRAPH_SCOPE)  # fmt: skip
@@ -229,7 +231,7 @@ def test_missing_parameters_and_unknown_grant_types(client: TestClient, credenti
 
 
 def test_refresh_token_gives_tokens_for_the_partner_and_every_consented_customer_tenant(
-    client: TestClient, runtime: SandboxRuntime, credentials: SandboxCredentials
+    client: AsgiClient, runtime: SandboxRuntime, credentials: SandboxCredentials
 ) -> None:
     for tenant in (PARTNER, TENANT_A, TENANT_B):
         response = _refresh(client, credentials, tenant)
@@ -241,7 +243,7 @@ def test_refresh_token_gives_tokens_for_the_partner_and_every_consented_customer
         assert PARTNER in client_info
 
 
-def test_refresh_token_refused_where_the_app_is_not_consented(client: TestClient,
+def test_refresh_token_refused_where_the_app_is_not_consented(client: AsgiClient,
                                                               credentials: SandboxCredentials) -> None:  # fmt: skip
     """The Secure Application Model needs the app consented in the customer tenant too (GDAP is not enough)."""
     response = _refresh(client, credentials, TENANT_C)
@@ -253,14 +255,14 @@ def test_refresh_token_refused_where_the_app_is_not_consented(client: TestClient
     _assert_identity_error(_refresh(client, credentials, "gamma.de"), 400, "invalid_grant", 65001)
 
 
-def test_a_refresh_token_issued_by_the_sandbox_can_be_redeemed_again(client: TestClient,
+def test_a_refresh_token_issued_by_the_sandbox_can_be_redeemed_again(client: AsgiClient,
                                                                      credentials: SandboxCredentials) -> None:  # fmt: skip
     new_refresh_token = _refresh(client, credentials, PARTNER).json()["refresh_token"]
     response = _refresh(client, credentials, TENANT_B, refresh_token=new_refresh_token)
     assert response.status_code == 200, response.text
 
 
-def test_bad_refresh_token_is_invalid_grant_without_echo(client: TestClient, credentials: SandboxCredentials) -> None:
+def test_bad_refresh_token_is_invalid_grant_without_echo(client: AsgiClient, credentials: SandboxCredentials) -> None:
     response = _refresh(client, credentials, TENANT_A, refresh_token="forged-refresh-token")
     _assert_identity_error(response, 400, "invalid_grant", 9002313)
     assert "forged-refresh-token" not in response.text
@@ -272,7 +274,7 @@ def test_bad_refresh_token_is_invalid_grant_without_echo(client: TestClient, cre
 # --- Graph: tokens and tenants -----------------------------------------------------------------------------------
 
 
-def test_graph_without_a_valid_token_is_401(client: TestClient, runtime: SandboxRuntime,
+def test_graph_without_a_valid_token_is_401(client: AsgiClient, runtime: SandboxRuntime,
                                             credentials: SandboxCredentials) -> None:  # fmt: skip
     assert "empty" in _graph_error(_get(client, "/v1.0/users", None), 401, "InvalidAuthenticationToken")
     _graph_error(_get(client, "/v1.0/users", "made-up"), 401, "InvalidAuthenticationToken")
@@ -283,7 +285,7 @@ def test_graph_without_a_valid_token_is_401(client: TestClient, runtime: Sandbox
     _graph_error(_get(client, "/v1.0/users", expired), 401, "InvalidAuthenticationToken")
 
 
-def test_tokens_are_bound_to_their_tenant(client: TestClient, credentials: SandboxCredentials) -> None:
+def test_tokens_are_bound_to_their_tenant(client: AsgiClient, credentials: SandboxCredentials) -> None:
     for tenant, domain, count in ((TENANT_A, "alpha.com", 5), (TENANT_B, "beta.co.uk", 2)):
         for token in (_app_token(client, credentials, tenant), _delegated_token(client, credentials, tenant)):
             users = _get(client, "/v1.0/users", token).json()["value"]
@@ -293,7 +295,7 @@ def test_tokens_are_bound_to_their_tenant(client: TestClient, credentials: Sandb
             assert domain in {d["id"] for d in domains}
 
 
-def test_contracts_one_per_customer_for_the_partner_only(client: TestClient, credentials: SandboxCredentials) -> None:
+def test_contracts_one_per_customer_for_the_partner_only(client: AsgiClient, credentials: SandboxCredentials) -> None:
     partner = _delegated_token(client, credentials, PARTNER)
     for version in ("v1.0", "beta"):
         body = _get(client, f"/{version}/contracts", partner).json()
@@ -307,7 +309,7 @@ def test_contracts_one_per_customer_for_the_partner_only(client: TestClient, cre
         _graph_error(_get(client, "/v1.0/contracts", customer_token), 403, "Authorization_RequestDenied")
 
 
-def test_gdap_relationships_carry_the_estates_status(client: TestClient, credentials: SandboxCredentials) -> None:
+def test_gdap_relationships_carry_the_estates_status(client: AsgiClient, credentials: SandboxCredentials) -> None:
     partner = _delegated_token(client, credentials, PARTNER)
     relationships = _get(client, "/v1.0/tenantRelationships/delegatedAdminRelationships", partner).json()["value"]
     statuses = {r["customer"]["tenantId"]: r["status"] for r in relationships}
@@ -320,7 +322,7 @@ def test_gdap_relationships_carry_the_estates_status(client: TestClient, credent
                  "Request_UnsupportedQuery")  # fmt: skip
 
 
-def test_domains_carry_verification_and_default_flags(client: TestClient, credentials: SandboxCredentials) -> None:
+def test_domains_carry_verification_and_default_flags(client: AsgiClient, credentials: SandboxCredentials) -> None:
     token = _app_token(client, credentials, TENANT_A)
     domains = {d["id"]: d for d in _get(client, "/v1.0/domains", token).json()["value"]}
     assert set(domains) == {"alpha.com", "alpha.onmicrosoft.com", "alpha-old.com"}
@@ -334,7 +336,7 @@ def test_domains_carry_verification_and_default_flags(client: TestClient, creden
 # --- Graph: query rules ------------------------------------------------------------------------------------------
 
 
-def test_paging_with_top_2_walks_every_user_once_and_keeps_select(client: TestClient,
+def test_paging_with_top_2_walks_every_user_once_and_keeps_select(client: AsgiClient,
                                                                   credentials: SandboxCredentials) -> None:  # fmt: skip
     token = _app_token(client, credentials, TENANT_A)
     url, pages, seen = "/v1.0/users?$top=2&$select=id,userPrincipalName,accountEnabled", 0, []
@@ -355,7 +357,7 @@ def test_paging_with_top_2_walks_every_user_once_and_keeps_select(client: TestCl
     assert seen == [u["id"] for u in _m365()["tenants"][0]["users"]]
 
 
-def test_default_page_size_is_100(client: TestClient, runtime: SandboxRuntime, credentials: SandboxCredentials) -> None:
+def test_default_page_size_is_100(client: AsgiClient, runtime: SandboxRuntime, credentials: SandboxCredentials) -> None:
     m365 = _m365()
     m365["tenants"][0]["users"] = [_user(n, "alpha.com") for n in range(150)]
     client.app.state.load_m365(m365)
@@ -368,13 +370,13 @@ def test_default_page_size_is_100(client: TestClient, runtime: SandboxRuntime, c
 
 
 @pytest.mark.parametrize("top", ["0", "1000", "-1"])
-def test_top_outside_1_to_999_is_400(client: TestClient, credentials: SandboxCredentials, top: str) -> None:
+def test_top_outside_1_to_999_is_400(client: AsgiClient, credentials: SandboxCredentials, top: str) -> None:
     token = _app_token(client, credentials, TENANT_A)
     message = _graph_error(_get(client, f"/v1.0/users?$top={top}", token), 400, "Request_UnsupportedQuery")
     assert "between 1 and 999" in message
 
 
-def test_top_bounds_themselves_are_accepted_and_non_numbers_refused(client: TestClient,
+def test_top_bounds_themselves_are_accepted_and_non_numbers_refused(client: AsgiClient,
                                                                     credentials: SandboxCredentials) -> None:  # fmt: skip
     token = _app_token(client, credentials, TENANT_A)
     assert len(_get(client, "/v1.0/users?$top=1", token).json()["value"]) == 1
@@ -382,7 +384,7 @@ def test_top_bounds_themselves_are_accepted_and_non_numbers_refused(client: Test
     _graph_error(_get(client, "/v1.0/users?$top=ten", token), 400, "BadRequest")
 
 
-def test_v1_users_default_property_set_versus_beta(client: TestClient, credentials: SandboxCredentials) -> None:
+def test_v1_users_default_property_set_versus_beta(client: AsgiClient, credentials: SandboxCredentials) -> None:
     token = _app_token(client, credentials, TENANT_A)
     v1_user = _get(client, "/v1.0/users", token).json()["value"][0]
     assert set(v1_user) == set(DEFAULT_USER_PROPERTIES)
@@ -394,7 +396,7 @@ def test_v1_users_default_property_set_versus_beta(client: TestClient, credentia
     assert selected["@odata.context"].endswith("#users(id,proxyAddresses,assignedLicenses,faxNumber)")
 
 
-def test_unknown_select_property_and_unsupported_options_are_400(client: TestClient,
+def test_unknown_select_property_and_unsupported_options_are_400(client: AsgiClient,
                                                                  credentials: SandboxCredentials) -> None:  # fmt: skip
     token = _app_token(client, credentials, TENANT_A)
     message = _graph_error(_get(client, "/v1.0/users?$select=id,shoeSize", token), 400, "Request_BadRequest")
@@ -403,7 +405,7 @@ def test_unknown_select_property_and_unsupported_options_are_400(client: TestCli
     _graph_error(_get(client, "/v1.0/groups", token), 400, "BadRequest")
 
 
-def test_a_skiptoken_only_works_for_its_own_tenant_and_collection(client: TestClient,
+def test_a_skiptoken_only_works_for_its_own_tenant_and_collection(client: AsgiClient,
                                                                   credentials: SandboxCredentials) -> None:  # fmt: skip
     token_a, token_b = _app_token(client, credentials, TENANT_A), _app_token(client, credentials, TENANT_B)
     next_link = _get(client, "/v1.0/users?$top=2", token_a).json()["@odata.nextLink"]
@@ -416,7 +418,7 @@ def test_a_skiptoken_only_works_for_its_own_tenant_and_collection(client: TestCl
 # --- Graph: faults -----------------------------------------------------------------------------------------------
 
 
-def test_a_token_for_a_tenant_without_consent_is_401_identity_not_found(client: TestClient,
+def test_a_token_for_a_tenant_without_consent_is_401_identity_not_found(client: AsgiClient,
                                                                        credentials: SandboxCredentials) -> None:  # fmt: skip
     """Tokens issued while the app was consented, then the estate withdraws consent: every kind is refused."""
     tokens = [_app_token(client, credentials, TENANT_A), _delegated_token(client, credentials, TENANT_A)]
@@ -430,7 +432,7 @@ def test_a_token_for_a_tenant_without_consent_is_401_identity_not_found(client: 
     assert _get(client, "/v1.0/users", _delegated_token(client, credentials, TENANT_B)).status_code == 200
 
 
-def test_revoked_consent_is_403_on_graph_and_refuses_new_tokens(client: TestClient, runtime: SandboxRuntime,
+def test_revoked_consent_is_403_on_graph_and_refuses_new_tokens(client: AsgiClient, runtime: SandboxRuntime,
                                                                 credentials: SandboxCredentials) -> None:  # fmt: skip
     token = _app_token(client, credentials, TENANT_A)
     runtime.faults.update({"revoked_tenants": [TENANT_A.upper()]})
@@ -443,7 +445,7 @@ def test_revoked_consent_is_403_on_graph_and_refuses_new_tokens(client: TestClie
     assert _get(client, "/v1.0/users", _app_token(client, credentials, TENANT_B)).status_code == 200
 
 
-def test_throttling_is_per_tenant_with_an_integer_retry_after(client: TestClient, runtime: SandboxRuntime,
+def test_throttling_is_per_tenant_with_an_integer_retry_after(client: AsgiClient, runtime: SandboxRuntime,
                                                               credentials: SandboxCredentials) -> None:  # fmt: skip
     token_a, token_b = _app_token(client, credentials, TENANT_A), _app_token(client, credentials, TENANT_B)
     runtime.set_graph_throttle(rate=0.01, burst=1)
@@ -455,7 +457,7 @@ def test_throttling_is_per_tenant_with_an_integer_retry_after(client: TestClient
     assert _get(client, "/v1.0/users", token_b).status_code == 200
 
 
-def test_foreign_next_link_fault_points_users_paging_elsewhere(client: TestClient, runtime: SandboxRuntime,
+def test_foreign_next_link_fault_points_users_paging_elsewhere(client: AsgiClient, runtime: SandboxRuntime,
                                                                credentials: SandboxCredentials) -> None:  # fmt: skip
     runtime.faults.update({"foreign_next_link_tenants": [TENANT_A], "foreign_host": "https://graph.evil.example"})
     token_a, token_b = _app_token(client, credentials, TENANT_A), _app_token(client, credentials, TENANT_B)
@@ -465,7 +467,7 @@ def test_foreign_next_link_fault_points_users_paging_elsewhere(client: TestClien
     assert _get(client, "/v1.0/users?$top=1", token_b).json()["@odata.nextLink"].startswith("https://ms.test/")
 
 
-def test_omitted_user_properties_from_the_estate_and_the_runtime_fault(client: TestClient, runtime: SandboxRuntime,
+def test_omitted_user_properties_from_the_estate_and_the_runtime_fault(client: AsgiClient, runtime: SandboxRuntime,
                                                                       credentials: SandboxCredentials) -> None:  # fmt: skip
     m365 = _m365()
     m365["tenants"][0]["sandbox_omit_user_properties"] = ["assignedLicenses", "MAIL"]
@@ -487,7 +489,7 @@ def test_omitted_user_properties_from_the_estate_and_the_runtime_fault(client: T
     assert "accountEnabled" in _get(client, selected, token_b).json()["value"][0]
 
 
-def test_unknown_omitted_property_names_are_refused(client: TestClient, runtime: SandboxRuntime) -> None:
+def test_unknown_omitted_property_names_are_refused(client: AsgiClient, runtime: SandboxRuntime) -> None:
     with pytest.raises(ValueError, match="shoeSize"):
         runtime.faults.update({"omit_user_properties": {TENANT_A: ["shoeSize"]}})
     with pytest.raises(ValueError, match="list of user property names"):
@@ -499,7 +501,7 @@ def test_unknown_omitted_property_names_are_refused(client: TestClient, runtime:
         client.app.state.load_m365(m365)
 
 
-def test_a_user_key_absent_from_the_estate_is_served_as_null_not_omitted(client: TestClient,
+def test_a_user_key_absent_from_the_estate_is_served_as_null_not_omitted(client: AsgiClient,
                                                                          credentials: SandboxCredentials) -> None:  # fmt: skip
     m365 = _m365()
     del m365["tenants"][0]["users"][0]["assignedLicenses"]
@@ -509,7 +511,7 @@ def test_a_user_key_absent_from_the_estate_is_served_as_null_not_omitted(client:
     assert user == {"id": m365["tenants"][0]["users"][0]["id"], "assignedLicenses": None}
 
 
-def test_requests_are_counted_by_the_runtime(client: TestClient, runtime: SandboxRuntime,
+def test_requests_are_counted_by_the_runtime(client: AsgiClient, runtime: SandboxRuntime,
                                              credentials: SandboxCredentials) -> None:  # fmt: skip
     _get(client, "/v1.0/users", _app_token(client, credentials, TENANT_A))
     counted = {(r["server"], r["method"], r["path"]): r["count"] for r in runtime.stats.snapshot()["requests"]}
@@ -520,7 +522,7 @@ def test_requests_are_counted_by_the_runtime(client: TestClient, runtime: Sandbo
 # --- model -------------------------------------------------------------------------------------------------------
 
 
-def test_load_m365_replaces_the_model_and_a_bad_one_names_the_record(client: TestClient,
+def test_load_m365_replaces_the_model_and_a_bad_one_names_the_record(client: AsgiClient,
                                                                      credentials: SandboxCredentials) -> None:  # fmt: skip
     m365 = _m365()
     m365["tenants"] = m365["tenants"][:1]
