@@ -6,7 +6,7 @@ of each run, which an installed wheel never pays because pip compiles it at inst
 calls `compile_package()` before it starts any run.
 
 A user's Dagster instance exists before their runs; a benchmark's fresh DAGSTER_HOME does not, and the first
-run in it creates the run, schedule and event-index databases (about 0.5 s more). So a benchmark calls
+run in it creates the run, schedule and event-index databases (about 0.6 s more). So a benchmark calls
 `warm_instance(env)` once before it times any run.
 
 `FLOOR` is the CLI target of `dagster_floor.py`: the plan's shape with steps that do nothing.
