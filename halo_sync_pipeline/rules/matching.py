@@ -246,6 +246,18 @@ def resolve_conflicts(mappings: pd.DataFrame, tenant_mappings: pd.DataFrame) -> 
     return out
 
 
+def _require_unique(frame: pd.DataFrame, column: str, asset: str) -> None:
+    """ValueError naming the keys `frame` lists twice. Their schema check fails on them and blocks the plan in
+    that run, but a later run that materialises only the plan reads the stored frame again."""
+    repeated = frame.loc[frame[column].duplicated(), column].unique()
+    if len(repeated):
+        shown = ", ".join(repr(str(value)) for value in repeated[:5])
+        raise ValueError(
+            f"{asset} lists {column} {shown}{' …' if len(repeated) > 5 else ''} more than once, which its schema "
+            "check refuses; run the whole job so the sources are read and checked again"
+        )
+
+
 def match_companies(
     tenants: pd.DataFrame,
     domains: pd.DataFrame,
@@ -260,6 +272,8 @@ def match_companies(
 
     Quarantined tenant mappings are ignored. A quarantined company can still be a rule's pick (so the
     tenant does not fall through to another company) but the tenant is then left unmatched."""
+    _require_unique(tenants, "tenant_id", "m365_tenants")
+    _require_unique(companies, "company_id", "halo_companies")
     tenant_mappings = usable(tenant_mappings)
     out = tenants[["tenant_id", "display_name", "default_domain", "status"]].rename(
         columns={"display_name": "tenant_name", "status": "users_status"}

@@ -282,3 +282,16 @@ def test_one_row_per_tenant_and_schema_on_empty_inputs():
     tenants = f.tenants(TENANT, {"tenant_id": "t2", "display_name": "B", "default_domain": "b.com"})
     out = _match(f.companies({"company_id": 1, "name": "b"}), tenants=tenants)
     assert out["tenant_id"].tolist() == ["t1", "t2"]
+
+
+def test_a_tenant_or_company_listed_twice_is_refused_by_name_not_matched():
+    # Their schema checks fail on such frames and block the plan in that run; a later run that materialises
+    # only company_mappings reads the stored frames again, and used to fail with pandas' "Reindexing only
+    # valid with uniquely valued Index objects".
+    companies = f.companies({"company_id": 1, "name": "Contoso Ltd"}, {"company_id": 2, "name": "Fabrikam"})
+    twice = f.tenants(TENANT, {**TENANT, "display_name": "Contoso again"})
+    with pytest.raises(ValueError, match=r"m365_tenants lists tenant_id 't1' more than once"):
+        _match(companies, tenants=twice)
+    companies_twice = f.companies({"company_id": 1, "name": "Contoso Ltd"}, {"company_id": 1, "name": "Other"})
+    with pytest.raises(ValueError, match=r"halo_companies lists company_id '1' more than once"):
+        _match(companies_twice)
