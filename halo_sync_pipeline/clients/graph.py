@@ -296,6 +296,8 @@ class GraphClient:
                 )
             domains, users = domains_read.result(), users_read.result()
             _check_records(tenant.tenant_id, domains, users)
+            domains = _listed_once(tenant.tenant_id, "domain", domains, ("id",))
+            users = _listed_once(tenant.tenant_id, "user", users, ("id", "userPrincipalName"))
         except asyncio.CancelledError:
             raise
         except Exception as group_or_error:  # noqa: BLE001 - one tenant's failure is recorded, never fatal for the run
@@ -372,6 +374,34 @@ def _check_records(tenant_id: str, domains: list[Any], users: list[Any]) -> None
         missing = _missing(user, USER_SELECT)
         if missing:
             raise MalformedDataError(f"{label} lacks {missing}")
+
+
+def _listed_once(tenant_id: str, kind: str, records: list[Any], keys: tuple[str, ...]) -> list[Any]:
+    """`records` (checked by `_check_records`) with a record Graph listed twice, identically, kept once:
+    paging can repeat a record. Two different records sharing a key (an id, or a user's UPN) fail the tenant
+    instead: either may be stale, and this one tenant is held rather than every tenant's run stopped by the
+    frame's uniqueness check."""
+    first_by_key: dict[tuple[str, str | None], dict[str, Any]] = {}
+    kept = []
+    for record in records:
+        entries = [(key, _clean(record.get(key))) for key in keys]
+        repeated = False
+        for key, value in entries:
+            first = first_by_key.get((key, value))
+            if first is None:
+                continue
+            if first != record:
+                what = (
+                    f"{kind} {record.get('id')!r} is listed twice with different data"
+                    if key == "id"
+                    else f"{kind}s {first.get('id')!r} and {record.get('id')!r} share the {key} {record.get(key)!r}"
+                )
+                raise MalformedDataError(f"tenant {tenant_id}: {what}; it is read again next run")
+            repeated = True
+        if not repeated:
+            first_by_key.update(dict.fromkeys(entries, record))
+            kept.append(record)
+    return kept
 
 
 def _missing(record: dict[str, Any], selected: tuple[str, ...]) -> str:

@@ -17,7 +17,8 @@ Behaviour follows the real services where the sync depends on it:
   `@odata.nextLink` carrying `$skiptoken`; `$select` of an unknown property is a 400; v1.0 users return only
   Graph's default property set unless `$select`ed, beta users return every stored property;
 - faults from the shared runtime: per-tenant throttling (429 + Retry-After), revoked consent (403 on Graph,
-  refused token requests), a users nextLink pointing to a foreign host, users answers without some
+  refused token requests), a users nextLink pointing to a foreign host, users paging that repeats each
+  page's last user on the next page (`repeated_paging_tenants`), users answers without some
   properties (`omit_user_properties`, or the tenant's sandbox-only estate field
   `sandbox_omit_user_properties`), as real Graph sometimes answers even when they were `$select`ed.
 
@@ -449,7 +450,7 @@ class _Collection:
     partner_only: bool = False
     max_top: int = MAX_PAGE_SIZE
     v1_default: tuple[str, ...] | None = None  # v1.0 property set without $select; None: every property
-    foreign_next_link: bool = False  # subject to the runtime's foreign nextLink fault
+    foreign_next_link: bool = False  # subject to the runtime's foreign nextLink and repeated paging faults
     omittable: bool = False  # subject to omitted user properties (estate field and runtime fault)
 
 
@@ -592,7 +593,10 @@ class _Graph:
             params["$top"] = str(query.top)
         if query.select:
             params["$select"] = ",".join(query.select)
-        params["$skiptoken"] = _encode_skiptoken(collection, tenant_id, query.offset + query.top)
+        next_offset = query.offset + query.top
+        if collection.foreign_next_link and tenant_id in faults.repeated_paging_tenants and query.top > 1:
+            next_offset -= 1  # the next page starts with this page's last record again
+        params["$skiptoken"] = _encode_skiptoken(collection, tenant_id, next_offset)
         return f"{base}/{version}/{collection.path}?{urlencode(params, quote_via=quote, safe='$,')}"
 
 

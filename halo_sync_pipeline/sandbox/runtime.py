@@ -61,6 +61,8 @@ class Faults:
     revoked_tenants: set[str] = field(default_factory=set)  # lower-case tenant ids: Graph answers 403
     foreign_next_link_tenants: set[str] = field(default_factory=set)  # their users nextLink points elsewhere
     foreign_host: str = "https://graph.evil.example"
+    # lower-case tenant ids whose users paging repeats each page's last user on the next page, as Graph's can
+    repeated_paging_tenants: set[str] = field(default_factory=set)
     # lower-case tenant id -> Graph user properties its users answers leave out, even when $select-ed
     omit_user_properties: dict[str, frozenset[str]] = field(default_factory=dict)
 
@@ -91,6 +93,8 @@ class Faults:
             self.foreign_next_link_tenants = {t.lower() for t in body["foreign_next_link_tenants"]}
         if "foreign_host" in body:
             self.foreign_host = body["foreign_host"]
+        if "repeated_paging_tenants" in body:
+            self.repeated_paging_tenants = {t.lower() for t in body["repeated_paging_tenants"]}
         if "omit_user_properties" in body:
             # Lazy: ms_app imports this module. Unknown names are refused, so a typo cannot silently omit nothing.
             from halo_sync_pipeline.sandbox.ms_app import user_property_names
@@ -110,6 +114,7 @@ class Faults:
             "revoked_tenants": sorted(self.revoked_tenants),
             "foreign_next_link_tenants": sorted(self.foreign_next_link_tenants),
             "foreign_host": self.foreign_host,
+            "repeated_paging_tenants": sorted(self.repeated_paging_tenants),
             "omit_user_properties": {t: sorted(names) for t, names in sorted(self.omit_user_properties.items())},
         }
 

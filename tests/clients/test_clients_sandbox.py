@@ -509,3 +509,17 @@ def test_graph_foreign_next_link_is_refused_and_the_foreign_host_gets_nothing(sa
     assert by_id[CONTOSO].status == "loaded"
     assert foreign.connections == 0
     _TEXTS.append(by_id[FABRIKAM].error or "")
+
+
+def test_graph_paging_that_repeats_a_user_gives_each_user_once(sandbox_factory, small_estate) -> None:
+    # 1,998 users in pages of 999: 2 pages as Graph pages them, 3 when each page starts again with the last
+    # user of the page before (the fault). The repeats are the same record, so every user is kept once.
+    estate = bigger_estate(small_estate, extra_contacts=0, extra_graph_users=1996)
+    sandbox = sandbox_factory(estate, graph_rate=0, faults={"repeated_paging_tenants": [FABRIKAM]})
+    loads, _ = read_graph(sandbox)
+    by_id = {load.tenant.tenant_id: load for load in loads}
+    fabrikam = by_id[FABRIKAM]
+    expected = [user["id"] for user in estate["m365"]["tenants"][1]["users"]]
+    assert len(expected) == 1998 and fabrikam.request_counts.get("GET /v1.0/users") == 3
+    assert fabrikam.status == "loaded" and [user["id"] for user in fabrikam.users] == expected
+    assert by_id[CONTOSO].status == "loaded"

@@ -402,3 +402,57 @@ def test_a_tenants_domains_and_users_are_read_at_once() -> None:
     [load] = run(go())
     assert load.status == "loaded", load.error
     assert load.request_counts == {"GET /v1.0/domains": 1, "GET /v1.0/users": 1}
+
+
+def _load_both(fake: Any) -> tuple[Any, Any]:
+    async def go() -> Any:
+        async with make(fake) as graph:
+            return await graph.load_all([TenantRef(T1), TenantRef(T2)])
+
+    first, second = run(go())
+    return first, second
+
+
+def test_a_user_paging_repeats_is_kept_once() -> None:
+    # Pages of 2: the repeated user comes back on the next page, as Graph paging can do.
+    fake = FakeGraph({T1: [_user(1), _user(2), _user(2), _user(3)], T2: [_user(4)]})
+    first, second = _load_both(fake)
+    assert first.status == "loaded" and first.users == [_user(1), _user(2), _user(3)]
+    assert second.status == "loaded" and second.users == [_user(4)]
+
+
+def test_a_user_listed_twice_with_different_data_fails_its_tenant_alone() -> None:
+    changed = _user(2) | {"assignedLicenses": []}
+    first, second = _load_both(FakeGraph({T1: [_user(1), _user(2), changed], T2: [_user(4)]}))
+    assert first.status == "failed" and first.users == []
+    assert f"tenant {T1}: user '{changed['id']}' is listed twice with different data" in (first.error or "")
+    assert second.status == "loaded" and second.users == [_user(4)]
+
+
+def test_two_users_with_one_upn_fail_their_tenant_alone() -> None:
+    # Entra keeps UPNs unique in a tenant (case-insensitively); two ids sharing one is not a state to act on.
+    other = _user(3) | {"userPrincipalName": "U1@X.com "}
+    first, second = _load_both(FakeGraph({T1: [_user(1), other], T2: [_user(4)]}))
+    assert first.status == "failed"
+    assert f"users '{_user(1)['id']}' and '{other['id']}' share the userPrincipalName 'U1@X.com '" in (
+        first.error or ""
+    )
+    assert second.status == "loaded"
+
+
+def test_a_domain_listed_twice_is_kept_once() -> None:
+    fake = FakeGraph({T1: [_user(1)]})
+    inner = fake.__call__
+    domain = {"id": "one.com", "isVerified": True, "isDefault": True}
+
+    def graph(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1.0/domains":
+            return httpx.Response(200, json={"value": [domain, dict(domain)]})
+        return inner(request)
+
+    async def go() -> Any:
+        async with make(graph) as client:
+            return await client.load_tenant(TenantRef(T1))
+
+    load = run(go())
+    assert load.status == "loaded" and load.domains == [domain]

@@ -267,3 +267,26 @@ def test_a_rate_limit_that_outlasts_the_retries_stops_the_writes_instead_of_mult
     assert contacts["error"].str.startswith("not sent, Halo's rate limit").sum() >= len(contacts) - 4
     write_backs = applied[applied["action"] == "set_tenant_id"]  # written before the contacts, to /api/Client
     assert len(write_backs) and set(write_backs["outcome"]) == {"applied"}
+
+
+def test_graph_paging_that_repeats_users_still_plans_every_tenant(sandbox_factory, small_estate, instance, monkeypatch):
+    # Graph paging can start a page with the last record of the page before. Those users reached m365_users
+    # twice, its blocking schema check (one row per tenant and user) failed, and no tenant was planned.
+    estate = copy.deepcopy(small_estate)
+    tenant = next(t for t in estate["m365"]["tenants"] if t["customerId"] == CONTOSO_TENANT_ID)
+    template = tenant["users"][0]
+    domain = template["userPrincipalName"].split("@")[1]
+    for n in range(1000):  # more than one page of 999
+        upn = f"paged{n}@{domain}"
+        tenant["users"].append(template | {"id": f"eeeeeeee-1111-4111-8111-{n:012d}", "userPrincipalName": upn,
+                                           "mail": upn, "proxyAddresses": [f"SMTP:{upn}"]})  # fmt: skip
+    sandbox = sandbox_factory(estate)
+    admin(sandbox, "faults", {"repeated_paging_tenants": [CONTOSO_TENANT_ID]})
+    result = run_job(sandbox, instance, monkeypatch, job_name="halo_sync_plan")
+    assert result.success
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert checks["m365_users_schema"].passed
+    tenants = result.output_for_node("m365_directory", "m365_tenants").set_index("tenant_id")
+    assert tenants.loc[CONTOSO_TENANT_ID, "status"] == "loaded"
+    assert tenants.loc[CONTOSO_TENANT_ID, "user_count"] == len(tenant["users"])
+    assert (result.output_for_node("contact_changes")["tenant_id"] == CONTOSO_TENANT_ID).any()

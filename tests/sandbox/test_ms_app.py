@@ -467,6 +467,23 @@ def test_foreign_next_link_fault_points_users_paging_elsewhere(client: AsgiClien
     assert _get(client, "/v1.0/users?$top=1", token_b).json()["@odata.nextLink"].startswith("https://ms.test/")
 
 
+def test_repeated_paging_fault_starts_each_users_page_with_the_last_one_again(client: AsgiClient,
+        runtime: SandboxRuntime, credentials: SandboxCredentials) -> None:  # fmt: skip
+    runtime.faults.update({"repeated_paging_tenants": [TENANT_A.upper()]})
+    token_a, token_b = _app_token(client, credentials, TENANT_A), _app_token(client, credentials, TENANT_B)
+    pages, url = [], "/v1.0/users?$top=2&$select=id"
+    while url:
+        body = _get(client, url, token_a).json()
+        pages.append([user["id"] for user in body["value"]])
+        url = body.get("@odata.nextLink")
+    assert all(page[0] == before[-1] for before, page in zip(pages, pages[1:], strict=False))
+    ids = [user_id for page in pages for user_id in page]
+    assert len(pages) > 2 and len(ids) > len(set(ids)) == len(_m365()["tenants"][0]["users"])
+    first = _get(client, "/v1.0/users?$top=1", token_b).json()
+    second = _get(client, first["@odata.nextLink"], token_b).json()
+    assert not {u["id"] for u in first["value"]} & {u["id"] for u in second["value"]}  # other tenants page as ever
+
+
 def test_omitted_user_properties_from_the_estate_and_the_runtime_fault(client: AsgiClient, runtime: SandboxRuntime,
                                                                       credentials: SandboxCredentials) -> None:  # fmt: skip
     m365 = _m365()
