@@ -297,6 +297,7 @@ class GraphClient:
             domains, users = domains_read.result(), users_read.result()
             _check_records(tenant.tenant_id, domains, users)
             domains = _listed_once(tenant.tenant_id, "domain", domains, ("id",))
+            _check_one_default(tenant.tenant_id, domains)
             users = _listed_once(tenant.tenant_id, "user", users, ("id", "userPrincipalName"))
         except asyncio.CancelledError:
             raise
@@ -374,6 +375,13 @@ def _check_records(tenant_id: str, domains: list[Any], users: list[Any]) -> None
         missing = _missing(user, USER_SELECT)
         if missing:
             raise MalformedDataError(f"{label} lacks {missing}")
+
+
+def _check_one_default(tenant_id: str, domains: list[dict[str, Any]]) -> None:
+    """A tenant has one default domain; two fail the tenant (the domains frame's check would stop every tenant)."""
+    defaults = [domain.get("id") for domain in domains if domain.get("isDefault") is True]
+    if len(defaults) > 1:
+        raise MalformedDataError(f"tenant {tenant_id}: {len(defaults)} default domains {defaults!r}")
 
 
 def _listed_once(tenant_id: str, kind: str, records: list[Any], keys: tuple[str, ...]) -> list[Any]:

@@ -456,3 +456,18 @@ def test_a_domain_listed_twice_is_kept_once() -> None:
 
     load = run(go())
     assert load.status == "loaded" and load.domains == [domain]
+
+
+def test_two_default_domains_fail_their_tenant_alone() -> None:
+    fake = FakeGraph({T1: [_user(1)], T2: [_user(2)]})
+    inner = fake.__call__
+
+    def graph(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1.0/domains" and request.headers["authorization"].split(".")[1] == T1:
+            both = [{"id": name, "isVerified": True, "isDefault": True} for name in ("one.com", "uno.com")]
+            return httpx.Response(200, json={"value": both})
+        return inner(request)
+
+    first, second = _load_both(graph)
+    assert first.status == "failed" and f"tenant {T1}: 2 default domains ['one.com', 'uno.com']" in (first.error or "")
+    assert second.status == "loaded"
