@@ -450,7 +450,7 @@ class _Collection:
     partner_only: bool = False
     max_top: int = MAX_PAGE_SIZE
     v1_default: tuple[str, ...] | None = None  # v1.0 property set without $select; None: every property
-    foreign_next_link: bool = False  # subject to the runtime's foreign nextLink and repeated paging faults
+    paging_faults: bool = False  # subject to the runtime's paging faults (a foreign nextLink, a repeated record)
     omittable: bool = False  # subject to omitted user properties (estate field and runtime fault)
 
 
@@ -506,7 +506,7 @@ _COLLECTIONS = (
                 GDAP_PROPERTIES, _gdap_relationships, partner_only=True, max_top=MAX_GDAP_PAGE_SIZE),
     _Collection("domains", "microsoft.graph.domain", DOMAIN_PROPERTIES, _domains),
     _Collection("users", "microsoft.graph.user", USER_PROPERTIES, _users, v1_default=DEFAULT_USER_PROPERTIES,
-                foreign_next_link=True, omittable=True),
+                paging_faults=True, omittable=True),
 )  # fmt: skip
 
 
@@ -586,7 +586,7 @@ class _Graph:
     def _next_link(self, request: Request, collection: _Collection, version: str, query: _Query, tenant_id: str) -> str:
         base = _base_url(request)
         faults = self.state.runtime.faults
-        if collection.foreign_next_link and tenant_id in faults.foreign_next_link_tenants:
+        if collection.paging_faults and tenant_id in faults.foreign_next_link_tenants:
             base = faults.foreign_host.rstrip("/")
         params: dict[str, str] = {}
         if query.top_given:
@@ -594,7 +594,7 @@ class _Graph:
         if query.select:
             params["$select"] = ",".join(query.select)
         next_offset = query.offset + query.top
-        if collection.foreign_next_link and tenant_id in faults.repeated_paging_tenants and query.top > 1:
+        if collection.paging_faults and tenant_id in faults.repeated_paging_tenants and query.top > 1:
             next_offset -= 1  # the next page starts with this page's last record again
         params["$skiptoken"] = _encode_skiptoken(collection, tenant_id, next_offset)
         return f"{base}/{version}/{collection.path}?{urlencode(params, quote_via=quote, safe='$,')}"
