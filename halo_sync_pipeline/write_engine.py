@@ -125,8 +125,17 @@ def merge_tenant_entries(current: dict[str, Any], planned: dict[str, Any], detai
     """The POST /api/Client element for a tenant-id write-back: every `azure_tenants` entry the company
     has now, exactly as Halo returned it (with its `id` and `details_id`: Halo removes an entry missing
     from the list and updates one with an id), plus each planned tenant it lacks, under the partner
-    connection `details_id`. None when the company already has every planned tenant."""
-    existing = [entry for entry in current.get("azure_tenants") or [] if isinstance(entry, dict)]
+    connection `details_id`. None when the company already has every planned tenant.
+
+    A tenant list it cannot read whole (not a list, or an entry that is not an object) is a ValueError and
+    nothing is sent: the POST replaces Halo's list, so an entry left out of it would be deleted."""
+    current_entries = current.get("azure_tenants")
+    existing = [] if current_entries is None else current_entries
+    if not isinstance(existing, list) or not all(isinstance(entry, dict) for entry in existing):
+        raise ValueError(
+            f"company {planned['id']}: Halo's azure_tenants is not a list of objects ({_shape(current_entries)}); "
+            "the write-back would drop what it cannot read, so it is not sent"
+        )
     known = {str(entry.get("azure_tenant_id") or "").strip().lower() for entry in existing}
     added = [
         {
@@ -140,6 +149,13 @@ def merge_tenant_entries(current: dict[str, Any], planned: dict[str, Any], detai
     if not added:
         return None
     return {"id": planned["id"], "azure_tenants": [*existing, *added]}
+
+
+def _shape(value: Any) -> str:
+    """What a JSON value is, without its content (a tenant list's names stay out of error texts)."""
+    if isinstance(value, list):
+        return "a list holding " + ", ".join(sorted({type(item).__name__ for item in value}))
+    return type(value).__name__
 
 
 def _endpoint(action: str) -> Endpoint:

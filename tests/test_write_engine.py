@@ -336,6 +336,24 @@ def test_merge_writes_nothing_when_halo_has_the_tenant_already():
     assert merge_tenant_entries({"id": 10, "azure_tenants": [HALO_ENTRY]}, planned, details_id=1) is None
 
 
+@pytest.mark.parametrize(
+    ("entries", "shape"),
+    [("t-old", "str"), ({"azure_tenant_id": "t-old"}, "dict"), ([HALO_ENTRY, "t-other"], "a list holding dict, str")],
+)
+def test_merge_refuses_a_tenant_list_it_cannot_read_whole(entries, shape):
+    # The POST replaces Halo's list: sending only what could be read would delete the rest.
+    planned = {"id": 10, "azure_tenants": [{"azure_tenant_id": "t1", "azure_tenant_name": "Contoso"}]}
+    with pytest.raises(ValueError, match=f"company 10: Halo's azure_tenants is not a list of objects \\({shape}\\)"):
+        merge_tenant_entries({"id": 10, "azure_tenants": entries}, planned, details_id=1)
+
+
+def test_merge_reads_a_missing_or_null_tenant_list_as_empty():
+    planned = {"id": 10, "azure_tenants": [{"azure_tenant_id": "t1", "azure_tenant_name": "Contoso"}]}
+    added = {"id": 10, "azure_tenants": [{"azure_tenant_id": "t1", "azure_tenant_name": "Contoso", "details_id": 1}]}
+    assert merge_tenant_entries({"id": 10}, planned, details_id=1) == added
+    assert merge_tenant_entries({"id": 10, "azure_tenants": None}, planned, details_id=1) == added
+
+
 def test_write_back_halo_already_has_is_applied_without_a_write():
     halo = FakeHalo()
     # prepare answers None when Halo's company carries the tenant already (a re-run, or done by hand).
