@@ -129,6 +129,8 @@ def merge_tenant_entries(current: dict[str, Any], planned: dict[str, Any], detai
 
     A tenant list it cannot read whole (not a list, or an entry that is not an object) is a ValueError and
     nothing is sent: the POST replaces Halo's list, so an entry left out of it would be deleted."""
+    if str(current.get("id")) != str(planned["id"]):  # another company's entries must never be written here
+        raise ValueError(f"company {planned['id']}: Halo answered company {current.get('id')!r}; nothing is sent")
     current_entries = current.get("azure_tenants")
     existing = [] if current_entries is None else current_entries
     if not isinstance(existing, list) or not all(isinstance(entry, dict) for entry in existing):

@@ -347,6 +347,12 @@ def test_merge_refuses_a_tenant_list_it_cannot_read_whole(entries, shape):
         merge_tenant_entries({"id": 10, "azure_tenants": entries}, planned, details_id=1)
 
 
+def test_merge_refuses_another_companys_details():
+    planned = {"id": 10, "azure_tenants": [{"azure_tenant_id": "t1", "azure_tenant_name": "Contoso"}]}
+    with pytest.raises(ValueError, match="company 10: Halo answered company 11; nothing is sent"):
+        merge_tenant_entries({"id": 11, "azure_tenants": [HALO_ENTRY]}, planned, details_id=1)
+
+
 def test_merge_reads_a_missing_or_null_tenant_list_as_empty():
     planned = {"id": 10, "azure_tenants": [{"azure_tenant_id": "t1", "azure_tenant_name": "Contoso"}]}
     added = {"id": 10, "azure_tenants": [{"azure_tenant_id": "t1", "azure_tenant_name": "Contoso", "details_id": 1}]}
