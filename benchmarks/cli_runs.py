@@ -9,7 +9,8 @@ A user's Dagster instance exists before their runs; a benchmark's fresh DAGSTER_
 run in it creates the run, schedule and event-index databases (about 0.6 s more). So a benchmark calls
 `warm_instance(env)` once before it times any run.
 
-`FLOOR` is the CLI target of `dagster_floor.py`: the plan's shape with steps that do nothing.
+The CLI targets: `PLAN` and `LIVE_APPLY` run the product's jobs, `FLOOR` runs `dagster_floor.py`, the
+plan's shape with steps that do nothing.
 """
 
 from __future__ import annotations
@@ -25,6 +26,14 @@ DAGSTER = REPO / ".venv" / "bin" / "dagster"
 FLOOR_JOB = "halo_sync_plan_floor"
 FLOOR = ["-f", str(REPO / "benchmarks" / "dagster_floor.py"), "-j", FLOOR_JOB]
 PLAN = ["-m", "halo_sync_pipeline.definitions", "-j", "halo_sync_plan"]
+LIVE_APPLY = [
+    "-m",
+    "halo_sync_pipeline.definitions",
+    "-j",
+    "halo_sync_apply",
+    "-c",
+    str(REPO / "config/apply_live.yaml"),
+]
 
 
 def compile_package() -> None:

@@ -181,6 +181,11 @@ def _safe_to_resend(exc: Exception, bodies: Sequence[dict[str, Any]]) -> bool:
 RATE_LIMITED = 429
 
 
+def _rate_limited(exc: Exception) -> bool:
+    """A 429 that outlasted the client's retries: Halo's window is closed, the records were not refused."""
+    return getattr(exc, "status_code", None) == RATE_LIMITED
+
+
 class _Breaker:
     """Stops the apply sending when Halo cannot take writes, so the writes not yet sent fail, named, and the
     next run, which re-reads Halo first, writes them.
@@ -206,7 +211,7 @@ class _Breaker:
     def failed(self, exc: Exception, error: str) -> None:
         status = getattr(exc, "status_code", None)
         with self._lock:
-            if status == RATE_LIMITED:
+            if _rate_limited(exc):
                 self.reason = self.reason or f"Halo's rate limit: {error}"
             elif status is None or status >= 500:
                 self._in_a_row += 1
@@ -234,7 +239,7 @@ def _write_isolating(
     except Exception as exc:  # noqa: BLE001 - any failure of a batch is isolated or reported per record
         error = _error_text(exc)
         breaker.failed(exc, error)
-        if getattr(exc, "status_code", None) == RATE_LIMITED:  # not a refusal of these records: nothing to isolate
+        if _rate_limited(exc):  # not a refusal of these records: nothing to isolate
             for index, _ in items:
                 results[index] = (Outcome.FAILED, error, pd.NA)
             return
